@@ -1,0 +1,32 @@
+# esmm — make all (demo pipeline), make test, make bench, make clean.
+CARGO ?= cargo
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+BIN := $(CARGO_TARGET_DIR)/release/esmm
+PIPELINE ?= pipeline/demo.yaml
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+export ESMM_PYTHON := $(PY)
+
+.PHONY: all build test pyenv bench clean
+
+all: build
+	$(BIN) run $(PIPELINE)
+
+build:
+	$(CARGO) build --release --locked
+
+# Python readers (pyarrow, duckdb, xxhash) that check our Parquet and hashing independently.
+pyenv: $(VENV)/.ok
+$(VENV)/.ok: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+test: pyenv
+	$(CARGO) test --release --locked
+
+bench: build pyenv
+	bash tests/bench.sh $(BIN)
+
+clean:
+	rm -rf data/demo $(CURDIR)/target $(VENV)

@@ -1,0 +1,280 @@
+//! Parquet samples → training batches. A loader thread reads one row group at a time (projected
+//! columns, both list widths), fills a bounded shuffle pool of `pool_row_groups` row groups,
+//! permutes it (per epoch, by seed) and cuts batches; a bounded channel lets compute run while
+//! the next batch is read. The user side stays in the in-memory [`CommonTable`], joined through
+//! `common_row` at batch time.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+
+use anyhow::{bail, Context, Result};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float32Type, UInt32Type, UInt64Type, UInt8Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+
+use crate::schema::{self, side_fields, Side, FIELDS};
+
+/// One field's lists for a set of rows (CSR): row `r` holds `ids[offsets[r]..offsets[r+1]]`.
+#[derive(Clone, Debug, Default)]
+pub struct FieldCsr {
+    pub offsets: Vec<usize>,
+    pub ids: Vec<u32>,
+    /// Parallel to `ids` for weighted fields; empty otherwise.
+    pub weights: Vec<f32>,
+}
+
+impl FieldCsr {
+    fn new() -> Self {
+        Self { offsets: vec![0], ids: Vec::new(), weights: Vec::new() }
+    }
+
+    #[inline]
+    pub fn ids(&self, row: usize) -> &[u32] {
+        &self.ids[self.offsets[row]..self.offsets[row + 1]]
+    }
+
+    /// Weights of `row`, or `None` for an unweighted field.
+    #[inline]
+    pub fn weights(&self, row: usize) -> Option<&[f32]> {
+        (!self.weights.is_empty()).then(|| &self.weights[self.offsets[row]..self.offsets[row + 1]])
+    }
+
+    fn push_from(&mut self, other: &FieldCsr, row: usize) {
+        let (a, b) = (other.offsets[row], other.offsets[row + 1]);
+        self.ids.extend_from_slice(&other.ids[a..b]);
+        if !other.weights.is_empty() {
+            self.weights.extend_from_slice(&other.weights[a..b]);
+        }
+        self.offsets.push(self.ids.len());
+    }
+
+    fn append(&mut self, other: FieldCsr) {
+        let base = self.ids.len();
+        self.offsets.extend(other.offsets[1..].iter().map(|o| o + base));
+        self.ids.extend(other.ids);
+        self.weights.extend(other.weights);
+    }
+}
+
+/// Reads a `list<u32>` (or large list) column into CSR, with an optional parallel weights column.
+fn read_lists(ids: &ArrayRef, weights: Option<&ArrayRef>) -> Result<FieldCsr> {
+    fn parts(a: &ArrayRef) -> Result<(Vec<usize>, ArrayRef)> {
+        Ok(match a.data_type() {
+            DataType::List(_) => {
+                let l = a.as_list::<i32>();
+                let base = l.value_offsets()[0] as usize;
+                (l.value_offsets().iter().map(|&o| o as usize - base).collect(), l.values().slice(base, l.value_offsets()[l.len()] as usize - base))
+            }
+            DataType::LargeList(_) => {
+                let l = a.as_list::<i64>();
+                let base = l.value_offsets()[0] as usize;
+                (l.value_offsets().iter().map(|&o| o as usize - base).collect(), l.values().slice(base, l.value_offsets()[l.len()] as usize - base))
+            }
+            t => bail!("expected a list column, found {t}"),
+        })
+    }
+    let (offsets, values) = parts(ids)?;
+    let ids = values.as_primitive_opt::<UInt32Type>().context("list items must be u32")?.values().to_vec();
+    let weights = match weights {
+        Some(w) => {
+            let (woff, wvals) = parts(w)?;
+            if woff != offsets {
+                bail!("weights lists do not match the id lists");
+            }
+            wvals.as_primitive_opt::<Float32Type>().context("weights must be f32")?.values().to_vec()
+        }
+        None => Vec::new(),
+    };
+    Ok(FieldCsr { offsets, ids, weights })
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    batch.column_by_name(name).with_context(|| format!("missing column {name}"))
+}
+
+fn side_lists(batch: &RecordBatch, side: Side) -> Result<Vec<FieldCsr>> {
+    side_fields(side)
+        .into_iter()
+        .map(|f| {
+            let ids = column(batch, &schema::ids_column(f))?;
+            let w = if FIELDS[f].weighted { Some(column(batch, &schema::weights_column(f))?) } else { None };
+            read_lists(ids, w).with_context(|| format!("column {}", schema::ids_column(f)))
+        })
+        .collect()
+}
+
+/// The user side of one split, in memory (Ali-CCP: ~730 k rows).
+pub struct CommonTable {
+    /// One entry per user-side field, in [`FIELDS`] order.
+    pub fields: Vec<FieldCsr>,
+    pub rows: usize,
+}
+
+impl CommonTable {
+    pub fn load(path: &Path) -> Result<Self> {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(8192).build()?;
+        let mut fields: Vec<FieldCsr> = side_fields(Side::User).iter().map(|_| FieldCsr::new()).collect();
+        let mut rows = 0;
+        for batch in reader {
+            let batch = batch.with_context(|| format!("reading {}", path.display()))?;
+            rows += batch.num_rows();
+            for (acc, part) in fields.iter_mut().zip(side_lists(&batch, Side::User)?) {
+                acc.append(part);
+            }
+        }
+        Ok(Self { fields, rows })
+    }
+}
+
+/// A batch of samples: labels, join rows, and the item-side lists (one per item field).
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub sample_id: Vec<u64>,
+    pub click: Vec<u8>,
+    pub buy: Vec<u8>,
+    pub common_row: Vec<u32>,
+    pub items: Vec<FieldCsr>,
+}
+
+impl Batch {
+    fn empty() -> Self {
+        Self { items: side_fields(Side::Item).iter().map(|_| FieldCsr::new()).collect(), ..Default::default() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.click.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.click.is_empty()
+    }
+
+    fn from_record_batch(b: &RecordBatch) -> Result<Self> {
+        let prim = |name: &str| column(b, name);
+        Ok(Self {
+            sample_id: prim(schema::SAMPLE_ID)?.as_primitive_opt::<UInt64Type>().context("sample_id must be u64")?.values().to_vec(),
+            click: prim(schema::CLICK)?.as_primitive_opt::<UInt8Type>().context("click must be u8")?.values().to_vec(),
+            buy: prim(schema::BUY)?.as_primitive_opt::<UInt8Type>().context("buy must be u8")?.values().to_vec(),
+            common_row: prim(schema::COMMON_ROW)?.as_primitive_opt::<UInt32Type>().context("common_row must be u32")?.values().to_vec(),
+            items: side_lists(b, Side::Item)?,
+        })
+    }
+
+    fn append(&mut self, other: Batch) {
+        self.sample_id.extend(other.sample_id);
+        self.click.extend(other.click);
+        self.buy.extend(other.buy);
+        self.common_row.extend(other.common_row);
+        for (a, o) in self.items.iter_mut().zip(other.items) {
+            a.append(o);
+        }
+    }
+
+    fn push_row(&mut self, from: &Batch, r: usize) {
+        self.sample_id.push(from.sample_id[r]);
+        self.click.push(from.click[r]);
+        self.buy.push(from.buy[r]);
+        self.common_row.push(from.common_row[r]);
+        for (a, o) in self.items.iter_mut().zip(&from.items) {
+            a.push_from(o, r);
+        }
+    }
+}
+
+/// How the loader walks a samples file.
+#[derive(Clone, Debug)]
+pub struct LoaderConfig {
+    pub path: PathBuf,
+    pub batch_size: usize,
+    /// `None`: file order (predict). `Some(seed)`: row groups and rows shuffled per epoch.
+    pub shuffle_seed: Option<u64>,
+    /// Row groups held in the shuffle pool.
+    pub pool_row_groups: usize,
+}
+
+/// SplitMix64 stream: the loader's deterministic permutation source.
+struct Mix(u64);
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+/// Rows in the file (from the footer).
+pub fn count_rows(path: &Path) -> Result<u64> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    Ok(b.metadata().file_metadata().num_rows() as u64)
+}
+
+/// Starts the loader thread for one pass over the file; batches arrive in a bounded channel.
+pub fn spawn(cfg: LoaderConfig) -> Receiver<Result<Batch>> {
+    let (tx, rx) = sync_channel(4);
+    std::thread::spawn(move || {
+        if let Err(e) = load(&cfg, |b| tx.send(Ok(b)).is_ok()) {
+            let _ = tx.send(Err(e));
+        }
+    });
+    rx
+}
+
+/// One pass: calls `emit` per batch until it returns false.
+pub fn load(cfg: &LoaderConfig, mut emit: impl FnMut(Batch) -> bool) -> Result<()> {
+    let open = || -> Result<ParquetRecordBatchReaderBuilder<File>> {
+        let file = File::open(&cfg.path).with_context(|| format!("opening {}", cfg.path.display()))?;
+        ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("reading footer of {}", cfg.path.display()))
+    };
+    let builder = open()?;
+    let groups = builder.metadata().num_row_groups();
+    let arrow_schema = builder.schema().clone();
+    let wanted: Vec<usize> = arrow_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name() != schema::MD5)
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+    let mut order: Vec<usize> = (0..groups).collect();
+    let mut rng = Mix(cfg.shuffle_seed.unwrap_or(0));
+    if cfg.shuffle_seed.is_some() {
+        rng.shuffle(&mut order);
+    }
+    let pool_groups = if cfg.shuffle_seed.is_some() { cfg.pool_row_groups.max(1) } else { 1 };
+    let mut carry = Batch::empty();
+    for chunk in order.chunks(pool_groups) {
+        let reader = open()?.with_row_groups(chunk.to_vec()).with_projection(mask.clone()).with_batch_size(1 << 20).build()?;
+        let mut pool = Batch::empty();
+        for rb in reader {
+            let rb = rb.with_context(|| format!("reading {}", cfg.path.display()))?;
+            pool.append(Batch::from_record_batch(&rb).with_context(|| format!("decoding {}", cfg.path.display()))?);
+        }
+        let mut rows: Vec<usize> = (0..pool.len()).collect();
+        if cfg.shuffle_seed.is_some() {
+            rng.shuffle(&mut rows);
+        }
+        for r in rows {
+            carry.push_row(&pool, r);
+            if carry.len() == cfg.batch_size && !emit(std::mem::replace(&mut carry, Batch::empty())) {
+                return Ok(());
+            }
+        }
+    }
+    if !carry.is_empty() {
+        emit(carry);
+    }
+    Ok(())
+}

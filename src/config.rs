@@ -1,0 +1,276 @@
+//! The pipeline configuration (`pipeline/*.yaml`): one struct per stage, strict keys.
+//!
+//! Every key has a default, so a file only names what it changes; an unknown key is an error
+//! that names it (and the file). Relative paths are relative to the working directory, like
+//! PaddleRec's configs. Command-line flags override the file (see `main.rs`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{field_index, FIELDS};
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Names this run in reports and metrics tables.
+    pub run_id: String,
+    /// Worker threads for every stage; 0 = all cores.
+    pub threads: usize,
+    pub paths: Paths,
+    /// Present ⇒ `esmm run` generates the raw data first (synthetic runs); absent for real data.
+    pub generate: Option<GenerateConfig>,
+    pub ingest: IngestConfig,
+    pub split: SplitConfig,
+}
+
+/// Where each stage reads and writes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Paths {
+    /// Raw input: the four Ali-CCP CSVs (format aliccp) or `train/` + `test/` CSV folders (paddlerec).
+    pub raw: PathBuf,
+    /// Hashed Parquet written by `ingest`.
+    pub ingest: PathBuf,
+    /// Materialized train/valid/test written by `split`.
+    pub split: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Self { raw: "data/raw".into(), ingest: "data/ingest".into(), split: "data/split".into() }
+    }
+}
+
+/// The synthetic data generator (DESIGN §2 `generate`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenerateConfig {
+    pub train_rows: u64,
+    pub test_rows: u64,
+    pub seed: u64,
+    /// Target click rate over all impressions.
+    pub ctr: f64,
+    /// Target buy rate among clicks.
+    pub cvr: f64,
+    /// Mean skeleton rows per md5 (one common-feature line per md5).
+    pub rows_per_md5: f64,
+    /// Size of the planted world; shared by train and test.
+    pub users: u64,
+    pub items: u64,
+    /// Mean number of history features per common line (heavy-tailed).
+    pub history_mean: f64,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        Self {
+            train_rows: 2_000_000,
+            test_rows: 1_000_000,
+            seed: 42,
+            ctr: 0.04,
+            cvr: 0.02,
+            rows_per_md5: 55.0,
+            users: 200_000,
+            items: 300_000,
+            history_mean: 480.0,
+        }
+    }
+}
+
+impl GenerateConfig {
+    pub fn validate(&self) -> Result<()> {
+        check_rate("generate.ctr", self.ctr)?;
+        check_rate("generate.cvr", self.cvr)?;
+        if !(self.rows_per_md5 >= 1.0 && self.rows_per_md5.is_finite()) {
+            bail!("generate.rows_per_md5 must be >= 1, got {}", self.rows_per_md5);
+        }
+        if self.users < 1 || self.items < 1 {
+            bail!("generate.users and generate.items must be >= 1");
+        }
+        if !(self.history_mean >= 0.0 && self.history_mean.is_finite()) {
+            bail!("generate.history_mean must be >= 0, got {}", self.history_mean);
+        }
+        Ok(())
+    }
+}
+
+fn check_rate(key: &str, v: f64) -> Result<()> {
+    if !(v > 0.0 && v < 1.0) {
+        bail!("{key} must be in (0, 1), got {v}");
+    }
+    Ok(())
+}
+
+/// Raw input layout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The four Ali-CCP files (`sample_skeleton_*.csv`, `common_features_*.csv`).
+    #[default]
+    Aliccp,
+    /// PaddleRec's preprocessed ESMM CSV: `train/` and `test/` folders of
+    /// `sample_id,click,buy,key,field:feat_id,...` files.
+    Paddlerec,
+}
+
+/// Raw → hashed Parquet.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    pub format: Format,
+    /// Embedding buckets including the padding bucket 0 (DESIGN §3).
+    pub hash_buckets: u64,
+    pub hash_seed: u64,
+    /// First bad input is an error (file, line, reason) instead of a counted skip.
+    pub strict: bool,
+    /// Optional cap on ids kept per field and row, e.g. `{"210": 64}`; the first ids are kept.
+    pub max_ids_per_field: BTreeMap<String, usize>,
+    /// Rows per Parquet row group of the samples table.
+    pub row_group_rows: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            format: Format::Aliccp,
+            hash_buckets: 1 << 20,
+            hash_seed: 0,
+            strict: false,
+            max_ids_per_field: BTreeMap::new(),
+            row_group_rows: 65_536,
+        }
+    }
+}
+
+impl IngestConfig {
+    pub fn validate(&self) -> Result<()> {
+        crate::hashing::FeatureHasher::new(self.hash_buckets, self.hash_seed).context("ingest.hash_buckets")?;
+        for (field, &cap) in &self.max_ids_per_field {
+            if field_index(field.as_bytes()).is_none() {
+                let known: Vec<_> = FIELDS.iter().map(|f| f.name).collect();
+                bail!("ingest.max_ids_per_field: unknown field `{field}` (fields: {})", known.join(" "));
+            }
+            if cap == 0 {
+                bail!("ingest.max_ids_per_field.{field} must be >= 1");
+            }
+        }
+        if self.row_group_rows == 0 {
+            bail!("ingest.row_group_rows must be >= 1");
+        }
+        Ok(())
+    }
+
+    /// Per-field cap as an array indexed like [`FIELDS`] (`usize::MAX` = no cap).
+    pub fn caps(&self) -> [usize; FIELDS.len()] {
+        let mut caps = [usize::MAX; FIELDS.len()];
+        for (field, &cap) in &self.max_ids_per_field {
+            if let Some(i) = field_index(field.as_bytes()) {
+                caps[i] = cap;
+            }
+        }
+        caps
+    }
+}
+
+/// Hashed Parquet → train / valid / test.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SplitConfig {
+    /// Share of train md5 groups (sessions) moved to valid.
+    pub valid_fraction: f64,
+    pub seed: u64,
+    pub row_group_rows: usize,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        Self { valid_fraction: 0.1, seed: 0, row_group_rows: 65_536 }
+    }
+}
+
+impl SplitConfig {
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.valid_fraction) {
+            bail!("split.valid_fraction must be in [0, 1), got {}", self.valid_fraction);
+        }
+        if self.row_group_rows == 0 {
+            bail!("split.row_group_rows must be >= 1");
+        }
+        Ok(())
+    }
+}
+
+impl PipelineConfig {
+    /// Reads and validates a YAML file; errors name the file and the offending key.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("config {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: Self = if text.trim().is_empty() {
+            Self::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if let Some(g) = &self.generate {
+            g.validate()?;
+        }
+        self.ingest.validate()?;
+        self.split.validate()
+    }
+
+    /// Threads to use: the configured count, or all cores for 0.
+    pub fn worker_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = PipelineConfig::parse("ingest:\n  hash_bucket: 10\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("hash_bucket"), "{msg}");
+        let err = PipelineConfig::parse("nonsense: 1\n").unwrap_err();
+        assert!(format!("{err:#}").contains("nonsense"));
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = PipelineConfig::parse("").unwrap();
+        assert_eq!(c.ingest.hash_buckets, 1 << 20);
+        assert!(c.generate.is_none());
+        let c = PipelineConfig::parse("generate: {train_rows: 10}\nsplit: {valid_fraction: 0.2}\n").unwrap();
+        assert_eq!(c.generate.unwrap().train_rows, 10);
+        assert_eq!(c.split.valid_fraction, 0.2);
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_key() {
+        for (yaml, key) in [
+            ("split: {valid_fraction: 1.5}", "split.valid_fraction"),
+            ("ingest: {hash_buckets: 1}", "ingest.hash_buckets"),
+            ("ingest: {max_ids_per_field: {\"999\": 3}}", "999"),
+            ("generate: {ctr: 0}", "generate.ctr"),
+        ] {
+            let msg = format!("{:#}", PipelineConfig::parse(yaml).unwrap_err());
+            assert!(msg.contains(key), "{yaml}: {msg}");
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! esmm: the ESMM conversion-rate pipeline (Ali-CCP raw CSV → hashed Parquet → splits → model).
+//!
+//! Data flows one way: raw files → [`aliccp`] / [`paddlerec`] → [`hashing`] → [`schema`] → Parquet.
+
+/// Raw Ali-CCP format: line reader, tokenizer, skip reasons and counters.
+pub mod aliccp;
+/// In-memory column builders → arrow arrays.
+pub mod columns;
+/// YAML pipeline configuration with strict keys.
+pub mod config;
+/// Feature hashing contract (xxh3) with test vectors.
+pub mod hashing;
+/// Stage manifests, fingerprints, atomic outputs.
+pub mod manifest;
+/// Exact metrics: AUC, logloss, calibration.
+pub mod metrics;
+/// PaddleRec's preprocessed ESMM CSV (`sample_id,click,buy,key,field:id,...`).
+pub mod paddlerec;
+/// Ordered parallel map with bounded memory.
+pub mod parallel;
+/// Parquet writers for the contract tables.
+pub mod parquet_out;
+/// Progress bars on a terminal only.
+pub mod progress;
+/// The data contract: fields, column names, schemas, file names.
+pub mod schema;
+/// The pipeline stages (`generate`, `ingest`, `split`, `run`).
+pub mod stages;
+/// The planted model behind `generate`.
+pub mod synth;
+
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -1,0 +1,224 @@
+//! `esmm`: the command-line front end. Parses flags, loads the pipeline config (flags override
+//! it), runs one stage, and maps the outcome to an exit status: 0 success, 1 failure, 2 usage or
+//! configuration error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use esmm::config::{Format, PipelineConfig};
+use esmm::stages::{generate, ingest, run, split, StageReport};
+
+const AFTER_HELP: &str = "\
+Exit status: 0 success, 1 failure (bad input under --strict, I/O error, ...), 2 usage or
+configuration error. Logs go to stderr; --log-format json writes one JSON object per line.
+
+Every stage writes its outputs under temporary names, renames them when complete, and writes
+_manifest.json last; a stage whose inputs and config are unchanged is skipped (--force reruns it).";
+
+#[derive(Parser)]
+#[command(name = "esmm", version, about = "ESMM conversion-rate pipeline: raw Ali-CCP CSV → hashed Parquet → splits",
+    long_about = "ESMM conversion-rate pipeline (Entire Space Multi-Task Model, SIGIR 2018).\n\n\
+    Raw Ali-CCP CSVs (or PaddleRec's preprocessed CSV) are hashed into Parquet, split into\n\
+    train/valid/test, and handed to the model stages. `esmm run pipeline/demo.yaml` runs the chain.",
+    after_help = AFTER_HELP)]
+struct Cli {
+    /// Pipeline YAML; its values are defaults that flags override.
+    #[arg(long, global = true, value_name = "PIPELINE.yaml")]
+    config: Option<PathBuf>,
+    /// Worker threads (0 = all cores). Outputs do not depend on it.
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write synthetic raw Ali-CCP files (four CSVs) plus truth_{train,test}.csv from a planted model.
+    Generate {
+        /// Output directory for the raw files.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Skeleton rows in sample_skeleton_train.csv.
+        #[arg(long, value_name = "N")]
+        train_rows: Option<u64>,
+        /// Skeleton rows in sample_skeleton_test.csv.
+        #[arg(long, value_name = "M")]
+        test_rows: Option<u64>,
+        /// Seed of the planted world and of the rows.
+        #[arg(long, value_name = "S")]
+        seed: Option<u64>,
+        #[command(flatten)]
+        common: CommonFlags,
+    },
+    /// Convert raw CSVs into hashed Parquet: OUT/{train,test}/{common,samples}.parquet.
+    Ingest {
+        /// Raw input directory (the four Ali-CCP files, or PaddleRec's train/ and test/ folders).
+        #[arg(long, value_name = "DIR")]
+        raw: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Raw layout.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Fail on the first bad input (file, line, reason) instead of skipping and counting it.
+        #[arg(long)]
+        strict: bool,
+        /// Embedding buckets (bucket 0 is padding).
+        #[arg(long, value_name = "N")]
+        hash_buckets: Option<u64>,
+        #[command(flatten)]
+        common: CommonFlags,
+    },
+    /// Materialize OUT/{train,valid,test}/ from an ingest directory (valid carved from train by md5).
+    Split {
+        /// An ingest output directory.
+        #[arg(long = "in", value_name = "DIR")]
+        input: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Share of train sessions (md5s) moved to valid.
+        #[arg(long, value_name = "F")]
+        valid_fraction: Option<f64>,
+        #[command(flatten)]
+        common: CommonFlags,
+    },
+    /// Run every stage of a pipeline file, skipping the up-to-date ones.
+    Run {
+        /// The pipeline file (same as --config).
+        #[arg(value_name = "PIPELINE.yaml")]
+        pipeline: PathBuf,
+        #[command(flatten)]
+        common: CommonFlags,
+    },
+}
+
+#[derive(Args)]
+struct CommonFlags {
+    /// Rerun even if the outputs are up to date.
+    #[arg(long)]
+    force: bool,
+}
+
+/// An error in the command line or the configuration: exit status 2.
+struct UsageError(anyhow::Error);
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let json = cli.log_format == LogFormat::Json;
+    match dispatch(cli, json) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(UsageError(e))) => {
+            log_error(json, "usage", &e);
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(e)) => {
+            log_error(json, "error", &e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum Failure {
+    Usage(UsageError),
+    Run(anyhow::Error),
+}
+
+fn usage<T>(r: Result<T>) -> Result<T, Failure> {
+    r.map_err(|e| Failure::Usage(UsageError(e)))
+}
+
+fn failed<T>(r: Result<T>) -> Result<T, Failure> {
+    r.map_err(Failure::Run)
+}
+
+fn log_error(json: bool, kind: &str, e: &anyhow::Error) {
+    if json {
+        eprintln!("{}", serde_json::json!({"event": kind, "message": format!("{e:#}")}));
+    } else {
+        eprintln!("esmm: {kind}: {e:#}");
+    }
+}
+
+fn log_report(json: bool, r: &StageReport) {
+    if json {
+        eprintln!(
+            "{}",
+            serde_json::json!({"event": "stage", "stage": r.stage, "out": r.out_dir, "up_to_date": r.up_to_date,
+                "seconds": r.seconds, "counts": r.counts, "skipped": r.skipped})
+        );
+    } else {
+        eprintln!("{}", r.summary());
+    }
+}
+
+fn require(v: Option<PathBuf>, flag: &str) -> Result<PathBuf, Failure> {
+    usage(v.with_context(|| format!("{flag} is required (or set it in --config)")))
+}
+
+fn dispatch(cli: Cli, json: bool) -> Result<(), Failure> {
+    let from_file = cli.config.is_some();
+    let mut config = match (&cli.config, &cli.command) {
+        (Some(path), _) | (None, Command::Run { pipeline: path, .. }) => usage(PipelineConfig::load(path))?,
+        (None, _) => PipelineConfig::default(),
+    };
+    if let Some(t) = cli.threads {
+        config.threads = t;
+    }
+    let threads = config.worker_threads();
+    let report = match cli.command {
+        Command::Generate { out, train_rows, test_rows, seed, common } => {
+            let mut params = config.generate.clone().unwrap_or_default();
+            params.train_rows = train_rows.unwrap_or(params.train_rows);
+            params.test_rows = test_rows.unwrap_or(params.test_rows);
+            params.seed = seed.unwrap_or(params.seed);
+            usage(params.validate())?;
+            let out = require(out.or(from_file.then(|| config.paths.raw.clone())), "--out")?;
+            failed(generate::run(&generate::GenerateStage { out, params, threads, force: common.force }))?
+        }
+        Command::Ingest { raw, out, format, strict, hash_buckets, common } => {
+            let mut params = config.ingest.clone();
+            params.format = format.unwrap_or(params.format);
+            params.strict |= strict;
+            params.hash_buckets = hash_buckets.unwrap_or(params.hash_buckets);
+            usage(params.validate())?;
+            let raw = require(raw.or(from_file.then(|| config.paths.raw.clone())), "--raw")?;
+            let out = require(out.or(from_file.then(|| config.paths.ingest.clone())), "--out")?;
+            failed(ingest::run(&ingest::IngestStage { raw, out, params, threads, force: common.force }))?
+        }
+        Command::Split { input, out, valid_fraction, common } => {
+            let mut params = config.split.clone();
+            params.valid_fraction = valid_fraction.unwrap_or(params.valid_fraction);
+            usage(params.validate())?;
+            let input = require(input.or(from_file.then(|| config.paths.ingest.clone())), "--in")?;
+            let out = require(out.or(from_file.then(|| config.paths.split.clone())), "--out")?;
+            failed(split::run(&split::SplitStage { input, out, params, threads, force: common.force }))?
+        }
+        Command::Run { common, .. } => {
+            failed(run::run(&run::RunStage { config, force: common.force }, |r| log_report(json, r)))?;
+            return Ok(());
+        }
+    };
+    log_report(json, &report);
+    Ok(())
+}

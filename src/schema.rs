@@ -1,0 +1,205 @@
+//! The data contract: field list, file and column names, Parquet (arrow) schemas.
+//!
+//! Every other module takes names from here; no column name is spelled anywhere else.
+//! DESIGN §1 (raw fields) and §3 (Parquet tables).
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+/// Which raw file a field lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// `common_features_*.csv`: user-side features, shared by every sample of one md5.
+    User,
+    /// `sample_skeleton_*.csv`: item and context features of one impression.
+    Item,
+}
+
+/// One Ali-CCP feature field.
+#[derive(Clone, Copy, Debug)]
+pub struct FieldSpec {
+    /// The field id as written in the raw files (`101`, `109_14`, ...).
+    pub name: &'static str,
+    pub side: Side,
+    /// Carries log-count values that are kept as a `w_<name>` weight column.
+    pub weighted: bool,
+}
+
+const fn f(name: &'static str, side: Side, weighted: bool) -> FieldSpec {
+    FieldSpec { name, side, weighted }
+}
+
+/// The 23 fields, in PaddleRec's order (`models/multitask/esmm`). Field indices below refer to
+/// positions in this array.
+pub const FIELDS: [FieldSpec; 23] = [
+    f("101", Side::User, false),
+    f("109_14", Side::User, true),
+    f("110_14", Side::User, true),
+    f("127_14", Side::User, true),
+    f("150_14", Side::User, true),
+    f("121", Side::User, false),
+    f("122", Side::User, false),
+    f("124", Side::User, false),
+    f("125", Side::User, false),
+    f("126", Side::User, false),
+    f("127", Side::User, false),
+    f("128", Side::User, false),
+    f("129", Side::User, false),
+    f("205", Side::Item, false),
+    f("206", Side::Item, false),
+    f("207", Side::Item, false),
+    f("210", Side::Item, false),
+    f("216", Side::Item, false),
+    f("508", Side::Item, true),
+    f("509", Side::Item, true),
+    f("702", Side::Item, true),
+    f("853", Side::Item, true),
+    f("301", Side::Item, false),
+];
+
+/// Index of the user id field `101`.
+pub const USER_ID_FIELD: usize = 0;
+/// Index of the scenario field `301`.
+pub const SCENARIO_FIELD: usize = 22;
+
+/// Index into [`FIELDS`] of a raw field id, or `None` for a field outside the contract.
+pub fn field_index(name: &[u8]) -> Option<usize> {
+    FIELDS.iter().position(|f| f.name.as_bytes() == name)
+}
+
+/// Field indices of one side, in [`FIELDS`] order.
+pub fn side_fields(side: Side) -> Vec<usize> {
+    (0..FIELDS.len()).filter(|&i| FIELDS[i].side == side).collect()
+}
+
+/// Column of hashed ids of a field: `f_<name>`, `list<u32>`.
+pub fn ids_column(field: usize) -> String {
+    format!("f_{}", FIELDS[field].name)
+}
+
+/// Column of weights of a weighted field: `w_<name>`, `list<f32>`, parallel to the ids.
+pub fn weights_column(field: usize) -> String {
+    format!("w_{}", FIELDS[field].name)
+}
+
+pub const SAMPLE_ID: &str = "sample_id";
+pub const CLICK: &str = "click";
+pub const BUY: &str = "buy";
+pub const MD5: &str = "md5";
+pub const COMMON_ROW: &str = "common_row";
+
+/// Per-split table files (inside `<ingest or split dir>/<split>/`).
+pub const SAMPLES_FILE: &str = "samples.parquet";
+pub const COMMON_FILE: &str = "common.parquet";
+/// Every stage writes this last, beside its outputs; its presence means "complete".
+pub const MANIFEST_FILE: &str = "_manifest.json";
+
+/// Rows per Parquet row group of the common table (its rows hold hundreds of ids each).
+pub const COMMON_ROW_GROUP_ROWS: usize = 4096;
+
+/// A split of the source data (raw files come as train and test).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+}
+
+impl Split {
+    pub const SOURCES: [Split; 2] = [Split::Train, Split::Test];
+    pub const ALL: [Split; 3] = [Split::Train, Split::Valid, Split::Test];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Valid => "valid",
+            Split::Test => "test",
+        }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Raw Ali-CCP file names of a source split.
+pub fn skeleton_file(split: Split) -> String {
+    format!("sample_skeleton_{split}.csv")
+}
+pub fn common_features_file(split: Split) -> String {
+    format!("common_features_{split}.csv")
+}
+/// Planted ground truth written by `generate`: `sample_id,click,buy,p_click,p_buy_given_click`.
+pub fn truth_file(split: Split) -> String {
+    format!("truth_{split}.csv")
+}
+pub const TRUTH_HEADER: &str = "sample_id,click,buy,p_click,p_buy_given_click";
+
+fn list_of(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("item", item, false)))
+}
+
+fn feature_columns(side: Side) -> Vec<Field> {
+    let mut cols = Vec::new();
+    for i in side_fields(side) {
+        cols.push(Field::new(ids_column(i), list_of(DataType::UInt32), false));
+        if FIELDS[i].weighted {
+            cols.push(Field::new(weights_column(i), list_of(DataType::Float32), false));
+        }
+    }
+    cols
+}
+
+/// The samples table: labels, join key, and the item-side feature lists.
+pub fn samples_schema() -> SchemaRef {
+    let mut cols = vec![
+        Field::new(SAMPLE_ID, DataType::UInt64, false),
+        Field::new(CLICK, DataType::UInt8, false),
+        Field::new(BUY, DataType::UInt8, false),
+        Field::new(MD5, DataType::UInt64, false),
+        Field::new(COMMON_ROW, DataType::UInt32, false),
+    ];
+    cols.extend(feature_columns(Side::Item));
+    Arc::new(Schema::new(cols))
+}
+
+/// The common (user-side) table: one row per md5, referenced by `common_row`.
+pub fn common_schema() -> SchemaRef {
+    let mut cols = vec![Field::new(MD5, DataType::UInt64, false)];
+    cols.extend(feature_columns(Side::User));
+    Arc::new(Schema::new(cols))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_sides_match_design() {
+        assert_eq!(side_fields(Side::User).len(), 13);
+        assert_eq!(side_fields(Side::Item).len(), 10);
+        assert_eq!(FIELDS[USER_ID_FIELD].name, "101");
+        assert_eq!(FIELDS[SCENARIO_FIELD].name, "301");
+        assert_eq!(field_index(b"109_14"), Some(1));
+        assert_eq!(field_index(b"999"), None);
+        assert_eq!(FIELDS.iter().filter(|f| f.weighted).count(), 8);
+    }
+
+    #[test]
+    fn schemas_have_unique_names() {
+        for s in [samples_schema(), common_schema()] {
+            let mut names: Vec<_> = s.fields().iter().map(|f| f.name().clone()).collect();
+            let n = names.len();
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), n);
+        }
+        // 5 key columns + 10 item id lists + 4 weight lists
+        assert_eq!(samples_schema().fields().len(), 19);
+        // md5 + 13 user id lists + 4 weight lists
+        assert_eq!(common_schema().fields().len(), 18);
+    }
+}

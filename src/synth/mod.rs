@@ -1,0 +1,1 @@
+//! Placeholder: the planted model behind `generate` (being written).

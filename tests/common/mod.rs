@@ -1,0 +1,112 @@
+//! Shared helpers for the integration tests: temp dirs, raw fixtures, reading Parquet back.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Float32Type, UInt32Type, UInt64Type, UInt8Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("esmm-it-{}-{tag}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `field\x02id\x03value`
+pub fn feat(field: &str, id: u64, value: &str) -> String {
+    format!("{field}\x02{id}\x03{value}")
+}
+
+pub fn list(features: &[String]) -> String {
+    features.join("\x01")
+}
+
+/// One column value of a row read back from Parquet.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    U64(u64),
+    IdList(Vec<u32>),
+    WeightList(Vec<f32>),
+}
+
+/// Every row of a Parquet file as column name → value (scalars as u64, lists of u32 / f32;
+/// both list widths are accepted).
+pub fn read_rows(path: &Path) -> Vec<BTreeMap<String, Value>> {
+    let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let schema = batch.schema();
+        let start = rows.len();
+        rows.extend((0..batch.num_rows()).map(|_| BTreeMap::new()));
+        for (f, col) in schema.fields().iter().zip(batch.columns()) {
+            for r in 0..batch.num_rows() {
+                let v = match col.data_type() {
+                    DataType::UInt64 => Value::U64(col.as_primitive::<UInt64Type>().value(r)),
+                    DataType::UInt32 => Value::U64(col.as_primitive::<UInt32Type>().value(r) as u64),
+                    DataType::UInt8 => Value::U64(col.as_primitive::<UInt8Type>().value(r) as u64),
+                    DataType::List(_) | DataType::LargeList(_) => {
+                        let item = match col.data_type() {
+                            DataType::List(_) => col.as_list::<i32>().value(r),
+                            _ => col.as_list::<i64>().value(r),
+                        };
+                        match item.data_type() {
+                            DataType::UInt32 => Value::IdList(item.as_primitive::<UInt32Type>().values().to_vec()),
+                            DataType::Float32 => {
+                                Value::WeightList(item.as_primitive::<Float32Type>().values().to_vec())
+                            }
+                            t => panic!("unexpected list item type {t}"),
+                        }
+                    }
+                    t => panic!("unexpected column type {t} for {}", f.name()),
+                };
+                rows[start + r].insert(f.name().clone(), v);
+            }
+        }
+    }
+    rows
+}
+
+pub fn u(row: &BTreeMap<String, Value>, col: &str) -> u64 {
+    match row.get(col) {
+        Some(Value::U64(v)) => *v,
+        other => panic!("{col}: {other:?}"),
+    }
+}
+
+pub fn ids(row: &BTreeMap<String, Value>, col: &str) -> Vec<u32> {
+    match row.get(col) {
+        Some(Value::IdList(v)) => v.clone(),
+        other => panic!("{col}: {other:?}"),
+    }
+}
+
+pub fn weights(row: &BTreeMap<String, Value>, col: &str) -> Vec<f32> {
+    match row.get(col) {
+        Some(Value::WeightList(v)) => v.clone(),
+        other => panic!("{col}: {other:?}"),
+    }
+}
+
+pub fn manifest(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("_manifest.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("ESMM_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(venv.exists(), "no Python with pyarrow/duckdb: run `make test` (it creates .venv) or set ESMM_PYTHON");
+    venv
+}
