@@ -65,12 +65,18 @@ fn read_lists(ids: &ArrayRef, weights: Option<&ArrayRef>) -> Result<FieldCsr> {
             DataType::List(_) => {
                 let l = a.as_list::<i32>();
                 let base = l.value_offsets()[0] as usize;
-                (l.value_offsets().iter().map(|&o| o as usize - base).collect(), l.values().slice(base, l.value_offsets()[l.len()] as usize - base))
+                (
+                    l.value_offsets().iter().map(|&o| o as usize - base).collect(),
+                    l.values().slice(base, l.value_offsets()[l.len()] as usize - base),
+                )
             }
             DataType::LargeList(_) => {
                 let l = a.as_list::<i64>();
                 let base = l.value_offsets()[0] as usize;
-                (l.value_offsets().iter().map(|&o| o as usize - base).collect(), l.values().slice(base, l.value_offsets()[l.len()] as usize - base))
+                (
+                    l.value_offsets().iter().map(|&o| o as usize - base).collect(),
+                    l.values().slice(base, l.value_offsets()[l.len()] as usize - base),
+                )
             }
             t => bail!("expected a list column, found {t}"),
         })
@@ -136,6 +142,8 @@ pub struct Batch {
     pub click: Vec<u8>,
     pub buy: Vec<u8>,
     pub common_row: Vec<u32>,
+    /// Raw id of the sample's scenario (`301`), for per-scenario slices.
+    pub scenario: Vec<u64>,
     pub items: Vec<FieldCsr>,
 }
 
@@ -155,10 +163,23 @@ impl Batch {
     fn from_record_batch(b: &RecordBatch) -> Result<Self> {
         let prim = |name: &str| column(b, name);
         Ok(Self {
-            sample_id: prim(schema::SAMPLE_ID)?.as_primitive_opt::<UInt64Type>().context("sample_id must be u64")?.values().to_vec(),
+            sample_id: prim(schema::SAMPLE_ID)?
+                .as_primitive_opt::<UInt64Type>()
+                .context("sample_id must be u64")?
+                .values()
+                .to_vec(),
             click: prim(schema::CLICK)?.as_primitive_opt::<UInt8Type>().context("click must be u8")?.values().to_vec(),
             buy: prim(schema::BUY)?.as_primitive_opt::<UInt8Type>().context("buy must be u8")?.values().to_vec(),
-            common_row: prim(schema::COMMON_ROW)?.as_primitive_opt::<UInt32Type>().context("common_row must be u32")?.values().to_vec(),
+            common_row: prim(schema::COMMON_ROW)?
+                .as_primitive_opt::<UInt32Type>()
+                .context("common_row must be u32")?
+                .values()
+                .to_vec(),
+            scenario: prim(schema::SCENARIO)?
+                .as_primitive_opt::<UInt64Type>()
+                .context("scenario must be u64")?
+                .values()
+                .to_vec(),
             items: side_lists(b, Side::Item)?,
         })
     }
@@ -168,6 +189,7 @@ impl Batch {
         self.click.extend(other.click);
         self.buy.extend(other.buy);
         self.common_row.extend(other.common_row);
+        self.scenario.extend(other.scenario);
         for (a, o) in self.items.iter_mut().zip(other.items) {
             a.append(o);
         }
@@ -178,6 +200,7 @@ impl Batch {
         self.click.push(from.click[r]);
         self.buy.push(from.buy[r]);
         self.common_row.push(from.common_row[r]);
+        self.scenario.push(from.scenario[r]);
         for (a, o) in self.items.iter_mut().zip(&from.items) {
             a.push_from(o, r);
         }
@@ -235,18 +258,14 @@ pub fn spawn(cfg: LoaderConfig) -> Receiver<Result<Batch>> {
 pub fn load(cfg: &LoaderConfig, mut emit: impl FnMut(Batch) -> bool) -> Result<()> {
     let open = || -> Result<ParquetRecordBatchReaderBuilder<File>> {
         let file = File::open(&cfg.path).with_context(|| format!("opening {}", cfg.path.display()))?;
-        ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("reading footer of {}", cfg.path.display()))
+        ParquetRecordBatchReaderBuilder::try_new(file)
+            .with_context(|| format!("reading footer of {}", cfg.path.display()))
     };
     let builder = open()?;
     let groups = builder.metadata().num_row_groups();
     let arrow_schema = builder.schema().clone();
-    let wanted: Vec<usize> = arrow_schema
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.name() != schema::MD5)
-        .map(|(i, _)| i)
-        .collect();
+    let wanted: Vec<usize> =
+        arrow_schema.fields().iter().enumerate().filter(|(_, f)| f.name() != schema::MD5).map(|(i, _)| i).collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
     let mut order: Vec<usize> = (0..groups).collect();
     let mut rng = Mix(cfg.shuffle_seed.unwrap_or(0));
@@ -256,7 +275,8 @@ pub fn load(cfg: &LoaderConfig, mut emit: impl FnMut(Batch) -> bool) -> Result<(
     let pool_groups = if cfg.shuffle_seed.is_some() { cfg.pool_row_groups.max(1) } else { 1 };
     let mut carry = Batch::empty();
     for chunk in order.chunks(pool_groups) {
-        let reader = open()?.with_row_groups(chunk.to_vec()).with_projection(mask.clone()).with_batch_size(1 << 20).build()?;
+        let reader =
+            open()?.with_row_groups(chunk.to_vec()).with_projection(mask.clone()).with_batch_size(1 << 20).build()?;
         let mut pool = Batch::empty();
         for rb in reader {
             let rb = rb.with_context(|| format!("reading {}", cfg.path.display()))?;

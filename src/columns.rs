@@ -8,7 +8,7 @@ use arrow::array::{ArrayRef, Float32Array, ListArray, UInt32Array};
 use arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::Field;
 
-use crate::schema::{side_fields, Side, FIELDS};
+use crate::schema::{side_fields, Side, FIELDS, SCENARIO_FIELD};
 
 const NO_SLOT: u8 = u8::MAX;
 
@@ -19,6 +19,9 @@ pub struct ListColumns {
     offsets: Vec<Vec<i32>>,
     ids: Vec<Vec<u32>>,
     weights: Vec<Vec<f32>>,
+    /// Raw id of the first scenario (`301`) feature per finished row, 0 if none (item side).
+    scenario: Vec<u64>,
+    current_scenario: u64,
 }
 
 /// Lengths at a row start, to roll a row back (ids and offsets per field).
@@ -32,7 +35,15 @@ impl ListColumns {
             slot[f] = s as u8;
         }
         let n = fields.len();
-        Self { fields, slot, offsets: vec![vec![0]; n], ids: vec![Vec::new(); n], weights: vec![Vec::new(); n] }
+        Self {
+            fields,
+            slot,
+            offsets: vec![vec![0]; n],
+            ids: vec![Vec::new(); n],
+            weights: vec![Vec::new(); n],
+            scenario: Vec::new(),
+            current_scenario: 0,
+        }
     }
 
     /// True if `field` belongs to this side.
@@ -48,9 +59,13 @@ impl ListColumns {
         self.ids[s].len() - *self.offsets[s].last().unwrap_or(&0) as usize
     }
 
-    /// Appends one id (and its weight, kept only for weighted fields) to the current row.
+    /// Appends one hashed id (and its weight, kept only for weighted fields) to the current row;
+    /// `raw_id` is remembered for the scenario field.
     #[inline]
-    pub fn push(&mut self, field: usize, id: u32, weight: f32) {
+    pub fn push(&mut self, field: usize, raw_id: u64, id: u32, weight: f32) {
+        if field == SCENARIO_FIELD && self.current_scenario == 0 {
+            self.current_scenario = raw_id;
+        }
         let s = self.slot[field] as usize;
         self.ids[s].push(id);
         if FIELDS[field].weighted {
@@ -62,6 +77,12 @@ impl ListColumns {
         for (off, ids) in self.offsets.iter_mut().zip(&self.ids) {
             off.push(ids.len() as i32);
         }
+        self.scenario.push(std::mem::take(&mut self.current_scenario));
+    }
+
+    /// The scenario raw id of each finished row.
+    pub fn scenario(&self) -> &[u64] {
+        &self.scenario
     }
 
     pub fn mark(&self) -> RowMark {
@@ -70,6 +91,8 @@ impl ListColumns {
 
     /// Drops everything pushed since `mark`, finished rows included.
     pub fn rollback(&mut self, mark: &RowMark) {
+        self.current_scenario = 0;
+        self.scenario.truncate(mark.0.first().map_or(0, |m| m.1.saturating_sub(1)));
         for (s, &(ids, offsets)) in mark.0.iter().enumerate() {
             self.ids[s].truncate(ids);
             self.weights[s].truncate(ids); // no-op for unweighted fields (always empty)
@@ -114,16 +137,19 @@ mod tests {
         let mut c = ListColumns::new(Side::Item);
         let f205 = crate::schema::field_index(b"205").unwrap();
         let f508 = crate::schema::field_index(b"508").unwrap();
-        c.push(f205, 7, 1.0);
-        c.push(f508, 9, 0.5);
+        c.push(f205, 70, 7, 1.0);
+        c.push(SCENARIO_FIELD, 33, 9, 1.0);
+        c.push(f508, 90, 9, 0.5);
         c.end_row();
         let m = c.mark();
-        c.push(f205, 8, 1.0);
+        c.push(f205, 80, 8, 1.0);
+        c.push(SCENARIO_FIELD, 44, 9, 1.0);
         c.rollback(&m);
-        c.push(f508, 10, 2.0);
+        c.push(f508, 100, 10, 2.0);
         assert_eq!(c.row_len(f508), 1);
         c.end_row();
         assert_eq!(c.rows(), 2);
+        assert_eq!(c.scenario(), &[33, 0]);
         let arrays = c.into_arrays();
         assert_eq!(arrays.len(), 14); // 10 id lists + 4 weight lists
         let ids205 = arrays[0].as_any().downcast_ref::<ListArray>().unwrap();

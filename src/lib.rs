@@ -4,16 +4,22 @@
 
 /// Raw Ali-CCP format: line reader, tokenizer, skip reasons and counters.
 pub mod aliccp;
+/// Parquet samples → training batches (loader thread, shuffle pool).
+pub mod batches;
 /// In-memory column builders → arrow arrays.
 pub mod columns;
 /// YAML pipeline configuration with strict keys.
 pub mod config;
 /// Feature hashing contract (xxh3) with test vectors.
 pub mod hashing;
+/// Stage events on stderr (text or JSON lines).
+pub mod log;
 /// Stage manifests, fingerprints, atomic outputs.
 pub mod manifest;
 /// Exact metrics: AUC, logloss, calibration.
 pub mod metrics;
+/// The ESMM model (embeddings, dfdx towers, loss).
+pub mod model;
 /// PaddleRec's preprocessed ESMM CSV (`sample_id,click,buy,key,field:id,...`).
 pub mod paddlerec;
 /// Ordered parallel map with bounded memory.

@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use esmm::config::{Format, PipelineConfig};
-use esmm::stages::{generate, ingest, run, split, StageReport};
+use esmm::model::ModelKind;
+use esmm::schema::Split;
+use esmm::stages::{evaluate, generate, ingest, predict, run, split, train, StageReport};
 
 const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 failure (bad input under --strict, I/O error, ...), 2 usage or
@@ -97,6 +99,60 @@ enum Command {
         #[command(flatten)]
         common: CommonFlags,
     },
+    /// Train ESMM (or a baseline) on DATA/train, validating on DATA/valid every epoch.
+    Train {
+        /// A split output directory.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Model directory (model.bin, checkpoint.bin, epochs.parquet).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Continue from OUT/checkpoint.bin (same config and data), bit-identically.
+        #[arg(long)]
+        resume: bool,
+        /// Model kind: esmm, naive_cvr or esmm_ns.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<ModelKind>,
+        #[arg(long, value_name = "N")]
+        epochs: Option<usize>,
+        #[arg(long, value_name = "N")]
+        batch_size: Option<usize>,
+        #[command(flatten)]
+        common: CommonFlags,
+    },
+    /// Write pCTR, pCVR, pCTCVR for every row of a split (input order) to a Parquet file.
+    Predict {
+        /// A train output directory.
+        #[arg(long, value_name = "DIR")]
+        model: Option<PathBuf>,
+        /// A split output directory.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Which split to score.
+        #[arg(long, value_parser = parse_split, default_value = "test")]
+        split: Split,
+        /// The predictions file.
+        #[arg(long, value_name = "FILE.parquet")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        common: CommonFlags,
+    },
+    /// Exact metrics of a predictions file (AUC, logloss, calibration per task and scenario).
+    Evaluate {
+        #[arg(long, value_name = "FILE.parquet")]
+        predictions: Option<PathBuf>,
+        /// Output directory (metrics.parquet, summary.md).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// The generator's truth_<split>.csv: adds the oracle's metrics.
+        #[arg(long, value_name = "FILE")]
+        truth: Option<PathBuf>,
+        /// Exit 1 when the summary flags likely leakage (AUC >= 0.99) or a collapsed model.
+        #[arg(long)]
+        fail_on_suspect: bool,
+        #[command(flatten)]
+        common: CommonFlags,
+    },
     /// Run every stage of a pipeline file, skipping the up-to-date ones.
     Run {
         /// The pipeline file (same as --config).
@@ -114,6 +170,14 @@ struct CommonFlags {
     force: bool,
 }
 
+fn parse_kind(s: &str) -> Result<ModelKind, String> {
+    serde_yaml::from_str(s).map_err(|_| format!("unknown model kind `{s}` (esmm, naive_cvr, esmm_ns)"))
+}
+
+fn parse_split(s: &str) -> Result<Split, String> {
+    Split::ALL.into_iter().find(|x| x.name() == s).ok_or_else(|| format!("unknown split `{s}` (train, valid, test)"))
+}
+
 /// An error in the command line or the configuration: exit status 2.
 struct UsageError(anyhow::Error);
 
@@ -126,6 +190,7 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.log_format == LogFormat::Json;
+    esmm::log::set_json(json);
     match dispatch(cli, json) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(UsageError(e))) => {
@@ -186,6 +251,8 @@ fn dispatch(cli: Cli, json: bool) -> Result<(), Failure> {
         config.threads = t;
     }
     let threads = config.worker_threads();
+    // dfdx's matmuls, the AUC sort and the parsers all use this pool.
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
     let report = match cli.command {
         Command::Generate { out, train_rows, test_rows, seed, common } => {
             let mut params = config.generate.clone().unwrap_or_default();
@@ -213,6 +280,60 @@ fn dispatch(cli: Cli, json: bool) -> Result<(), Failure> {
             let input = require(input.or(from_file.then(|| config.paths.ingest.clone())), "--in")?;
             let out = require(out.or(from_file.then(|| config.paths.split.clone())), "--out")?;
             failed(split::run(&split::SplitStage { input, out, params, threads, force: common.force }))?
+        }
+        Command::Train { data, out, resume, kind, epochs, batch_size, common } => {
+            let mut model = config.model.clone();
+            let mut params = config.train.clone();
+            model.kind = kind.unwrap_or(model.kind);
+            params.epochs = epochs.unwrap_or(params.epochs);
+            params.batch_size = batch_size.unwrap_or(params.batch_size);
+            usage(model.validate().and_then(|_| params.validate()))?;
+            let data = require(data.or(from_file.then(|| config.paths.split.clone())), "--data")?;
+            let out = require(out.or(from_file.then(|| config.paths.model.clone())), "--out")?;
+            failed(train::run(&train::TrainStage {
+                data,
+                out,
+                model,
+                train: params,
+                threads,
+                force: common.force,
+                resume,
+            }))?
+        }
+        Command::Predict { model, data, split, out, common } => {
+            let model = require(model.or(from_file.then(|| config.paths.model.clone())), "--model")?;
+            let data = require(data.or(from_file.then(|| config.paths.split.clone())), "--data")?;
+            let out =
+                require(out.or(from_file.then(|| config.paths.predictions.join(format!("{split}.parquet")))), "--out")?;
+            let batch_size = config.train.batch_size.max(1024);
+            failed(predict::run(&predict::PredictStage {
+                model,
+                data,
+                split,
+                out,
+                batch_size,
+                threads,
+                force: common.force,
+            }))?
+        }
+        Command::Evaluate { predictions, out, truth, fail_on_suspect, common } => {
+            let predictions = require(predictions, "--predictions")?;
+            let out = require(out.or(from_file.then(|| config.paths.metrics.clone())), "--out")?;
+            let run_id = config.run_id.clone();
+            let model_name = serde_json::to_value(config.model.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            failed(evaluate::run(&evaluate::EvaluateStage {
+                predictions,
+                out,
+                truth,
+                run_id,
+                model_name,
+                fail_on_suspect,
+                threads,
+                force: common.force,
+            }))?
         }
         Command::Run { common, .. } => {
             failed(run::run(&run::RunStage { config, force: common.force }, |r| log_report(json, r)))?;

@@ -89,10 +89,20 @@ pub fn manifest_path(dir: &Path) -> PathBuf {
     dir.join(MANIFEST_FILE)
 }
 
+/// Manifest of a single-file output: `<file>.manifest.json`.
+pub fn file_manifest_path(file: &Path) -> PathBuf {
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(".manifest.json");
+    file.with_file_name(name)
+}
+
 /// The manifest of a finished stage in `dir`, or `None` if the stage never finished there.
 pub fn read(dir: &Path) -> Result<Option<Manifest>> {
-    let path = manifest_path(dir);
-    match fs::read(&path) {
+    read_path(&manifest_path(dir))
+}
+
+pub fn read_path(path: &Path) -> Result<Option<Manifest>> {
+    match fs::read(path) {
         Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -114,25 +124,34 @@ pub fn require(dir: &Path, stage: &str) -> Result<Manifest> {
 /// Step (1) of the protocol: mark `dir` unfinished before touching any output in it.
 pub fn invalidate(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    match fs::remove_file(manifest_path(dir)) {
+    invalidate_path(&manifest_path(dir))
+}
+
+/// Removes the manifest at `path` (creating its directory if needed).
+pub fn invalidate_path(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing old manifest in {}", dir.display()))
+            Err(e).with_context(|| format!("removing old manifest {}", path.display()))
         }
         _ => Ok(()),
     }
 }
 
 /// Step (3): the manifest, written atomically.
-pub fn write(dir: &Path, manifest: &Manifest) -> Result<()> {
+pub fn write_path(path: &Path, manifest: &Manifest) -> Result<()> {
     let text = serde_json::to_vec_pretty(manifest)?;
-    let mut out = AtomicFile::create(&manifest_path(dir))?;
+    let mut out = AtomicFile::create(path)?;
     out.write_all(&text)?;
     out.commit()
 }
 
-/// True when `dir` holds a finished run of `stage` with the same config hash and inputs.
-pub fn up_to_date(dir: &Path, stage: &str, config_hash: &str, inputs: &[FileEntry]) -> bool {
-    match read(dir) {
+/// True when the manifest at `path` records a finished run of `stage` with the same config
+/// hash and inputs, and its outputs are unchanged.
+pub fn up_to_date(path: &Path, stage: &str, config_hash: &str, inputs: &[FileEntry]) -> bool {
+    match read_path(path) {
         Ok(Some(m)) => {
             m.stage == stage
                 && m.config_hash == config_hash

@@ -24,3 +24,13 @@ fn target() -> ProgressDrawTarget {
         ProgressDrawTarget::hidden()
     }
 }
+
+/// A row-count bar for training epochs; the message shows loss and running AUC.
+pub fn rows(label: &str, total: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), target());
+    if let Ok(style) = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {human_pos}/{human_len} {per_sec} {msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(label.to_string());
+    bar
+}

@@ -88,6 +88,8 @@ pub const CLICK: &str = "click";
 pub const BUY: &str = "buy";
 pub const MD5: &str = "md5";
 pub const COMMON_ROW: &str = "common_row";
+/// Raw (unhashed) id of the sample's first `301` scenario feature, 0 if absent: for slices.
+pub const SCENARIO: &str = "scenario";
 
 /// Per-split table files (inside `<ingest or split dir>/<split>/`).
 pub const SAMPLES_FILE: &str = "samples.parquet";
@@ -161,9 +163,66 @@ pub fn samples_schema() -> SchemaRef {
         Field::new(BUY, DataType::UInt8, false),
         Field::new(MD5, DataType::UInt64, false),
         Field::new(COMMON_ROW, DataType::UInt32, false),
+        Field::new(SCENARIO, DataType::UInt64, false),
     ];
     cols.extend(feature_columns(Side::Item));
     Arc::new(Schema::new(cols))
+}
+
+/// Predictions written by `predict`: one row per sample of the split, in input order.
+pub const SPLIT: &str = "split";
+pub const P_CTR: &str = "p_ctr";
+pub const P_CVR: &str = "p_cvr";
+pub const P_CTCVR: &str = "p_ctcvr";
+
+pub fn predictions_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(SAMPLE_ID, DataType::UInt64, false),
+        Field::new(SPLIT, DataType::Utf8, false),
+        Field::new(CLICK, DataType::UInt8, false),
+        Field::new(BUY, DataType::UInt8, false),
+        Field::new(P_CTR, DataType::Float32, false),
+        Field::new(P_CVR, DataType::Float32, false),
+        Field::new(P_CTCVR, DataType::Float32, false),
+        Field::new(SCENARIO, DataType::UInt64, false),
+    ]))
+}
+
+/// Model directory files written by `train`.
+pub const MODEL_FILE: &str = "model.bin";
+pub const CHECKPOINT_FILE: &str = "checkpoint.bin";
+pub const EPOCHS_FILE: &str = "epochs.parquet";
+
+/// Long-format metrics written by `evaluate`.
+pub const METRICS_FILE: &str = "metrics.parquet";
+pub const SUMMARY_FILE: &str = "summary.md";
+
+pub fn metrics_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new(SPLIT, DataType::Utf8, false),
+        Field::new("slice", DataType::Utf8, false),
+        Field::new("model", DataType::Utf8, false),
+        Field::new("task", DataType::Utf8, false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, true),
+        Field::new("n", DataType::UInt64, false),
+        Field::new("positives", DataType::UInt64, false),
+    ]))
+}
+
+pub fn epochs_schema() -> SchemaRef {
+    let f = |n: &str, t: DataType| Field::new(n, t, true);
+    Arc::new(Schema::new(vec![
+        Field::new("epoch", DataType::UInt32, false),
+        f("train_loss", DataType::Float64),
+        f("valid_loss", DataType::Float64),
+        f("valid_auc_ctr", DataType::Float64),
+        f("valid_auc_cvr", DataType::Float64),
+        f("valid_auc_ctcvr", DataType::Float64),
+        f("seconds", DataType::Float64),
+        f("samples_per_second", DataType::Float64),
+    ]))
 }
 
 /// The common (user-side) table: one row per md5, referenced by `common_row`.
@@ -197,8 +256,8 @@ mod tests {
             names.dedup();
             assert_eq!(names.len(), n);
         }
-        // 5 key columns + 10 item id lists + 4 weight lists
-        assert_eq!(samples_schema().fields().len(), 19);
+        // 6 key columns + 10 item id lists + 4 weight lists
+        assert_eq!(samples_schema().fields().len(), 20);
         // md5 + 13 user id lists + 4 weight lists
         assert_eq!(common_schema().fields().len(), 18);
     }

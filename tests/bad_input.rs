@@ -117,6 +117,7 @@ fn base_fixture_is_valid_and_hashed_as_the_contract_says() {
     assert_eq!((u(&rows[2], "click"), u(&rows[2], "buy")), (1, 1));
     assert_eq!(u(&rows[0], "common_row"), 0);
     assert_eq!(u(&rows[2], "common_row"), 1);
+    assert_eq!((u(&rows[0], "scenario"), u(&rows[1], "scenario")), (0, 1), "raw 301 id kept for slices");
     let common = read_rows(&out.join("train/common.parquet"));
     assert_eq!(common.len(), 2);
     assert_eq!(u(&common[0], "md5"), 0x0123456789abcdef);

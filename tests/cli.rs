@@ -68,8 +68,9 @@ fn strict_failure_exits_1_naming_file_and_line() {
 #[test]
 fn run_chains_the_stages_and_skips_them_when_up_to_date() {
     let dir = temp_dir("cli-run");
-    let yaml = "paths: {raw: d/raw, ingest: d/ingest, split: d/split}\n\
-                generate: {train_rows: 3000, test_rows: 1000, users: 500, items: 2000, history_mean: 30}\n";
+    let yaml = "paths: {raw: d/raw, ingest: d/ingest, split: d/split, model: d/model, predictions: d/pred, metrics: d/metrics}\n\
+                generate: {train_rows: 3000, test_rows: 1000, users: 500, items: 2000, history_mean: 30}\n\
+                train: {epochs: 1}\nrun_id: clitest\n";
     std::fs::write(dir.join("p.yaml"), yaml).unwrap();
     let o = esmm(&["run", "p.yaml", "--threads", "2"], &dir);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -84,6 +85,7 @@ fn run_chains_the_stages_and_skips_them_when_up_to_date() {
     let o = esmm(&["run", "p.yaml", "--log-format", "json"], &dir);
     assert!(o.status.success(), "{}", stderr(&o));
     let events: Vec<serde_json::Value> = stderr(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(events.len(), 3);
+    let stages: Vec<&str> = events.iter().filter_map(|e| e["stage"].as_str()).collect();
+    assert_eq!(stages, ["generate", "ingest", "split", "train", "predict", "evaluate"]);
     assert!(events.iter().all(|e| e["up_to_date"] == true), "{events:?}");
 }

@@ -20,6 +20,8 @@ fn generate(dir: &Path, train: u64, test: u64) {
         users: 2_000,
         items: 5_000,
         history_mean: 60.0,
+        ctr: 0.1,
+        cvr: 0.2,
         ..Default::default()
     };
     generate::run(&generate::GenerateStage { out: dir.to_path_buf(), params, threads: 2, force: false }).unwrap();
@@ -119,6 +121,11 @@ fn generate_ingest_split_round_trip() {
             let hashed = hash_list(cols[5], &h);
             assert_eq!(hashed.values().map(|v| v.0.len()).sum::<usize>(), cols[4].parse::<usize>().unwrap());
             check_features(row, &hashed, esmm::schema::side_fields(esmm::schema::Side::Item).into_iter());
+            let scenario = cols[5]
+                .split('\x01')
+                .find_map(|t| t.strip_prefix("301\x02"))
+                .map_or(0, |t| t.split('\x03').next().unwrap().parse().unwrap());
+            assert_eq!(u(row, "scenario"), scenario);
             clicks += u(row, "click");
             buys += u(row, "buy");
         }

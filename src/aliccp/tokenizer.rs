@@ -126,7 +126,7 @@ impl FeatureParser<'_> {
         if out.row_len(field) >= self.caps[field] {
             return notes.add(line, Reason::FieldCapped, String::new);
         }
-        out.push(field, self.hasher.bucket(field, raw_id), value);
+        out.push(field, raw_id, self.hasher.bucket(field, raw_id), value);
     }
 
     /// Parses a `\x01`-joined feature list into the current row; returns the non-empty tokens.

@@ -30,6 +30,34 @@ pub fn auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
     Some((rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives))
 }
 
+/// AUC against probabilistic labels: row `i` counts as a positive with weight `q[i]` and as a
+/// negative with weight `1 − q[i]` (the expected AUC over label draws, without sampling noise).
+/// Used to score CVR over the entire space against the planted p(buy | click).
+pub fn soft_auc(scores: &[f32], q: &[f32]) -> Option<f64> {
+    assert_eq!(scores.len(), q.len(), "scores and labels differ in length");
+    let mut pairs: Vec<(f32, f64)> = scores.iter().copied().zip(q.iter().map(|&v| v as f64)).collect();
+    pairs.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    let (mut neg_below, mut num) = (0.0f64, 0.0f64);
+    let (pos_total, neg_total): (f64, f64) = pairs.iter().fold((0.0, 0.0), |(p, n), &(_, q)| (p + q, n + 1.0 - q));
+    if pos_total <= 0.0 || neg_total <= 0.0 {
+        return None;
+    }
+    let mut i = 0;
+    while i < pairs.len() {
+        let mut j = i;
+        let (mut pos, mut neg) = (0.0, 0.0);
+        while j < pairs.len() && pairs[j].0.total_cmp(&pairs[i].0).is_eq() {
+            pos += pairs[j].1;
+            neg += 1.0 - pairs[j].1;
+            j += 1;
+        }
+        num += pos * (neg_below + 0.5 * neg);
+        neg_below += neg;
+        i = j;
+    }
+    Some(num / (pos_total * neg_total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +97,18 @@ mod tests {
                 assert!((got - brute(&scores, &labels)).abs() < 1e-12, "n={n} levels={levels}");
             }
         }
+    }
+
+    #[test]
+    fn soft_auc_equals_hard_auc_on_hard_labels_and_expectation_otherwise() {
+        let scores = [0.1f32, 0.4, 0.4, 0.8, 0.9, 0.2];
+        let labels = [false, true, false, true, false, true];
+        let q: Vec<f32> = labels.iter().map(|&l| l as u8 as f32).collect();
+        assert!((soft_auc(&scores, &q).unwrap() - auc(&scores, &labels).unwrap()).abs() < 1e-12);
+        // Two rows: P(pos) = 0.5 each; expected AUC over the 2 mixed draws = 0.5 · (1 + 0) / 1.
+        let s = soft_auc(&[0.2, 0.7], &[0.5, 0.5]).unwrap();
+        assert!((s - 0.5).abs() < 1e-12, "{s}");
+        assert_eq!(soft_auc(&[0.1, 0.2], &[0.0, 0.0]), None);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Exact metrics over a whole split: AUC (sort-based, ties averaged), logloss, calibration.
 
 pub mod auc;
+pub mod tasks;
 
-pub use auc::auc;
+pub use auc::{auc, soft_auc};
+pub use tasks::{Scored, TaskMetric};
 
 /// Probabilities are clipped to [EPS, 1 − EPS] in the logloss.
 pub const EPS: f64 = 1e-7;

@@ -85,7 +85,7 @@ impl SparseGrad {
 }
 
 /// The table: row `r` occupies `data[r·stride .. (r+1)·stride]` = weights, then optimizer state.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Embedding {
     pub rows: usize,
     pub dim: usize,
@@ -100,7 +100,13 @@ pub struct Embedding {
 impl Embedding {
     /// Weights uniform in `[-scale, scale]` from `rng` (a `u64 → f32 in [0,1)` stream), state zero
     /// (Adagrad: `initial_accumulator`). Row 0 (padding) is zero.
-    pub fn new(rows: usize, dim: usize, optimizer: SparseOptimizer, scale: f32, mut uniform01: impl FnMut() -> f32) -> Self {
+    pub fn new(
+        rows: usize,
+        dim: usize,
+        optimizer: SparseOptimizer,
+        scale: f32,
+        mut uniform01: impl FnMut() -> f32,
+    ) -> Self {
         let stride = dim * (1 + optimizer.slots());
         let mut data = vec![0.0f32; rows * stride];
         let init = match optimizer {
@@ -117,11 +123,29 @@ impl Embedding {
         Self { rows, dim, stride, optimizer, step: 0, data }
     }
 
+    /// A copy without the buffer (checkpoint headers).
+    pub fn meta(&self) -> Self {
+        Self {
+            rows: self.rows,
+            dim: self.dim,
+            stride: self.stride,
+            optimizer: self.optimizer,
+            step: self.step,
+            data: Vec::new(),
+        }
+    }
+
     /// Weights of `row`.
     #[inline]
     pub fn weights(&self, row: u32) -> &[f32] {
         let o = row as usize * self.stride;
         &self.data[o..o + self.dim]
+    }
+
+    /// Mutable weights of `row` (gradient checks, tests).
+    pub fn weights_mut(&mut self, row: u32) -> &mut [f32] {
+        let o = row as usize * self.stride;
+        &mut self.data[o..o + self.dim]
     }
 
     /// The raw buffer (weights and state interleaved per row), for checkpoints.
@@ -130,7 +154,12 @@ impl Embedding {
     }
 
     pub fn set_raw(&mut self, data: Vec<f32>) -> anyhow::Result<()> {
-        anyhow::ensure!(data.len() == self.rows * self.stride, "embedding buffer has {} floats, expected {}", data.len(), self.rows * self.stride);
+        anyhow::ensure!(
+            data.len() == self.rows * self.stride,
+            "embedding buffer has {} floats, expected {}",
+            data.len(),
+            self.rows * self.stride
+        );
         self.data = data;
         Ok(())
     }

@@ -19,7 +19,6 @@ use super::{StageReport, StageRun};
 use crate::aliccp::{self, Chunk, ChunkReader, FeatureParser, Issue, Notes, Reason, SampleRows};
 use crate::config::{Format, IngestConfig};
 use crate::hashing::FeatureHasher;
-use crate::manifest;
 use crate::parallel::ordered_map;
 use crate::parquet_out::ParquetOut;
 use crate::schema::{self, Split, COMMON_FILE, COMMON_ROW_GROUP_ROWS, SAMPLES_FILE};
@@ -43,7 +42,7 @@ pub fn run(cfg: &IngestStage) -> Result<StageReport> {
     if !cfg.force && st.up_to_date() {
         return Ok(st.skipped_report());
     }
-    manifest::invalidate(&cfg.out)?;
+    st.invalidate()?;
     let hasher = FeatureHasher::new(cfg.params.hash_buckets, cfg.params.hash_seed)?;
     let parser = FeatureParser { hasher: &hasher, caps: cfg.params.caps(), table: Default::default() };
     let mut counts = BTreeMap::new();
@@ -324,6 +323,7 @@ impl SamplesSink {
             Arc::new(UInt8Array::from(rows.buy)),
             Arc::new(UInt64Array::from(rows.md5)),
             Arc::new(UInt32Array::from(rows_idx)),
+            Arc::new(UInt64Array::from(rows.items.scenario().to_vec())),
         ];
         cols.extend(rows.items.into_arrays());
         write_kept(&mut self.out, schema::samples_schema(), cols, keep)

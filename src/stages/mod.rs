@@ -10,10 +10,13 @@ use serde::Serialize;
 
 use crate::manifest::{self, FileEntry, Manifest};
 
+pub mod evaluate;
 pub mod generate;
 pub mod ingest;
+pub mod predict;
 pub mod run;
 pub mod split;
+pub mod train;
 
 /// What a stage did, for the log and the caller.
 #[derive(Clone, Debug)]
@@ -47,6 +50,8 @@ impl StageReport {
 pub struct StageRun<'a> {
     pub stage: &'static str,
     pub out_dir: &'a Path,
+    /// `<out_dir>/_manifest.json`, or `<file>.manifest.json` for a single-file output.
+    manifest: PathBuf,
     pub config_hash: String,
     pub config: serde_json::Value,
     pub inputs: Vec<FileEntry>,
@@ -58,12 +63,31 @@ impl<'a> StageRun<'a> {
     pub fn begin<C: Serialize>(stage: &'static str, out_dir: &'a Path, config: &C, inputs: &[PathBuf]) -> Result<Self> {
         let (config_hash, config) = manifest::config_hash(config)?;
         let inputs = inputs.iter().map(|p| manifest::fingerprint(p)).collect::<Result<Vec<_>>>()?;
-        Ok(Self { stage, out_dir, config_hash, config, inputs, started: Instant::now() })
+        let manifest = manifest::manifest_path(out_dir);
+        Ok(Self { stage, out_dir, manifest, config_hash, config, inputs, started: Instant::now() })
+    }
+
+    /// Like [`StageRun::begin`] for a stage whose output is one file: its manifest is
+    /// `<file>.manifest.json` beside it.
+    pub fn begin_file<C: Serialize>(
+        stage: &'static str,
+        out_file: &'a Path,
+        config: &C,
+        inputs: &[PathBuf],
+    ) -> Result<Self> {
+        let mut run = Self::begin(stage, out_file, config, inputs)?;
+        run.manifest = manifest::file_manifest_path(out_file);
+        Ok(run)
     }
 
     /// True when a finished run with the same inputs and config is already there.
     pub fn up_to_date(&self) -> bool {
-        manifest::up_to_date(self.out_dir, self.stage, &self.config_hash, &self.inputs)
+        manifest::up_to_date(&self.manifest, self.stage, &self.config_hash, &self.inputs)
+    }
+
+    /// Step (1) of the manifest protocol: mark the outputs unfinished.
+    pub fn invalidate(&self) -> Result<()> {
+        manifest::invalidate_path(&self.manifest)
     }
 
     pub fn skipped_report(&self) -> StageReport {
@@ -102,7 +126,7 @@ impl<'a> StageRun<'a> {
             threads,
             finished_unix,
         };
-        manifest::write(self.out_dir, &m)?;
+        manifest::write_path(&self.manifest, &m)?;
         Ok(StageReport {
             stage: self.stage,
             out_dir: self.out_dir.to_path_buf(),

@@ -62,7 +62,9 @@ impl ValidRule {
 
 pub fn run(cfg: &SplitStage) -> Result<StageReport> {
     cfg.params.validate()?;
-    manifest::require(&cfg.input, "ingest")?;
+    let ingest = manifest::require(&cfg.input, "ingest")?;
+    let hash_buckets =
+        ingest.config.get("hash_buckets").and_then(|v| v.as_u64()).context("ingest manifest lacks hash_buckets")?;
     let src = |s: Split, f: &str| cfg.input.join(s.name()).join(f);
     let inputs: Vec<PathBuf> =
         Split::SOURCES.iter().flat_map(|&s| [src(s, SAMPLES_FILE), src(s, COMMON_FILE)]).collect();
@@ -70,7 +72,7 @@ pub fn run(cfg: &SplitStage) -> Result<StageReport> {
     if !cfg.force && st.up_to_date() {
         return Ok(st.skipped_report());
     }
-    manifest::invalidate(&cfg.out)?;
+    st.invalidate()?;
     let out = |s: Split, f: &str| cfg.out.join(s.name()).join(f);
     let rule = ValidRule::new(cfg.params.valid_fraction, cfg.params.seed);
     let rg = cfg.params.row_group_rows;
@@ -103,7 +105,7 @@ pub fn run(cfg: &SplitStage) -> Result<StageReport> {
         link_or_copy(&src(from, COMMON_FILE), &out(split, COMMON_FILE))?;
     }
 
-    let mut counts = BTreeMap::new();
+    let mut counts = BTreeMap::from([("hash_buckets".to_string(), hash_buckets)]);
     let mut outputs = Vec::new();
     for split in Split::ALL {
         profile(&out(split, SAMPLES_FILE), split, &mut counts)?;

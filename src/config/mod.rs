@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::schema::{field_index, FIELDS};
 
+pub mod model;
+pub use model::{ModelConfig, PaddleHyper, PaddleRunner, TrainConfig};
+
 /// The whole file.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -25,6 +28,13 @@ pub struct PipelineConfig {
     pub generate: Option<GenerateConfig>,
     pub ingest: IngestConfig,
     pub split: SplitConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    /// PaddleRec `config.yaml` sections, accepted as aliases of `model:` / `train:` keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hyper_parameters: Option<PaddleHyper>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner: Option<PaddleRunner>,
 }
 
 /// Where each stage reads and writes.
@@ -37,11 +47,24 @@ pub struct Paths {
     pub ingest: PathBuf,
     /// Materialized train/valid/test written by `split`.
     pub split: PathBuf,
+    /// Model checkpoints and the per-epoch log written by `train`.
+    pub model: PathBuf,
+    /// Predictions (`<split>.parquet`) written by `predict`.
+    pub predictions: PathBuf,
+    /// Metrics and the summary written by `evaluate`.
+    pub metrics: PathBuf,
 }
 
 impl Default for Paths {
     fn default() -> Self {
-        Self { raw: "data/raw".into(), ingest: "data/ingest".into(), split: "data/split".into() }
+        Self {
+            raw: "data/raw".into(),
+            ingest: "data/ingest".into(),
+            split: "data/split".into(),
+            model: "data/model".into(),
+            predictions: "data/predictions".into(),
+            metrics: "data/metrics".into(),
+        }
     }
 }
 
@@ -212,11 +235,18 @@ impl PipelineConfig {
     }
 
     pub fn parse(text: &str) -> Result<Self> {
-        let config: Self = if text.trim().is_empty() {
+        let mut config: Self = if text.trim().is_empty() {
             Self::default()
         } else {
             serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?
         };
+        model::apply_paddle(
+            config.hyper_parameters.as_ref(),
+            config.runner.as_ref(),
+            &mut config.model,
+            &mut config.train,
+            &mut config.ingest.hash_buckets,
+        )?;
         config.validate()?;
         Ok(config)
     }
@@ -226,7 +256,9 @@ impl PipelineConfig {
             g.validate()?;
         }
         self.ingest.validate()?;
-        self.split.validate()
+        self.split.validate()?;
+        self.model.validate()?;
+        self.train.validate()
     }
 
     /// Threads to use: the configured count, or all cores for 0.
@@ -259,6 +291,23 @@ mod tests {
         let c = PipelineConfig::parse("generate: {train_rows: 10}\nsplit: {valid_fraction: 0.2}\n").unwrap();
         assert_eq!(c.generate.unwrap().train_rows, 10);
         assert_eq!(c.split.valid_fraction, 0.2);
+    }
+
+    #[test]
+    fn paddlerec_keys_are_aliases() {
+        let yaml = "runner:\n  train_batch_size: 512\n  epochs: 3\n  use_gpu: False\n  train_data_dir: data/train\n\
+                    hyper_parameters:\n  sparse_feature_number: 737946\n  sparse_feature_dim: 12\n  num_field: 23\n\
+                    \x20 ctr_fc_sizes: [256, 64]\n  max_len: 3\n  optimizer:\n    class: adam\n    learning_rate: 0.002\n    strategy: async\n";
+        let c = PipelineConfig::parse(yaml).unwrap();
+        assert_eq!((c.train.batch_size, c.train.epochs), (512, 3));
+        assert_eq!((c.model.max_len, c.model.learning_rate), (3, 0.002));
+        assert_eq!(c.ingest.hash_buckets, 737946);
+        let err = PipelineConfig::parse("runner:\n  bogus: 1\n").unwrap_err();
+        assert!(format!("{err:#}").contains("runner.bogus"));
+        let err = PipelineConfig::parse("train: {epochs: 4}\nrunner: {epochs: 5}\n").unwrap_err();
+        assert!(format!("{err:#}").contains("runner.epochs"));
+        let err = PipelineConfig::parse("hyper_parameters: {sparse_feature_dim: 16}\n").unwrap_err();
+        assert!(format!("{err:#}").contains("embedding_dim"));
     }
 
     #[test]

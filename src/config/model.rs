@@ -1,0 +1,268 @@
+//! Model and training configuration, plus PaddleRec's key names (`hyper_parameters:`,
+//! `runner:` of its `config.yaml`) accepted as aliases so its users can bring their configs.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DenseAdam, ModelKind, Pooling, SparseOptimizer, EMB_DIM, HIDDEN};
+use crate::schema::{field_index, FIELDS};
+
+/// Sparse optimizer of the embedding table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SparseKind {
+    Adam,
+    Adagrad,
+}
+
+/// `model:` — the network and its optimizers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// `esmm`, `naive_cvr` or `esmm_ns`.
+    pub kind: ModelKind,
+    /// Embedding dimension (the dfdx towers are compiled for 12).
+    pub embedding_dim: usize,
+    pub ctr_fc_sizes: Vec<usize>,
+    pub cvr_fc_sizes: Vec<usize>,
+    /// `weighted` (raw values weight the history and combination fields) or `sum` (PaddleRec).
+    pub pooling: Pooling,
+    /// Ids kept per field, first ones (0 = all; PaddleRec parity: 3).
+    pub max_len: usize,
+    /// Per-field override of `max_len`, e.g. `{"210": 5}`.
+    pub max_len_per_field: BTreeMap<String, usize>,
+    pub sparse_optimizer: SparseKind,
+    /// Adam learning rate of the towers (and of the embeddings unless set below).
+    pub learning_rate: f32,
+    pub embedding_learning_rate: Option<f32>,
+    /// Embeddings start uniform in [-init_scale, init_scale].
+    pub init_scale: f32,
+    pub seed: u64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            kind: ModelKind::Esmm,
+            embedding_dim: EMB_DIM,
+            ctr_fc_sizes: HIDDEN.to_vec(),
+            cvr_fc_sizes: HIDDEN.to_vec(),
+            pooling: Pooling::Weighted,
+            max_len: 0,
+            max_len_per_field: BTreeMap::new(),
+            sparse_optimizer: SparseKind::Adam,
+            learning_rate: 0.001,
+            embedding_learning_rate: None,
+            init_scale: 0.05,
+            seed: 1,
+        }
+    }
+}
+
+impl ModelConfig {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.embedding_dim == EMB_DIM,
+            "model.embedding_dim: the dfdx towers are compiled for {EMB_DIM}, got {}",
+            self.embedding_dim
+        );
+        ensure!(
+            self.ctr_fc_sizes == HIDDEN,
+            "model.ctr_fc_sizes: the dfdx towers are compiled for {HIDDEN:?}, got {:?}",
+            self.ctr_fc_sizes
+        );
+        ensure!(
+            self.cvr_fc_sizes == HIDDEN,
+            "model.cvr_fc_sizes: the dfdx towers are compiled for {HIDDEN:?}, got {:?}",
+            self.cvr_fc_sizes
+        );
+        ensure!(self.learning_rate > 0.0 && self.learning_rate.is_finite(), "model.learning_rate must be > 0");
+        if let Some(lr) = self.embedding_learning_rate {
+            ensure!(lr > 0.0 && lr.is_finite(), "model.embedding_learning_rate must be > 0");
+        }
+        ensure!(self.init_scale >= 0.0 && self.init_scale.is_finite(), "model.init_scale must be >= 0");
+        for (f, &n) in &self.max_len_per_field {
+            ensure!(field_index(f.as_bytes()).is_some(), "model.max_len_per_field: unknown field `{f}`");
+            ensure!(n > 0, "model.max_len_per_field.{f} must be >= 1");
+        }
+        Ok(())
+    }
+
+    /// Per-field id limits, indexed like [`FIELDS`].
+    pub fn max_len_vec(&self) -> Vec<usize> {
+        let global = if self.max_len == 0 { usize::MAX } else { self.max_len };
+        FIELDS.iter().map(|f| self.max_len_per_field.get(f.name).copied().unwrap_or(global)).collect()
+    }
+
+    pub fn sparse(&self) -> SparseOptimizer {
+        let lr = self.embedding_learning_rate.unwrap_or(self.learning_rate);
+        match self.sparse_optimizer {
+            SparseKind::Adam => SparseOptimizer::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            SparseKind::Adagrad => SparseOptimizer::Adagrad { lr, eps: 1e-10, initial_accumulator: 0.0 },
+        }
+    }
+
+    pub fn dense(&self) -> DenseAdam {
+        DenseAdam { lr: self.learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+    }
+}
+
+/// `train:` — the loop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Row groups held in the shuffle pool (rows are permuted within it).
+    pub shuffle_pool_row_groups: usize,
+    /// Stop after this many epochs without a better valid CTCVR AUC (0 = never).
+    pub early_stopping_patience: usize,
+    /// Seed of the per-epoch shuffle.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self { epochs: 10, batch_size: 1024, shuffle_pool_row_groups: 4, early_stopping_patience: 2, seed: 1 }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.epochs >= 1, "train.epochs must be >= 1");
+        ensure!(self.batch_size >= 1, "train.batch_size must be >= 1");
+        ensure!(self.shuffle_pool_row_groups >= 1, "train.shuffle_pool_row_groups must be >= 1");
+        Ok(())
+    }
+}
+
+/// PaddleRec `hyper_parameters:` (models/multitask/esmm/config*.yaml).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaddleHyper {
+    /// Vocabulary size: becomes `ingest.hash_buckets`.
+    pub sparse_feature_number: Option<u64>,
+    pub sparse_feature_dim: Option<usize>,
+    pub num_field: Option<usize>,
+    pub ctr_fc_sizes: Option<Vec<usize>>,
+    pub cvr_fc_sizes: Option<Vec<usize>>,
+    pub max_len: Option<usize>,
+    pub optimizer: Option<PaddleOptimizer>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaddleOptimizer {
+    pub class: Option<String>,
+    pub learning_rate: Option<f32>,
+    /// Accepted, meaningless here (PaddleRec's parameter-server strategy).
+    pub strategy: Option<String>,
+}
+
+/// PaddleRec `runner:`; keys about its own readers, GPUs and paths are accepted and ignored
+/// (the list below); any other key is an error.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PaddleRunner {
+    pub train_batch_size: Option<usize>,
+    pub epochs: Option<usize>,
+    pub infer_batch_size: Option<usize>,
+    #[serde(flatten)]
+    pub ignored: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// PaddleRec `runner:` keys that have no meaning here; anything else is an unknown key.
+const RUNNER_IGNORED: &[&str] = &[
+    "train_data_dir",
+    "train_reader_path",
+    "use_gpu",
+    "use_xpu",
+    "use_auc",
+    "print_interval",
+    "model_save_path",
+    "infer_reader_path",
+    "test_data_dir",
+    "infer_load_path",
+    "infer_start_epoch",
+    "infer_end_epoch",
+    "use_inference",
+    "save_inference_feed_varnames",
+    "save_inference_fetch_varnames",
+    "model_init_path",
+    "thread_num",
+    "reader_type",
+    "sync_mode",
+    "split_file_list",
+    "use_fleet",
+    "save_checkpoint_interval",
+];
+
+/// Applies the PaddleRec aliases onto the native sections; a value given twice must agree.
+pub fn apply_paddle(
+    hyper: Option<&PaddleHyper>,
+    runner: Option<&PaddleRunner>,
+    model: &mut ModelConfig,
+    train: &mut TrainConfig,
+    hash_buckets: &mut u64,
+) -> Result<()> {
+    fn set<T: PartialEq + Copy + std::fmt::Debug>(
+        alias: &str,
+        value: Option<T>,
+        target: &mut T,
+        default: T,
+    ) -> Result<()> {
+        if let Some(v) = value {
+            if *target != default && *target != v {
+                bail!("{alias} = {v:?} conflicts with the native key's {:?}", *target);
+            }
+            *target = v;
+        }
+        Ok(())
+    }
+    let (dm, dt) = (ModelConfig::default(), TrainConfig::default());
+    if let Some(h) = hyper {
+        set(
+            "hyper_parameters.sparse_feature_number",
+            h.sparse_feature_number,
+            hash_buckets,
+            crate::config::IngestConfig::default().hash_buckets,
+        )?;
+        set("hyper_parameters.sparse_feature_dim", h.sparse_feature_dim, &mut model.embedding_dim, dm.embedding_dim)?;
+        if let Some(n) = h.num_field {
+            ensure!(
+                n == FIELDS.len(),
+                "hyper_parameters.num_field must be {} (the Ali-CCP fields), got {n}",
+                FIELDS.len()
+            );
+        }
+        if let Some(s) = &h.ctr_fc_sizes {
+            model.ctr_fc_sizes = s.clone();
+        }
+        if let Some(s) = &h.cvr_fc_sizes {
+            model.cvr_fc_sizes = s.clone();
+        }
+        set("hyper_parameters.max_len", h.max_len, &mut model.max_len, dm.max_len)?;
+        if let Some(o) = &h.optimizer {
+            set(
+                "hyper_parameters.optimizer.learning_rate",
+                o.learning_rate,
+                &mut model.learning_rate,
+                dm.learning_rate,
+            )?;
+            match o.class.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("adam") => {}
+                Some("adagrad") => model.sparse_optimizer = SparseKind::Adagrad,
+                Some(other) => bail!("hyper_parameters.optimizer.class: `{other}` is not supported (adam, adagrad)"),
+            }
+        }
+    }
+    if let Some(r) = runner {
+        set("runner.train_batch_size", r.train_batch_size, &mut train.batch_size, dt.batch_size)?;
+        set("runner.epochs", r.epochs, &mut train.epochs, dt.epochs)?;
+        for key in r.ignored.keys() {
+            ensure!(RUNNER_IGNORED.contains(&key.as_str()), "unknown key `runner.{key}`");
+        }
+    }
+    Ok(())
+}

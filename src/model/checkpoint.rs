@@ -1,0 +1,135 @@
+//! Checkpoints: the whole model (embedding tables with their optimizer state, tower weights and
+//! Adam moments) plus a JSON header (spec, training state, config hash, data fingerprints), in
+//! one little-endian file written atomically. `model.bin` (best epoch) and `checkpoint.bin`
+//! (latest epoch, for `--resume`) share the format.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::embedding::Embedding;
+use super::esmm::{Model, ModelSpec};
+use crate::manifest::{AtomicFile, FileEntry};
+
+const MAGIC: &[u8; 8] = b"ESMMCKP1";
+
+/// Everything but the float arrays.
+#[derive(Serialize, Deserialize)]
+pub struct Header<S> {
+    pub spec: ModelSpec,
+    /// Trainer state (epochs done, best score, history), opaque here.
+    pub state: S,
+    pub config_hash: String,
+    pub inputs: Vec<FileEntry>,
+    tables: Vec<Embedding>,
+    tower_step: u64,
+    tower_lens: Vec<usize>,
+}
+
+fn write_f32s(out: &mut impl Write, v: &[f32]) -> Result<()> {
+    out.write_all(&(v.len() as u64).to_le_bytes())?;
+    let mut buf = Vec::with_capacity(v.len() * 4);
+    for x in v {
+        buf.extend_from_slice(&x.to_le_bytes());
+    }
+    out.write_all(&buf)?;
+    Ok(())
+}
+
+fn read_f32s(inp: &mut impl Read) -> Result<Vec<f32>> {
+    let mut n = [0u8; 8];
+    inp.read_exact(&mut n)?;
+    let n = u64::from_le_bytes(n) as usize;
+    ensure!(n <= 1 << 34, "corrupt checkpoint: array of {n} floats");
+    let mut buf = vec![0u8; n * 4];
+    inp.read_exact(&mut buf)?;
+    Ok(buf.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+/// Writes `model` and `state` to `path` (temp name, renamed when complete).
+pub fn save<S: Serialize>(
+    path: &Path,
+    model: &Model,
+    state: &S,
+    config_hash: &str,
+    inputs: &[FileEntry],
+) -> Result<()> {
+    let (tower_step, m, v) = model.towers.adam_state();
+    let params = model.towers.params();
+    let header = Header {
+        spec: model.spec.clone(),
+        state,
+        config_hash: config_hash.to_string(),
+        inputs: inputs.to_vec(),
+        tables: model.tables.clone_meta(),
+        tower_step,
+        tower_lens: params.iter().map(Vec::len).collect(),
+    };
+    let json = serde_json::to_vec(&header)?;
+    let mut out = AtomicFile::create(path)?;
+    out.write_all(MAGIC)?;
+    out.write_all(&(json.len() as u64).to_le_bytes())?;
+    out.write_all(&json)?;
+    for t in &model.tables {
+        write_f32s(&mut out, t.raw())?;
+    }
+    for group in [&params[..], m, v] {
+        for p in group {
+            write_f32s(&mut out, p)?;
+        }
+    }
+    out.commit().with_context(|| format!("writing checkpoint {}", path.display()))
+}
+
+/// Reads a checkpoint: the model and the trainer state.
+pub fn load<S: for<'de> Deserialize<'de>>(path: &Path) -> Result<(Model, Header<S>)> {
+    let file = File::open(path).with_context(|| format!("opening checkpoint {}", path.display()))?;
+    let mut inp = BufReader::with_capacity(1 << 20, file);
+    let mut magic = [0u8; 8];
+    inp.read_exact(&mut magic).with_context(|| format!("reading {}", path.display()))?;
+    if &magic != MAGIC {
+        bail!("{} is not an esmm checkpoint", path.display());
+    }
+    let mut len = [0u8; 8];
+    inp.read_exact(&mut len)?;
+    let len = u64::from_le_bytes(len) as usize;
+    ensure!(len < 1 << 30, "corrupt checkpoint header");
+    let mut json = vec![0u8; len];
+    inp.read_exact(&mut json)?;
+    let header: Header<S> =
+        serde_json::from_slice(&json).with_context(|| format!("checkpoint header of {}", path.display()))?;
+    let mut model = Model::new(header.spec.clone())?;
+    ensure!(
+        model.tables.len() == header.tables.len(),
+        "checkpoint has {} tables, the model {}",
+        header.tables.len(),
+        model.tables.len()
+    );
+    for (t, meta) in model.tables.iter_mut().zip(&header.tables) {
+        *t = meta.meta();
+        t.set_raw(read_f32s(&mut inp)?)?;
+    }
+    let n = header.tower_lens.len();
+    let mut arrays = Vec::with_capacity(3 * n);
+    for _ in 0..3 * n {
+        arrays.push(read_f32s(&mut inp)?);
+    }
+    let v = arrays.split_off(2 * n);
+    let m = arrays.split_off(n);
+    model.towers.set_params(&arrays)?;
+    model.towers.set_adam_state(header.tower_step, m, v)?;
+    Ok((model, header))
+}
+
+/// Table metadata without the float buffers (they follow the header).
+trait CloneMeta {
+    fn clone_meta(&self) -> Vec<Embedding>;
+}
+impl CloneMeta for Vec<Embedding> {
+    fn clone_meta(&self) -> Vec<Embedding> {
+        self.iter().map(Embedding::meta).collect()
+    }
+}

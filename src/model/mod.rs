@@ -1,0 +1,163 @@
+//! The ESMM model: sparse embedding table(s) outside dfdx, dense towers in dfdx, the loss and
+//! the glue between them.
+
+pub mod checkpoint;
+pub mod embedding;
+pub mod esmm;
+pub mod infer;
+pub mod towers;
+
+pub use embedding::{Embedding, SparseOptimizer};
+pub use esmm::{Model, ModelKind, ModelSpec, Pooling, StepLoss};
+pub use towers::{DenseAdam, EMB_DIM, HIDDEN, INPUT};
+
+#[cfg(test)]
+mod gradcheck {
+    use super::*;
+    use crate::batches::{Batch, CommonTable, FieldCsr};
+    use crate::schema::{side_fields, Side, FIELDS};
+
+    fn csr(rows: &[Vec<(u32, f32)>]) -> FieldCsr {
+        let mut c = FieldCsr { offsets: vec![0], ids: vec![], weights: vec![] };
+        for r in rows {
+            for &(id, w) in r {
+                c.ids.push(id);
+                c.weights.push(w);
+            }
+            c.offsets.push(c.ids.len());
+        }
+        c
+    }
+
+    /// A tiny batch: 4 samples, 2 common rows, every field populated with 1–2 ids of 40 buckets.
+    fn data() -> (Batch, CommonTable) {
+        let mut k = 0u32;
+        let mut next = |n: usize| -> Vec<(u32, f32)> {
+            (0..n)
+                .map(|j| {
+                    k += 1;
+                    (1 + (k * 7 + j as u32) % 39, 0.5 + (k % 3) as f32 * 0.25)
+                })
+                .collect()
+        };
+        let users = side_fields(Side::User).iter().map(|_| csr(&[next(2), next(1)])).collect();
+        let items = side_fields(Side::Item).iter().map(|_| csr(&[next(1), next(2), next(1), next(1)])).collect();
+        let batch = Batch {
+            sample_id: vec![1, 2, 3, 4],
+            click: vec![1, 0, 1, 0],
+            buy: vec![1, 0, 0, 1],
+            common_row: vec![0, 1, 1, 0],
+            scenario: vec![0; 4],
+            items,
+        };
+        (batch, CommonTable { fields: users, rows: 2 })
+    }
+
+    fn spec(kind: ModelKind) -> ModelSpec {
+        ModelSpec {
+            kind,
+            hash_buckets: 40,
+            pooling: Pooling::Weighted,
+            max_len: vec![usize::MAX; FIELDS.len()],
+            sparse: SparseOptimizer::Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            dense: DenseAdam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            init_scale: 0.3,
+            seed: 7,
+        }
+    }
+
+    fn close(num: f64, ana: f64, what: &str) {
+        assert!((num - ana).abs() <= 2e-3 + 3e-2 * ana.abs(), "{what}: finite difference {num} vs analytic {ana}");
+    }
+
+    #[test]
+    fn finite_differences_match_backward_for_every_kind() {
+        let (batch, common) = data();
+        for kind in [ModelKind::Esmm, ModelKind::NaiveCvr, ModelKind::EsmmNs] {
+            let mut m = Model::new(spec(kind)).unwrap();
+            let (_, _, tg) = m.backward(&batch, &common);
+            let eps = 1e-2f32;
+            let mut checked = 0;
+            for t in 0..m.tables.len() {
+                for row in 1..40u32 {
+                    let Some(g) = m.embedding_grad(t, row).map(|g| g.to_vec()) else { continue };
+                    for k in [0, 5, 11] {
+                        let w0 = m.tables[t].weights(row)[k];
+                        m.tables[t].weights_mut(row)[k] = w0 + eps;
+                        let lp = m.loss(&batch, &common);
+                        m.tables[t].weights_mut(row)[k] = w0 - eps;
+                        let lm = m.loss(&batch, &common);
+                        m.tables[t].weights_mut(row)[k] = w0;
+                        close(
+                            (lp - lm) / (2.0 * eps as f64),
+                            g[k] as f64,
+                            &format!("{kind:?} table {t} row {row}[{k}]"),
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+            assert!(checked >= 60, "{checked}");
+            // Tower weights: the last layer and the first layer of each tower.
+            let p0 = m.towers.params();
+            for (tensor, idx) in [(4usize, 3usize), (5, 0), (0, 100), (10, 7), (11, 0), (6, 2000)] {
+                let mut p = p0.clone();
+                p[tensor][idx] += eps;
+                m.towers.set_params(&p).unwrap();
+                let lp = m.loss(&batch, &common);
+                p[tensor][idx] -= 2.0 * eps;
+                m.towers.set_params(&p).unwrap();
+                let lm = m.loss(&batch, &common);
+                m.towers.set_params(&p0).unwrap();
+                close(
+                    (lp - lm) / (2.0 * eps as f64),
+                    tg.tensors()[tensor][idx] as f64,
+                    &format!("{kind:?} tower tensor {tensor}[{idx}]"),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_step_lowers_the_loss_and_padding_never_moves() {
+        let (batch, common) = data();
+        let mut m = Model::new(spec(ModelKind::Esmm)).unwrap();
+        let before = m.loss(&batch, &common);
+        for _ in 0..20 {
+            m.train_step(&batch, &common);
+        }
+        assert!(m.loss(&batch, &common) < before);
+        assert!(m.tables[0].weights(0).iter().all(|&w| w == 0.0));
+    }
+}
+#[cfg(test)]
+mod loss_check {
+    use super::esmm::{loss_grads, ModelKind};
+
+    /// The logit gradients of both losses against finite differences of the loss value,
+    /// including saturated logits where a naive log(1 - p) would lose all precision.
+    #[test]
+    fn loss_gradients_match_finite_differences() {
+        let zc = [0.3f32, -1.2, 2.0, 0.1, 9.0, -9.0];
+        let zv = [-0.5f32, 0.7, -2.0, 1.1, 9.0, 3.0];
+        let click = [1u8, 0, 1, 0, 0, 1];
+        let buy = [1u8, 0, 0, 1, 0, 1];
+        for kind in [ModelKind::Esmm, ModelKind::NaiveCvr, ModelKind::EsmmNs] {
+            let (gc, gv, loss) = loss_grads(kind, &zc, &zv, &click, &buy);
+            assert!(loss.value().is_finite());
+            let l = |a: &[f32], b: &[f32]| loss_grads(kind, a, b, &click, &buy).2.value();
+            for i in 0..zc.len() {
+                let h = 1.0f32 / 1024.0; // exact in f32 around these logits
+                let bump = |z: &[f32], d: f32| {
+                    let mut z = z.to_vec();
+                    z[i] += d;
+                    z
+                };
+                let num_c = (l(&bump(&zc, h), &zv) - l(&bump(&zc, -h), &zv)) / (2.0 * h as f64);
+                let num_v = (l(&zc, &bump(&zv, h)) - l(&zc, &bump(&zv, -h))) / (2.0 * h as f64);
+                assert!((num_c - gc[i] as f64).abs() < 1e-4, "{kind:?} zc[{i}]: {num_c} vs {}", gc[i]);
+                assert!((num_v - gv[i] as f64).abs() < 1e-4, "{kind:?} zv[{i}]: {num_v} vs {}", gv[i]);
+            }
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! `esmm evaluate`: exact metrics of a predictions file — AUC (sort-based, ties averaged),
+//! logloss and calibration for CTR, CVR (clicked rows) and CTCVR, overall and per scenario
+//! (`301`). With `--truth` (the generator's planted probabilities) the oracle's metrics sit
+//! beside the model's, plus the CVR AUC over the entire space (against p(buy | click) for every
+//! impression). Writes long-format `metrics.parquet` and `summary.md`, and flags likely label
+//! leakage (AUC ≥ 0.99) and collapsed models (near-constant predictions).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use polars::prelude as pl;
+use serde::Serialize;
+
+use super::{StageReport, StageRun};
+use crate::manifest::AtomicFile;
+use crate::metrics::{soft_auc, Scored, TaskMetric};
+use crate::parquet_out::ParquetOut;
+use crate::schema::{
+    self, BUY, CLICK, METRICS_FILE, P_CTR, P_CVR, SAMPLE_ID, SCENARIO, SPLIT, SUMMARY_FILE, TRUTH_HEADER,
+};
+
+pub struct EvaluateStage {
+    pub predictions: PathBuf,
+    /// Output directory (metrics.parquet, summary.md).
+    pub out: PathBuf,
+    /// `truth_<split>.csv` written by `generate`.
+    pub truth: Option<PathBuf>,
+    pub run_id: String,
+    /// Name of the model in the metrics table (e.g. `esmm`, `naive_cvr`).
+    pub model_name: String,
+    /// Exit with failure when the summary flags leakage or collapse.
+    pub fail_on_suspect: bool,
+    pub threads: usize,
+    pub force: bool,
+}
+
+#[derive(Serialize)]
+struct Params<'a> {
+    run_id: &'a str,
+    model_name: &'a str,
+}
+
+/// One row of the metrics table.
+#[derive(Clone, Debug)]
+pub struct MetricRow {
+    pub split: String,
+    pub slice: String,
+    pub model: String,
+    pub metric: TaskMetric,
+}
+
+/// The predictions file, read with polars (any Parquet with these columns works).
+struct Predictions {
+    split: String,
+    sample_id: Vec<u64>,
+    scenario: Vec<u64>,
+    scored: Scored,
+}
+
+fn read_predictions(path: &Path) -> Result<Predictions> {
+    let p = pl::PlRefPath::try_from_path(path)?;
+    let df = pl::LazyFrame::scan_parquet(p, Default::default())?
+        .select([
+            pl::col(SAMPLE_ID),
+            pl::col(SPLIT),
+            pl::col(CLICK),
+            pl::col(BUY),
+            pl::col(P_CTR),
+            pl::col(P_CVR),
+            pl::col(SCENARIO),
+        ])
+        .collect()
+        .with_context(|| format!("reading {} with polars", path.display()))?;
+    let u64s = |name: &str| -> Result<Vec<u64>> { Ok(df.column(name)?.u64()?.into_no_null_iter().collect()) };
+    let u8s = |name: &str| -> Result<Vec<u8>> { Ok(df.column(name)?.u8()?.into_no_null_iter().collect()) };
+    let f32s = |name: &str| -> Result<Vec<f32>> { Ok(df.column(name)?.f32()?.into_no_null_iter().collect()) };
+    let split = df.column(SPLIT)?.str()?.get(0).unwrap_or("").to_string();
+    let (click, buy, p_ctr, p_cvr) = (u8s(CLICK)?, u8s(BUY)?, f32s(P_CTR)?, f32s(P_CVR)?);
+    let mut scored = Scored::default();
+    for i in 0..click.len() {
+        scored.push(click[i], buy[i], p_ctr[i], p_cvr[i]);
+    }
+    Ok(Predictions { split, sample_id: u64s(SAMPLE_ID)?, scenario: u64s(SCENARIO)?, scored })
+}
+
+/// Planted probabilities by sample id: (p_click, p_buy_given_click).
+fn read_truth(path: &Path) -> Result<HashMap<u64, (f32, f32)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, h)) if h.starts_with(TRUTH_HEADER) => {}
+        _ => bail!("{}: expected the header `{TRUTH_HEADER}`", path.display()),
+    }
+    let mut out = HashMap::new();
+    for (i, line) in lines {
+        let c: Vec<&str> = line.split(',').collect();
+        let parsed = (|| Some((c.first()?.parse().ok()?, c.get(3)?.parse().ok()?, c.get(4)?.parse().ok()?)))();
+        let (sid, p, q): (u64, f32, f32) =
+            parsed.with_context(|| format!("{}:{}: malformed truth line", path.display(), i + 1))?;
+        out.insert(sid, (p, q));
+    }
+    Ok(out)
+}
+
+pub fn run(cfg: &EvaluateStage) -> Result<StageReport> {
+    let mut inputs = vec![cfg.predictions.clone()];
+    inputs.extend(cfg.truth.clone());
+    let st =
+        StageRun::begin("evaluate", &cfg.out, &Params { run_id: &cfg.run_id, model_name: &cfg.model_name }, &inputs)?;
+    if !cfg.force && st.up_to_date() {
+        return Ok(st.skipped_report());
+    }
+    st.invalidate()?;
+    let preds = read_predictions(&cfg.predictions)?;
+    let mut rows = Vec::new();
+    let mut add = |slice: &str, model: &str, metrics: Vec<TaskMetric>| {
+        rows.extend(metrics.into_iter().map(|metric| MetricRow {
+            split: preds.split.clone(),
+            slice: slice.into(),
+            model: model.into(),
+            metric,
+        }));
+    };
+    add("all", &cfg.model_name, with_spread(&preds.scored));
+    let mut scenarios: Vec<u64> = preds.scenario.clone();
+    scenarios.sort_unstable();
+    scenarios.dedup();
+    if scenarios.len() > 1 && scenarios.len() <= 16 {
+        for s in &scenarios {
+            add(&format!("301={s}"), &cfg.model_name, preds.scored.filter(|i| preds.scenario[i] == *s).metrics());
+        }
+    }
+    if let Some(truth_path) = &cfg.truth {
+        let truth = read_truth(truth_path)?;
+        let mut oracle = preds.scored.clone();
+        let mut q = Vec::with_capacity(oracle.len());
+        for (i, sid) in preds.sample_id.iter().enumerate() {
+            let &(p, b) = truth.get(sid).with_context(|| format!("sample_id {sid} not in {}", truth_path.display()))?;
+            oracle.p_ctr[i] = p;
+            oracle.p_cvr[i] = b;
+            q.push(b);
+        }
+        add("all", "oracle", oracle.metrics());
+        let n = q.len() as u64;
+        let es =
+            |p: &[f32]| TaskMetric { task: "cvr_entire_space", metric: "auc", value: soft_auc(p, &q), n, positives: 0 };
+        add("all", &cfg.model_name, vec![es(&preds.scored.p_cvr)]);
+        add("all", "oracle", vec![es(&q)]);
+    }
+    let flags = suspects(&rows, &cfg.model_name);
+    write_metrics(&cfg.out.join(METRICS_FILE), &cfg.run_id, &rows)?;
+    let summary = summary(&cfg.run_id, &preds.split, &cfg.model_name, &rows, &flags);
+    let mut f = AtomicFile::create(&cfg.out.join(SUMMARY_FILE))?;
+    f.write_all(summary.as_bytes())?;
+    f.commit()?;
+    crate::log::event("summary", serde_json::json!({ "flags": flags }), || summary.clone());
+    let counts =
+        BTreeMap::from([("rows".to_string(), preds.scored.len() as u64), ("flags".to_string(), flags.len() as u64)]);
+    let report =
+        st.finish(&[cfg.out.join(METRICS_FILE), cfg.out.join(SUMMARY_FILE)], counts, BTreeMap::new(), cfg.threads)?;
+    if cfg.fail_on_suspect && !flags.is_empty() {
+        bail!("suspect results (--fail-on-suspect): {}", flags.join("; "));
+    }
+    Ok(report)
+}
+
+/// The task metrics plus the spread (standard deviation) of each task's prediction.
+fn with_spread(s: &Scored) -> Vec<TaskMetric> {
+    let mut m = s.metrics();
+    let std = |p: &[f32]| {
+        let n = p.len().max(1) as f64;
+        let mean = p.iter().map(|&v| v as f64).sum::<f64>() / n;
+        (p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt()
+    };
+    let n = s.len() as u64;
+    m.push(TaskMetric { task: "ctr", metric: "prediction_std", value: Some(std(&s.p_ctr)), n, positives: 0 });
+    m.push(TaskMetric { task: "cvr", metric: "prediction_std", value: Some(std(&s.p_cvr)), n, positives: 0 });
+    m
+}
+
+/// Leakage (an AUC ≥ 0.99 is too good for click/buy prediction) and collapse (a task's
+/// predictions barely vary, or its AUC is within 0.01 of chance).
+pub fn suspects(rows: &[MetricRow], model: &str) -> Vec<String> {
+    let mut flags = Vec::new();
+    for r in rows.iter().filter(|r| r.model == model && r.slice == "all") {
+        let (t, v) = (r.metric.task, r.metric.value);
+        match (r.metric.metric, v) {
+            ("auc", Some(a)) if a >= 0.99 => {
+                flags.push(format!("{t} AUC {a:.4} >= 0.99: likely label leakage into the features"))
+            }
+            ("auc", Some(a)) if (a - 0.5).abs() < 0.01 => {
+                flags.push(format!("{t} AUC {a:.4} ~ 0.5: the model is not ranking (collapsed?)"))
+            }
+            ("prediction_std", Some(s)) if s < 1e-4 => {
+                flags.push(format!("{t} predictions nearly constant (std {s:.2e}): collapsed model"))
+            }
+            _ => {}
+        }
+    }
+    flags
+}
+
+fn write_metrics(path: &Path, run_id: &str, rows: &[MetricRow]) -> Result<()> {
+    let s = |f: &dyn Fn(&MetricRow) -> String| -> ArrayRef {
+        Arc::new(rows.iter().map(|r| Some(f(r))).collect::<StringArray>())
+    };
+    let cols: Vec<ArrayRef> = vec![
+        s(&|_| run_id.to_string()),
+        s(&|r| r.split.clone()),
+        s(&|r| r.slice.clone()),
+        s(&|r| r.model.clone()),
+        s(&|r| r.metric.task.to_string()),
+        s(&|r| r.metric.metric.to_string()),
+        Arc::new(rows.iter().map(|r| r.metric.value).collect::<Float64Array>()),
+        Arc::new(rows.iter().map(|r| r.metric.n).collect::<UInt64Array>()),
+        Arc::new(rows.iter().map(|r| r.metric.positives).collect::<UInt64Array>()),
+    ];
+    let mut out = ParquetOut::create(path, schema::metrics_schema(), 1 << 16)?;
+    out.write(&RecordBatch::try_new(schema::metrics_schema(), cols)?)?;
+    out.close()?;
+    Ok(())
+}
+
+fn summary(run_id: &str, split: &str, model: &str, rows: &[MetricRow], flags: &[String]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# esmm evaluation: run `{run_id}`, split `{split}`, model `{model}`\n");
+    let get = |m: &str, slice: &str, task: &str, metric: &str| {
+        rows.iter().find(|r| r.model == m && r.slice == slice && r.metric.task == task && r.metric.metric == metric)
+    };
+    let fmt = |r: Option<&MetricRow>| r.and_then(|r| r.metric.value).map_or("–".to_string(), |v| format!("{v:.4}"));
+    let has_oracle = rows.iter().any(|r| r.model == "oracle");
+    let _ = writeln!(
+        s,
+        "| task | rows | positives | AUC | logloss | calibration |{}",
+        if has_oracle { " oracle AUC | oracle logloss |" } else { "" }
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|{}", if has_oracle { "---:|---:|" } else { "" });
+    for task in ["ctr", "cvr", "ctcvr", "cvr_entire_space"] {
+        let Some(auc) = get(model, "all", task, "auc") else { continue };
+        let _ = write!(
+            s,
+            "| {task} | {} | {} | {} | {} | {} |",
+            auc.metric.n,
+            auc.metric.positives,
+            fmt(Some(auc)),
+            fmt(get(model, "all", task, "logloss")),
+            fmt(get(model, "all", task, "calibration"))
+        );
+        if has_oracle {
+            let _ = write!(
+                s,
+                " {} | {} |",
+                fmt(get("oracle", "all", task, "auc")),
+                fmt(get("oracle", "all", task, "logloss"))
+            );
+        }
+        s.push('\n');
+    }
+    let slices: Vec<&str> = {
+        let mut v: Vec<&str> = rows.iter().filter(|r| r.slice != "all").map(|r| r.slice.as_str()).collect();
+        v.dedup();
+        v
+    };
+    if !slices.is_empty() {
+        let _ = writeln!(s, "\nBy scenario (AUC):\n\n| slice | rows | ctr | cvr | ctcvr |\n|---|---:|---:|---:|---:|");
+        for sl in slices {
+            let n = get(model, sl, "ctr", "auc").map_or(0, |r| r.metric.n);
+            let _ = writeln!(
+                s,
+                "| {sl} | {n} | {} | {} | {} |",
+                fmt(get(model, sl, "ctr", "auc")),
+                fmt(get(model, sl, "cvr", "auc")),
+                fmt(get(model, sl, "ctcvr", "auc"))
+            );
+        }
+    }
+    if flags.is_empty() {
+        let _ = writeln!(s, "\nChecks: no sign of label leakage or collapse.");
+    } else {
+        let _ = writeln!(s, "\n**Suspect results:**\n");
+        for f in flags {
+            let _ = writeln!(s, "- {f}");
+        }
+    }
+    s
+}

@@ -1,0 +1,287 @@
+//! `esmm train`: ESMM (or a baseline) on `DATA/train`, validated on `DATA/valid` after every
+//! epoch with exact AUCs, early stopping on valid CTCVR AUC, a checkpoint per epoch
+//! (`checkpoint.bin`, for `--resume`), the best model (`model.bin`) and a per-epoch log
+//! (`epochs.parquet`). Deterministic for a given config, seed and thread count; `--resume`
+//! continues from the last finished epoch bit-identically.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, UInt32Array};
+use serde::{Deserialize, Serialize};
+
+use super::{StageReport, StageRun};
+use crate::batches::{self, CommonTable, LoaderConfig};
+use crate::config::{ModelConfig, TrainConfig};
+use crate::manifest;
+use crate::metrics::{self, Scored};
+use crate::model::{checkpoint, infer, Model, ModelSpec};
+use crate::parquet_out::ParquetOut;
+use crate::schema::{self, Split, CHECKPOINT_FILE, COMMON_FILE, EPOCHS_FILE, MODEL_FILE, SAMPLES_FILE};
+
+pub struct TrainStage {
+    /// A `split` output directory.
+    pub data: PathBuf,
+    /// The model directory.
+    pub out: PathBuf,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub threads: usize,
+    pub force: bool,
+    /// Continue from `checkpoint.bin` in `out` (same config and data required).
+    pub resume: bool,
+}
+
+/// What shapes the outputs (hashed for the manifest and checked on resume).
+#[derive(Serialize)]
+struct Params<'a> {
+    model: &'a ModelConfig,
+    train: &'a TrainConfig,
+    hash_buckets: u64,
+}
+
+/// One finished epoch.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EpochLog {
+    pub epoch: u32,
+    pub train_loss: f64,
+    pub valid_loss: Option<f64>,
+    pub valid_auc_ctr: Option<f64>,
+    pub valid_auc_cvr: Option<f64>,
+    pub valid_auc_ctcvr: Option<f64>,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+}
+
+/// The trainer's state between epochs (stored in checkpoints).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TrainState {
+    pub epochs_done: usize,
+    pub best_epoch: Option<u32>,
+    pub best_auc: Option<f64>,
+    pub since_best: usize,
+    pub stopped_early: bool,
+    pub history: Vec<EpochLog>,
+}
+
+/// Per-epoch shuffle seed.
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    crate::stages::split::splitmix64(seed ^ crate::stages::split::splitmix64(epoch as u64 + 1))
+}
+
+pub fn run(cfg: &TrainStage) -> Result<StageReport> {
+    cfg.model.validate()?;
+    cfg.train.validate()?;
+    let split = manifest::require(&cfg.data, "split")?;
+    let hash_buckets = *split.counts.get("hash_buckets").context("split manifest lacks hash_buckets (rerun split)")?;
+    let path = |s: Split, f: &str| cfg.data.join(s.name()).join(f);
+    let inputs = [path(Split::Train, SAMPLES_FILE), path(Split::Train, COMMON_FILE), path(Split::Valid, SAMPLES_FILE)];
+    let params = Params { model: &cfg.model, train: &cfg.train, hash_buckets };
+    let st = StageRun::begin("train", &cfg.out, &params, &inputs)?;
+    if !cfg.force && !cfg.resume && st.up_to_date() {
+        return Ok(st.skipped_report());
+    }
+    let spec = ModelSpec {
+        kind: cfg.model.kind,
+        hash_buckets: hash_buckets as usize,
+        pooling: cfg.model.pooling,
+        max_len: cfg.model.max_len_vec(),
+        sparse: cfg.model.sparse(),
+        dense: cfg.model.dense(),
+        init_scale: cfg.model.init_scale,
+        seed: cfg.model.seed,
+    };
+    let (mut model, mut state) = if cfg.resume {
+        let ckpt = cfg.out.join(CHECKPOINT_FILE);
+        let (model, header) = checkpoint::load::<TrainState>(&ckpt).context("--resume")?;
+        if header.config_hash != st.config_hash || header.inputs != st.inputs {
+            bail!("--resume: {} was written for another config or other data; rerun without --resume", ckpt.display());
+        }
+        (model, header.state)
+    } else {
+        (Model::new(spec)?, TrainState::default())
+    };
+    st.invalidate()?;
+    let common = CommonTable::load(&path(Split::Train, COMMON_FILE))?;
+    let train_rows = batches::count_rows(&path(Split::Train, SAMPLES_FILE))?;
+
+    while state.epochs_done < cfg.train.epochs && !state.stopped_early {
+        let epoch = state.epochs_done;
+        let log = train_epoch(
+            cfg,
+            &mut model,
+            &common,
+            epoch,
+            train_rows,
+            &path(Split::Train, SAMPLES_FILE),
+            &path(Split::Valid, SAMPLES_FILE),
+        )?;
+        let score = log.valid_auc_ctcvr;
+        crate::log::event("epoch", serde_json::to_value(&log)?, || {
+            let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.4}"));
+            format!(
+                "train: epoch {}/{}: loss {:.5}, valid loss {} auc ctr {} cvr {} ctcvr {} ({:.0} s, {:.0} samples/s)",
+                log.epoch,
+                cfg.train.epochs,
+                log.train_loss,
+                f(log.valid_loss),
+                f(log.valid_auc_ctr),
+                f(log.valid_auc_cvr),
+                f(log.valid_auc_ctcvr),
+                log.seconds,
+                log.samples_per_second
+            )
+        });
+        state.history.push(log);
+        state.epochs_done += 1;
+        // No valid score (empty valid split): every epoch counts as the best so far.
+        if score.is_none() || score > state.best_auc {
+            state.best_auc = score;
+            state.best_epoch = Some(epoch as u32 + 1);
+            state.since_best = 0;
+            checkpoint::save(&cfg.out.join(MODEL_FILE), &model, &state, &st.config_hash, &st.inputs)?;
+        } else {
+            state.since_best += 1;
+            let patience = cfg.train.early_stopping_patience;
+            state.stopped_early = patience > 0 && state.since_best >= patience;
+        }
+        checkpoint::save(&cfg.out.join(CHECKPOINT_FILE), &model, &state, &st.config_hash, &st.inputs)?;
+        write_epochs(&cfg.out.join(EPOCHS_FILE), &state.history)?;
+    }
+    let outputs: Vec<PathBuf> = [MODEL_FILE, CHECKPOINT_FILE, EPOCHS_FILE].iter().map(|f| cfg.out.join(f)).collect();
+    let counts = BTreeMap::from([
+        ("epochs".to_string(), state.epochs_done as u64),
+        ("best_epoch".to_string(), state.best_epoch.unwrap_or(0) as u64),
+        ("train_rows".to_string(), train_rows),
+        ("stopped_early".to_string(), state.stopped_early as u64),
+    ]);
+    st.finish(&outputs, counts, BTreeMap::new(), cfg.threads)
+}
+
+/// Running CTR AUC over the last rows seen, for the progress bar.
+struct Running {
+    p: VecDeque<f32>,
+    y: VecDeque<bool>,
+}
+
+impl Running {
+    const WINDOW: usize = 1 << 17;
+    fn push(&mut self, p: &[f32], y: &[u8]) {
+        self.p.extend(p);
+        self.y.extend(y.iter().map(|&c| c == 1));
+        while self.p.len() > Self::WINDOW {
+            self.p.pop_front();
+            self.y.pop_front();
+        }
+    }
+    fn auc(&self) -> Option<f64> {
+        let p: Vec<f32> = self.p.iter().copied().collect();
+        let y: Vec<bool> = self.y.iter().copied().collect();
+        metrics::auc(&p, &y)
+    }
+}
+
+fn train_epoch(
+    cfg: &TrainStage,
+    model: &mut Model,
+    common: &CommonTable,
+    epoch: usize,
+    train_rows: u64,
+    train: &Path,
+    valid: &Path,
+) -> Result<EpochLog> {
+    let started = Instant::now();
+    let rx = batches::spawn(LoaderConfig {
+        path: train.to_path_buf(),
+        batch_size: cfg.train.batch_size,
+        shuffle_seed: Some(epoch_seed(cfg.train.seed, epoch)),
+        pool_row_groups: cfg.train.shuffle_pool_row_groups,
+    });
+    let bar = crate::progress::rows(&format!("epoch {}", epoch + 1), train_rows);
+    let mut running = Running { p: VecDeque::new(), y: VecDeque::new() };
+    let (mut loss_sum, mut rows, mut steps) = (0.0f64, 0usize, 0usize);
+    for batch in rx {
+        let batch = batch?;
+        let (loss, p_ctr) = model.train_step(&batch, common);
+        loss_sum += loss.value() * batch.len() as f64;
+        rows += batch.len();
+        steps += 1;
+        if !bar.is_hidden() {
+            running.push(&p_ctr, &batch.click);
+            bar.inc(batch.len() as u64);
+            if steps % 50 == 0 {
+                let auc = running.auc().map_or("-".into(), |a| format!("{a:.4}"));
+                bar.set_message(format!("loss {:.4} ctr auc {auc}", loss_sum / rows as f64));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let train_seconds = started.elapsed().as_secs_f64();
+    // Validation: exact metrics over the whole valid split.
+    let mut scored = Scored::default();
+    let mut valid_loss = 0.0;
+    infer::score_file(model, valid, common, 4096, |b, p_ctr, p_cvr| {
+        for i in 0..b.len() {
+            scored.push(b.click[i], b.buy[i], p_ctr[i], p_cvr[i]);
+        }
+        valid_loss += model_loss(model.spec.kind, p_ctr, p_cvr, &b.click, &b.buy);
+        Ok(())
+    })?;
+    let m = scored.metrics();
+    Ok(EpochLog {
+        epoch: epoch as u32 + 1,
+        train_loss: loss_sum / rows.max(1) as f64,
+        valid_loss: (!scored.is_empty()).then(|| valid_loss / scored.len() as f64),
+        valid_auc_ctr: Scored::get(&m, "ctr", "auc"),
+        valid_auc_cvr: Scored::get(&m, "cvr", "auc"),
+        valid_auc_ctcvr: Scored::get(&m, "ctcvr", "auc"),
+        seconds: started.elapsed().as_secs_f64(),
+        samples_per_second: rows as f64 / train_seconds.max(1e-9),
+    })
+}
+
+/// Summed per-row loss of the model's objective from probabilities (validation).
+fn model_loss(kind: crate::model::ModelKind, p_ctr: &[f32], p_cvr: &[f32], click: &[u8], buy: &[u8]) -> f64 {
+    let eps = metrics::EPS;
+    let bce = |p: f64, y: bool| if y { -(p.clamp(eps, 1.0 - eps)).ln() } else { -(1.0 - p.clamp(eps, 1.0 - eps)).ln() };
+    (0..p_ctr.len())
+        .map(|i| {
+            let (c, b) = (click[i] == 1, buy[i] == 1);
+            let ctr = bce(p_ctr[i] as f64, c);
+            ctr + match kind {
+                crate::model::ModelKind::NaiveCvr => {
+                    if c {
+                        bce(p_cvr[i] as f64, b)
+                    } else {
+                        0.0
+                    }
+                }
+                _ => bce(p_ctr[i] as f64 * p_cvr[i] as f64, c && b),
+            }
+        })
+        .sum()
+}
+
+fn write_epochs(path: &Path, history: &[EpochLog]) -> Result<()> {
+    let f = |g: fn(&EpochLog) -> Option<f64>| -> ArrayRef { Arc::new(history.iter().map(g).collect::<Float64Array>()) };
+    let batch = RecordBatch::try_new(
+        schema::epochs_schema(),
+        vec![
+            Arc::new(history.iter().map(|e| e.epoch).collect::<UInt32Array>()),
+            f(|e| Some(e.train_loss)),
+            f(|e| e.valid_loss),
+            f(|e| e.valid_auc_ctr),
+            f(|e| e.valid_auc_cvr),
+            f(|e| e.valid_auc_ctcvr),
+            f(|e| Some(e.seconds)),
+            f(|e| Some(e.samples_per_second)),
+        ],
+    )?;
+    let mut out = ParquetOut::create(path, schema::epochs_schema(), 1 << 16)?;
+    out.write(&batch)?;
+    out.close()?;
+    Ok(())
+}
