@@ -207,13 +207,25 @@ impl Batch {
     }
 }
 
+/// What the shuffle permutes inside the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShuffleUnit {
+    /// Whole sessions (runs of rows sharing a common row): a batch holds ~20 sessions, so the
+    /// user side (~500 ids) is pooled once per session instead of once per row.
+    Sessions,
+    /// Single rows.
+    Rows,
+}
+
 /// How the loader walks a samples file.
 #[derive(Clone, Debug)]
 pub struct LoaderConfig {
     pub path: PathBuf,
     pub batch_size: usize,
-    /// `None`: file order (predict). `Some(seed)`: row groups and rows shuffled per epoch.
+    /// `None`: file order (predict). `Some(seed)`: row groups, then sessions or rows, shuffled.
     pub shuffle_seed: Option<u64>,
+    pub shuffle_unit: ShuffleUnit,
     /// Row groups held in the shuffle pool.
     pub pool_row_groups: usize,
 }
@@ -282,11 +294,25 @@ pub fn load(cfg: &LoaderConfig, mut emit: impl FnMut(Batch) -> bool) -> Result<(
             let rb = rb.with_context(|| format!("reading {}", cfg.path.display()))?;
             pool.append(Batch::from_record_batch(&rb).with_context(|| format!("decoding {}", cfg.path.display()))?);
         }
-        let mut rows: Vec<usize> = (0..pool.len()).collect();
+        // Units: runs of one common row (sessions) or single rows, permuted when shuffling.
+        let mut units: Vec<(usize, usize)> = match cfg.shuffle_unit {
+            ShuffleUnit::Rows => (0..pool.len()).map(|r| (r, r + 1)).collect(),
+            ShuffleUnit::Sessions => {
+                let mut runs = Vec::new();
+                let mut start = 0;
+                for r in 1..=pool.len() {
+                    if r == pool.len() || pool.common_row[r] != pool.common_row[start] {
+                        runs.push((start, r));
+                        start = r;
+                    }
+                }
+                runs
+            }
+        };
         if cfg.shuffle_seed.is_some() {
-            rng.shuffle(&mut rows);
+            rng.shuffle(&mut units);
         }
-        for r in rows {
+        for r in units.into_iter().flat_map(|(a, b)| a..b) {
             carry.push_row(&pool, r);
             if carry.len() == cfg.batch_size && !emit(std::mem::replace(&mut carry, Batch::empty())) {
                 return Ok(());

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::batches::ShuffleUnit;
 use crate::model::{DenseAdam, ModelKind, Pooling, SparseOptimizer, EMB_DIM, HIDDEN};
 use crate::schema::{field_index, FIELDS};
 
@@ -115,8 +116,11 @@ impl ModelConfig {
 pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
-    /// Row groups held in the shuffle pool (rows are permuted within it).
+    /// Row groups held in the shuffle pool (sessions or rows are permuted within it).
     pub shuffle_pool_row_groups: usize,
+    /// `sessions` (keep the rows of one md5 together: the user side is pooled once per
+    /// session) or `rows`.
+    pub shuffle: ShuffleUnit,
     /// Stop after this many epochs without a better valid CTCVR AUC (0 = never).
     pub early_stopping_patience: usize,
     /// Seed of the per-epoch shuffle.
@@ -125,7 +129,14 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { epochs: 10, batch_size: 1024, shuffle_pool_row_groups: 4, early_stopping_patience: 2, seed: 1 }
+        Self {
+            epochs: 10,
+            batch_size: 1024,
+            shuffle_pool_row_groups: 4,
+            shuffle: ShuffleUnit::Sessions,
+            early_stopping_patience: 2,
+            seed: 1,
+        }
     }
 }
 

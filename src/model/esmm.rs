@@ -74,6 +74,44 @@ fn sources() -> Vec<Source> {
         .collect()
 }
 
+/// The user-side fields come first in [`FIELDS`]: their pooled block is `x[.., ..USER_WIDTH]`.
+const USER_FIELDS: usize = 13;
+const USER_WIDTH: usize = USER_FIELDS * EMB_DIM;
+const _: () = {
+    let mut f = 0;
+    while f < FIELDS.len() {
+        assert!(matches!(FIELDS[f].side, Side::User) == (f < USER_FIELDS), "user fields must come first");
+        f += 1;
+    }
+};
+
+/// The distinct common rows of a batch (`rows`) and each sample's index into them (`local`).
+struct Users {
+    rows: Vec<u32>,
+    local: Vec<u32>,
+}
+
+impl Users {
+    fn of(batch: &Batch) -> Self {
+        let mut index = std::collections::HashMap::new();
+        let mut rows = Vec::new();
+        let mut local = Vec::with_capacity(batch.len());
+        let mut last: Option<(u32, u32)> = None;
+        for &r in &batch.common_row {
+            let l = match last {
+                Some((row, l)) if row == r => l,
+                _ => *index.entry(r).or_insert_with(|| {
+                    rows.push(r);
+                    rows.len() as u32 - 1
+                }),
+            };
+            last = Some((r, l));
+            local.push(l);
+        }
+        Self { rows, local }
+    }
+}
+
 /// SplitMix64 stream for initialization.
 pub struct InitRng(pub u64);
 impl InitRng {
@@ -208,63 +246,105 @@ impl Model {
         Ok(Self { spec, tables, towers, grads, sources: sources() })
     }
 
-    fn lists<'a>(&self, f: usize, batch: &'a Batch, common: &'a CommonTable, i: usize) -> (&'a FieldCsr, usize) {
-        match self.sources[f] {
-            Source::User(s) => (&common.fields[s], batch.common_row[i] as usize),
-            Source::Item(s) => (&batch.items[s], i),
-        }
-    }
-
-    /// Calls `visit(row i, field f, bucket, weight)` for every id the model uses.
+    /// Calls `visit(field, bucket, weight)` for the ids of `csr` row `r` that the model uses.
     #[inline]
-    fn walk(&self, batch: &Batch, common: &CommonTable, mut visit: impl FnMut(usize, usize, u32, f32)) {
-        let weighted = self.spec.pooling == Pooling::Weighted;
-        for i in 0..batch.len() {
-            for f in 0..FIELDS.len() {
-                let (csr, r) = self.lists(f, batch, common, i);
-                let ids = csr.ids(r);
-                let take = ids.len().min(self.spec.max_len[f]);
-                match csr.weights(r) {
-                    Some(w) if weighted => {
-                        for k in 0..take {
-                            visit(i, f, ids[k], w[k]);
-                        }
-                    }
-                    _ => {
-                        for &id in &ids[..take] {
-                            visit(i, f, id, 1.0);
-                        }
-                    }
+    fn visit_row(&self, f: usize, csr: &FieldCsr, r: usize, mut visit: impl FnMut(u32, f32)) {
+        let ids = csr.ids(r);
+        let take = ids.len().min(self.spec.max_len[f]);
+        match csr.weights(r) {
+            Some(w) if self.spec.pooling == Pooling::Weighted => {
+                for k in 0..take {
+                    visit(ids[k], w[k]);
+                }
+            }
+            _ => {
+                for &id in &ids[..take] {
+                    visit(id, 1.0);
                 }
             }
         }
     }
 
-    /// Pooled inputs `[n × INPUT]` from table `t`.
-    fn pool(&self, t: usize, batch: &Batch, common: &CommonTable) -> Vec<f32> {
+    /// Calls `visit(row, field, bucket, weight)` for every user-side id of the distinct common
+    /// rows `users`, then `visit(i, field, ..)` for every item-side id of sample `i`.
+    fn walk(
+        &self,
+        batch: &Batch,
+        common: &CommonTable,
+        users: &[u32],
+        mut visit_user: impl FnMut(usize, usize, u32, f32),
+        mut visit_item: impl FnMut(usize, usize, u32, f32),
+    ) {
+        for (u, &row) in users.iter().enumerate() {
+            for f in 0..USER_FIELDS {
+                let Source::User(s) = self.sources[f] else { continue };
+                self.visit_row(f, &common.fields[s], row as usize, |id, w| visit_user(u, f, id, w));
+            }
+        }
+        for i in 0..batch.len() {
+            for f in USER_FIELDS..FIELDS.len() {
+                let Source::Item(s) = self.sources[f] else { continue };
+                self.visit_row(f, &batch.items[s], i, |id, w| visit_item(i, f, id, w));
+            }
+        }
+    }
+
+    /// Pooled inputs `[n × INPUT]` from table `t`; the user side is pooled once per distinct
+    /// common row of the batch (rows of one session share it).
+    fn pool(&self, t: usize, batch: &Batch, common: &CommonTable, users: &Users) -> Vec<f32> {
         let table = &self.tables[t];
+        let mut xu = vec![0.0f32; users.rows.len() * USER_WIDTH];
         let mut x = vec![0.0f32; batch.len() * INPUT];
-        self.walk(batch, common, |i, f, id, w| {
-            let dst = &mut x[i * INPUT + f * EMB_DIM..i * INPUT + (f + 1) * EMB_DIM];
+        let add = |dst: &mut [f32], id: u32, w: f32| {
             for (d, &e) in dst.iter_mut().zip(table.weights(id)) {
                 *d += w * e;
             }
-        });
+        };
+        let mut xi = std::mem::take(&mut x);
+        self.walk(
+            batch,
+            common,
+            &users.rows,
+            |u, f, id, w| add(&mut xu[u * USER_WIDTH + f * EMB_DIM..u * USER_WIDTH + (f + 1) * EMB_DIM], id, w),
+            |i, f, id, w| add(&mut xi[i * INPUT + f * EMB_DIM..i * INPUT + (f + 1) * EMB_DIM], id, w),
+        );
+        x = xi;
+        for (i, &u) in users.local.iter().enumerate() {
+            x[i * INPUT..i * INPUT + USER_WIDTH]
+                .copy_from_slice(&xu[u as usize * USER_WIDTH..(u as usize + 1) * USER_WIDTH]);
+        }
         x
     }
 
-    fn scatter(&mut self, t: usize, batch: &Batch, common: &CommonTable, dx: &[f32]) {
+    /// Scatters the input gradient `dx` to table `t`: the user part summed per distinct common
+    /// row first, so each user-side id is touched once per batch.
+    fn scatter(&mut self, t: usize, batch: &Batch, common: &CommonTable, users: &Users, dx: &[f32]) {
+        let mut du = vec![0.0f32; users.rows.len() * USER_WIDTH];
+        for (i, &u) in users.local.iter().enumerate() {
+            let dst = &mut du[u as usize * USER_WIDTH..(u as usize + 1) * USER_WIDTH];
+            for (d, &g) in dst.iter_mut().zip(&dx[i * INPUT..i * INPUT + USER_WIDTH]) {
+                *d += g;
+            }
+        }
         let mut g = std::mem::replace(&mut self.grads[t], SparseGrad::new(0, EMB_DIM));
-        self.walk(batch, common, |i, f, id, w| {
-            g.add(id, w, &dx[i * INPUT + f * EMB_DIM..i * INPUT + (f + 1) * EMB_DIM])
-        });
+        let cell = std::cell::RefCell::new(&mut g);
+        self.walk(
+            batch,
+            common,
+            &users.rows,
+            |u, f, id, w| {
+                cell.borrow_mut().add(id, w, &du[u * USER_WIDTH + f * EMB_DIM..u * USER_WIDTH + (f + 1) * EMB_DIM])
+            },
+            |i, f, id, w| cell.borrow_mut().add(id, w, &dx[i * INPUT + f * EMB_DIM..i * INPUT + (f + 1) * EMB_DIM]),
+        );
         self.grads[t] = g;
     }
 
     /// Logits (zc, zv) of a batch.
     pub fn logits(&self, batch: &Batch, common: &CommonTable) -> (Vec<f32>, Vec<f32>) {
-        let xc = self.pool(0, batch, common);
-        let xv = if self.tables.len() == 2 { self.pool(1, batch, common) } else { xc.clone() };
+        let users = Users::of(batch);
+        let xc = self.pool(0, batch, common, &users);
+        let xv = if self.tables.len() == 2 { self.pool(1, batch, common, &users) } else { xc.clone() };
         self.towers.forward(&xc, &xv, batch.len())
     }
 
@@ -279,9 +359,10 @@ impl Model {
     /// loss, the batch's pCTR and the tower gradients. [`Model::apply`] takes the step.
     pub fn backward(&mut self, batch: &Batch, common: &CommonTable) -> (StepLoss, Vec<f32>, TowerGrads) {
         let n = batch.len();
-        let xc = self.pool(0, batch, common);
+        let users = Users::of(batch);
+        let xc = self.pool(0, batch, common, &users);
         let shared = self.tables.len() == 1;
-        let xv = if shared { None } else { Some(self.pool(1, batch, common)) };
+        let xv = if shared { None } else { Some(self.pool(1, batch, common, &users)) };
         let kind = self.spec.kind;
         let mut out = (StepLoss::default(), Vec::new());
         let (dxc, dxv, tg) = self.towers.backward(&xc, xv.as_deref().unwrap_or(&xc), n, |zc, zv| {
@@ -291,10 +372,10 @@ impl Model {
         });
         if shared {
             let dx: Vec<f32> = dxc.iter().zip(&dxv).map(|(a, b)| a + b).collect();
-            self.scatter(0, batch, common, &dx);
+            self.scatter(0, batch, common, &users, &dx);
         } else {
-            self.scatter(0, batch, common, &dxc);
-            self.scatter(1, batch, common, &dxv);
+            self.scatter(0, batch, common, &users, &dxc);
+            self.scatter(1, batch, common, &users, &dxv);
         }
         (out.0, out.1, tg)
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::esmm::Model;
-use crate::batches::{self, Batch, CommonTable, LoaderConfig};
+use crate::batches::{self, Batch, CommonTable, LoaderConfig, ShuffleUnit};
 
 /// Calls `f(batch, p_ctr, p_cvr)` for every batch of `samples`, in file order; the loader runs
 /// on its own thread.
@@ -20,6 +20,7 @@ pub fn score_file(
         path: samples.to_path_buf(),
         batch_size,
         shuffle_seed: None,
+        shuffle_unit: ShuffleUnit::Rows,
         pool_row_groups: 1,
     });
     for batch in rx {

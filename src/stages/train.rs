@@ -198,6 +198,7 @@ fn train_epoch(
         path: train.to_path_buf(),
         batch_size: cfg.train.batch_size,
         shuffle_seed: Some(epoch_seed(cfg.train.seed, epoch)),
+        shuffle_unit: cfg.train.shuffle,
         pool_row_groups: cfg.train.shuffle_pool_row_groups,
     });
     let bar = crate::progress::rows(&format!("epoch {}", epoch + 1), train_rows);
