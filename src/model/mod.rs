@@ -118,6 +118,21 @@ mod gradcheck {
         }
     }
 
+    /// Labels are separate columns, never features: flipping them leaves the logits unchanged.
+    #[test]
+    fn labels_never_reach_the_inputs() {
+        let (mut batch, common) = data();
+        let m = Model::new(spec(ModelKind::Esmm)).unwrap();
+        let before = m.logits(&batch, &common);
+        batch.click.iter_mut().for_each(|c| *c ^= 1);
+        batch.buy.iter_mut().for_each(|b| *b ^= 1);
+        assert_eq!(m.logits(&batch, &common), before);
+        for f in crate::schema::samples_schema().fields() {
+            let feature = f.name().starts_with("f_") || f.name().starts_with("w_");
+            assert!(!(feature && (f.name().contains("click") || f.name().contains("buy"))));
+        }
+    }
+
     #[test]
     fn a_step_lowers_the_loss_and_padding_never_moves() {
         let (batch, common) = data();

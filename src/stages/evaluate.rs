@@ -184,22 +184,24 @@ fn with_spread(s: &Scored) -> Vec<TaskMetric> {
 }
 
 /// Leakage (an AUC ≥ 0.99 is too good for click/buy prediction) and collapse (a task's
-/// predictions barely vary, or its AUC is within 0.01 of chance).
+/// predictions are near-constant: a tiny spread, with its AUC at chance or not).
 pub fn suspects(rows: &[MetricRow], model: &str) -> Vec<String> {
+    let all: Vec<&MetricRow> = rows.iter().filter(|r| r.model == model && r.slice == "all").collect();
+    let value = |task: &str, metric: &str| {
+        all.iter().find(|r| r.metric.task == task && r.metric.metric == metric).and_then(|r| r.metric.value)
+    };
     let mut flags = Vec::new();
-    for r in rows.iter().filter(|r| r.model == model && r.slice == "all") {
-        let (t, v) = (r.metric.task, r.metric.value);
-        match (r.metric.metric, v) {
-            ("auc", Some(a)) if a >= 0.99 => {
-                flags.push(format!("{t} AUC {a:.4} >= 0.99: likely label leakage into the features"))
-            }
-            ("auc", Some(a)) if (a - 0.5).abs() < 0.01 => {
-                flags.push(format!("{t} AUC {a:.4} ~ 0.5: the model is not ranking (collapsed?)"))
-            }
-            ("prediction_std", Some(s)) if s < 1e-4 => {
-                flags.push(format!("{t} predictions nearly constant (std {s:.2e}): collapsed model"))
-            }
-            _ => {}
+    for r in all.iter().filter(|r| r.metric.metric == "auc") {
+        if let Some(a) = r.metric.value.filter(|&a| a >= 0.99) {
+            flags.push(format!("{} AUC {a:.4} >= 0.99: likely label leakage into the features", r.metric.task));
+        }
+    }
+    for task in ["ctr", "cvr"] {
+        let (Some(std), auc) = (value(task, "prediction_std"), value(task, "auc")) else { continue };
+        let chance = auc.is_some_and(|a| (a - 0.5).abs() < 0.01);
+        if std < 1e-4 || (chance && std < 1e-3) {
+            let auc = auc.map_or("undefined".into(), |a| format!("{a:.4}"));
+            flags.push(format!("{task} predictions nearly constant (std {std:.2e}, AUC {auc}): collapsed model"));
         }
     }
     flags

@@ -81,6 +81,9 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
     let inputs = [path(Split::Train, SAMPLES_FILE), path(Split::Train, COMMON_FILE), path(Split::Valid, SAMPLES_FILE)];
     let params = Params { model: &cfg.model, train: &cfg.train, hash_buckets };
     let st = StageRun::begin("train", &cfg.out, &params, &inputs)?;
+    // What a checkpoint must match to be resumed: everything but the epoch budget.
+    let more_epochs = TrainConfig { epochs: 0, ..cfg.train.clone() };
+    let (resume_key, _) = manifest::config_hash(&Params { train: &more_epochs, ..params })?;
     if !cfg.force && !cfg.resume && st.up_to_date() {
         return Ok(st.skipped_report());
     }
@@ -97,7 +100,7 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
     let (mut model, mut state) = if cfg.resume {
         let ckpt = cfg.out.join(CHECKPOINT_FILE);
         let (model, header) = checkpoint::load::<TrainState>(&ckpt).context("--resume")?;
-        if header.config_hash != st.config_hash || header.inputs != st.inputs {
+        if header.config_hash != resume_key || header.inputs != st.inputs {
             bail!("--resume: {} was written for another config or other data; rerun without --resume", ckpt.display());
         }
         (model, header.state)
@@ -142,13 +145,13 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
             state.best_auc = score;
             state.best_epoch = Some(epoch as u32 + 1);
             state.since_best = 0;
-            checkpoint::save(&cfg.out.join(MODEL_FILE), &model, &state, &st.config_hash, &st.inputs)?;
+            checkpoint::save(&cfg.out.join(MODEL_FILE), &model, &state, &resume_key, &st.inputs)?;
         } else {
             state.since_best += 1;
             let patience = cfg.train.early_stopping_patience;
             state.stopped_early = patience > 0 && state.since_best >= patience;
         }
-        checkpoint::save(&cfg.out.join(CHECKPOINT_FILE), &model, &state, &st.config_hash, &st.inputs)?;
+        checkpoint::save(&cfg.out.join(CHECKPOINT_FILE), &model, &state, &resume_key, &st.inputs)?;
         write_epochs(&cfg.out.join(EPOCHS_FILE), &state.history)?;
     }
     let outputs: Vec<PathBuf> = [MODEL_FILE, CHECKPOINT_FILE, EPOCHS_FILE].iter().map(|f| cfg.out.join(f)).collect();

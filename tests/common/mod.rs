@@ -33,6 +33,8 @@ pub fn list(features: &[String]) -> String {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     U64(u64),
+    F32(f32),
+    Str(String),
     IdList(Vec<u32>),
     WeightList(Vec<f32>),
 }
@@ -54,6 +56,8 @@ pub fn read_rows(path: &Path) -> Vec<BTreeMap<String, Value>> {
                     DataType::UInt64 => Value::U64(col.as_primitive::<UInt64Type>().value(r)),
                     DataType::UInt32 => Value::U64(col.as_primitive::<UInt32Type>().value(r) as u64),
                     DataType::UInt8 => Value::U64(col.as_primitive::<UInt8Type>().value(r) as u64),
+                    DataType::Float32 => Value::F32(col.as_primitive::<Float32Type>().value(r)),
+                    DataType::Utf8 => Value::Str(col.as_string::<i32>().value(r).to_string()),
                     DataType::List(_) | DataType::LargeList(_) => {
                         let item = match col.data_type() {
                             DataType::List(_) => col.as_list::<i32>().value(r),

@@ -1,0 +1,252 @@
+//! Training, prediction and evaluation on small generated data: learning beats a constant
+//! predictor, predictions cover every row in input order, runs are deterministic, a resumed run
+//! equals an uninterrupted one, and the leakage / collapse guards fire.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray, UInt64Array, UInt8Array};
+use common::*;
+use esmm::config::{GenerateConfig, IngestConfig, ModelConfig, SplitConfig, TrainConfig};
+use esmm::model::ModelKind;
+use esmm::schema::Split;
+use esmm::stages::{evaluate, generate, ingest, predict, split, train};
+
+/// Raw → ingest → split for a small world; returns the split directory.
+fn prepare(root: &Path, params: GenerateConfig) -> PathBuf {
+    generate::run(&generate::GenerateStage { out: root.join("raw"), params, threads: 2, force: false }).unwrap();
+    prepare_raw(root)
+}
+
+fn prepare_raw(root: &Path) -> PathBuf {
+    ingest::run(&ingest::IngestStage {
+        raw: root.join("raw"),
+        out: root.join("ingest"),
+        params: IngestConfig::default(),
+        threads: 2,
+        force: false,
+    })
+    .unwrap();
+    let params = SplitConfig { row_group_rows: 4096, ..Default::default() };
+    split::run(&split::SplitStage {
+        input: root.join("ingest"),
+        out: root.join("split"),
+        params,
+        threads: 2,
+        force: false,
+    })
+    .unwrap();
+    root.join("split")
+}
+
+fn small_world() -> GenerateConfig {
+    GenerateConfig {
+        train_rows: 30_000,
+        test_rows: 8_000,
+        users: 400,
+        items: 1_500,
+        history_mean: 40.0,
+        ctr: 0.1,
+        cvr: 0.1,
+        ..Default::default()
+    }
+}
+
+fn train_to(data: &Path, out: &Path, kind: ModelKind, epochs: usize, resume: bool) -> esmm::stages::StageReport {
+    let model = ModelConfig { kind, ..Default::default() };
+    let params = TrainConfig { epochs, batch_size: 256, early_stopping_patience: 0, ..Default::default() };
+    train::run(&train::TrainStage {
+        data: data.into(),
+        out: out.into(),
+        model,
+        train: params,
+        threads: 2,
+        force: true,
+        resume,
+    })
+    .unwrap()
+}
+
+fn predict_to(model: &Path, data: &Path, out: &Path) {
+    predict::run(&predict::PredictStage {
+        model: model.into(),
+        data: data.into(),
+        split: Split::Test,
+        out: out.into(),
+        batch_size: 1000,
+        threads: 2,
+        force: true,
+    })
+    .unwrap();
+}
+
+fn evaluate_to(
+    pred: &Path,
+    out: &Path,
+    truth: Option<PathBuf>,
+    fail: bool,
+) -> anyhow::Result<esmm::stages::StageReport> {
+    evaluate::run(&evaluate::EvaluateStage {
+        predictions: pred.into(),
+        out: out.into(),
+        truth,
+        run_id: "t".into(),
+        model_name: "esmm".into(),
+        fail_on_suspect: fail,
+        threads: 2,
+        force: true,
+    })
+}
+
+fn metric(dir: &Path, model: &str, task: &str, name: &str) -> f64 {
+    let text = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(!text.is_empty());
+    let rows = read_metrics(&dir.join("metrics.parquet"));
+    rows.iter()
+        .find(|r| r.0 == model && r.1 == task && r.2 == name && r.4 == "all")
+        .map(|r| r.3)
+        .unwrap_or_else(|| panic!("no {model} {task} {name}"))
+}
+
+/// (model, task, metric, value, slice) rows of a metrics file.
+fn read_metrics(path: &Path) -> Vec<(String, String, String, f64, String)> {
+    use arrow::array::{Array, AsArray, Float64Array};
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let mut out = Vec::new();
+    for b in reader {
+        let b = b.unwrap();
+        let s = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
+        let (m, t, k, sl) = (s("model"), s("task"), s("metric"), s("slice"));
+        let v = b.column_by_name("value").unwrap().as_any().downcast_ref::<Float64Array>().unwrap().clone();
+        for i in 0..b.num_rows() {
+            out.push((
+                m.value(i).into(),
+                t.value(i).into(),
+                k.value(i).into(),
+                if v.is_null(i) { f64::NAN } else { v.value(i) },
+                sl.value(i).into(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn trains_predicts_and_evaluates_deterministically() {
+    let root = temp_dir("train");
+    let data = prepare(&root, small_world());
+    let report = train_to(&data, &root.join("m1"), ModelKind::Esmm, 3, false);
+    assert_eq!(report.counts["epochs"], 3);
+    predict_to(&root.join("m1"), &data, &root.join("p1.parquet"));
+
+    // Every test row, in input order.
+    let samples: Vec<u64> = read_rows(&data.join("test/samples.parquet")).iter().map(|r| u(r, "sample_id")).collect();
+    let preds = read_rows(&root.join("p1.parquet"));
+    assert_eq!(preds.iter().map(|r| u(r, "sample_id")).collect::<Vec<_>>(), samples);
+
+    // Learning: the model beats a constant predictor at the base rate by a clear margin.
+    evaluate_to(&root.join("p1.parquet"), &root.join("e1"), Some(root.join("raw/truth_test.csv")), false).unwrap();
+    let auc = metric(&root.join("e1"), "esmm", "ctr", "auc");
+    let oracle = metric(&root.join("e1"), "oracle", "ctr", "auc");
+    assert!(auc > 0.62, "ctr auc {auc} (oracle {oracle})");
+    let ll = metric(&root.join("e1"), "esmm", "ctr", "logloss");
+    let rate = read_rows(&data.join("test/samples.parquet")).iter().map(|r| u(r, "click") as f64).sum::<f64>()
+        / samples.len() as f64;
+    let constant = -(rate * rate.ln() + (1.0 - rate) * (1.0 - rate).ln());
+    assert!(ll < constant - 0.005, "logloss {ll} vs constant {constant}");
+    assert!(metric(&root.join("e1"), "esmm", "ctcvr", "auc") > 0.6);
+
+    // Same config, seed and threads: identical model and predictions.
+    train_to(&data, &root.join("m2"), ModelKind::Esmm, 3, false);
+    predict_to(&root.join("m2"), &data, &root.join("p2.parquet"));
+    assert!(same_weights(&root.join("m1/model.bin"), &root.join("m2/model.bin")));
+    assert!(std::fs::read(root.join("p1.parquet")).unwrap() == std::fs::read(root.join("p2.parquet")).unwrap());
+
+    // 3 epochs = 2 epochs + resume to 3, bit for bit.
+    train_to(&data, &root.join("m3"), ModelKind::Esmm, 2, false);
+    train_to(&data, &root.join("m3"), ModelKind::Esmm, 3, true);
+    predict_to(&root.join("m3"), &data, &root.join("p3.parquet"));
+    assert!(same_weights(&root.join("m1/checkpoint.bin"), &root.join("m3/checkpoint.bin")));
+    assert!(std::fs::read(root.join("p1.parquet")).unwrap() == std::fs::read(root.join("p3.parquet")).unwrap());
+}
+
+#[test]
+fn baselines_train_too() {
+    let root = temp_dir("baselines");
+    let data = prepare(&root, GenerateConfig { train_rows: 8_000, test_rows: 2_000, ..small_world() });
+    for kind in [ModelKind::NaiveCvr, ModelKind::EsmmNs] {
+        let out = root.join(format!("{kind:?}"));
+        train_to(&data, &out, kind, 1, false);
+        predict_to(&out, &data, &out.join("p.parquet"));
+        assert_eq!(read_rows(&out.join("p.parquet")).len(), 2_000);
+    }
+}
+
+/// Checkpoints hold the same weights and optimizer state (headers differ in timings only).
+fn same_weights(a: &Path, b: &Path) -> bool {
+    let load = |p: &Path| esmm::model::checkpoint::load::<serde_json::Value>(p).unwrap().0;
+    let (a, b) = (load(a), load(b));
+    a.tables.iter().zip(&b.tables).all(|(x, y)| x.raw() == y.raw() && x.step == y.step)
+        && a.towers.params() == b.towers.params()
+        && a.towers.adam_state().1 == b.towers.adam_state().1
+        && a.towers.adam_state().2 == b.towers.adam_state().2
+}
+
+/// Writes a skeleton whose item id `205` is the click label itself.
+fn leaky_raw(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (split, n) in [("train", 6000u64), ("test", 2000)] {
+        let mut common = String::new();
+        let mut skel = String::new();
+        for s in 0..n / 20 {
+            common += &format!("{:016x},1,{}\n", s + 1, feat("101", s % 37, "1.0"));
+            for k in 0..20 {
+                let sid = s * 20 + k + 1;
+                let click = (sid * 2654435761 % 7 < 2) as u8;
+                let feats = list(&[feat("205", click as u64, "1.0"), feat("206", sid % 13, "1.0")]);
+                skel += &format!("{sid},{click},0,{:016x},2,{feats}\n", s + 1);
+            }
+        }
+        std::fs::write(dir.join(format!("common_features_{split}.csv")), common).unwrap();
+        std::fs::write(dir.join(format!("sample_skeleton_{split}.csv")), skel).unwrap();
+    }
+}
+
+#[test]
+fn leakage_and_collapse_are_flagged() {
+    let root = temp_dir("guards");
+    leaky_raw(&root.join("raw"));
+    let data = prepare_raw(&root);
+    train_to(&data, &root.join("m"), ModelKind::Esmm, 2, false);
+    predict_to(&root.join("m"), &data, &root.join("p.parquet"));
+    let report = evaluate_to(&root.join("p.parquet"), &root.join("e"), None, false).unwrap();
+    assert!(report.counts["flags"] >= 1);
+    let summary = std::fs::read_to_string(root.join("e/summary.md")).unwrap();
+    assert!(summary.contains("leakage"), "{summary}");
+    let err = evaluate_to(&root.join("p.parquet"), &root.join("e2"), None, true).unwrap_err();
+    assert!(format!("{err:#}").contains("leakage"));
+
+    // A constant model: every prediction the same.
+    let n = 1000;
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from((0..n as u64).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(vec!["test"; n])),
+        Arc::new(UInt8Array::from((0..n).map(|i| (i % 10 == 0) as u8).collect::<Vec<_>>())),
+        Arc::new(UInt8Array::from((0..n).map(|i| (i % 50 == 0) as u8).collect::<Vec<_>>())),
+        Arc::new(Float32Array::from(vec![0.1f32; n])),
+        Arc::new(Float32Array::from(vec![0.2f32; n])),
+        Arc::new(Float32Array::from(vec![0.02f32; n])),
+        Arc::new(UInt64Array::from(vec![0u64; n])),
+    ];
+    let batch = RecordBatch::try_new(esmm::schema::predictions_schema(), cols).unwrap();
+    let mut w =
+        esmm::parquet_out::ParquetOut::create(&root.join("const.parquet"), esmm::schema::predictions_schema(), 1 << 16)
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let err = evaluate_to(&root.join("const.parquet"), &root.join("e3"), None, true).unwrap_err();
+    assert!(format!("{err:#}").contains("collapse"), "{err:#}");
+}
