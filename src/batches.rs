@@ -14,6 +14,7 @@ use arrow::datatypes::{DataType, Float32Type, UInt32Type, UInt64Type, UInt8Type}
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
+use crate::rng::Rng;
 use crate::schema::{self, side_fields, Side, FIELDS};
 
 /// One field's lists for a set of rows (CSR): row `r` holds `ids[offsets[r]..offsets[r+1]]`.
@@ -230,24 +231,6 @@ pub struct LoaderConfig {
     pub pool_row_groups: usize,
 }
 
-/// SplitMix64 stream: the loader's deterministic permutation source.
-struct Mix(u64);
-impl Mix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
-}
-
 /// Rows in the file (from the footer).
 pub fn count_rows(path: &Path) -> Result<u64> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -280,7 +263,7 @@ pub fn load(cfg: &LoaderConfig, mut emit: impl FnMut(Batch) -> bool) -> Result<(
         arrow_schema.fields().iter().enumerate().filter(|(_, f)| f.name() != schema::MD5).map(|(i, _)| i).collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
     let mut order: Vec<usize> = (0..groups).collect();
-    let mut rng = Mix(cfg.shuffle_seed.unwrap_or(0));
+    let mut rng = Rng::new(cfg.shuffle_seed.unwrap_or(0));
     if cfg.shuffle_seed.is_some() {
         rng.shuffle(&mut order);
     }

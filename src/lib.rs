@@ -28,6 +28,8 @@ pub mod parallel;
 pub mod parquet_out;
 /// Progress bars on a terminal only.
 pub mod progress;
+/// Deterministic PRNG and hashing of seeds (splitmix64, xoshiro256**), samplers.
+pub mod rng;
 /// The data contract: fields, column names, schemas, file names.
 pub mod schema;
 /// The pipeline stages (`generate`, `ingest`, `split`, `run`).

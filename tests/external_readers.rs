@@ -6,8 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use esmm::config::{GenerateConfig, IngestConfig, SplitConfig};
-use esmm::stages::{generate, ingest, split};
+use esmm::config::{GenerateConfig, SplitConfig};
 
 #[test]
 fn pyarrow_and_duckdb_agree_on_every_output() {
@@ -20,23 +19,8 @@ fn pyarrow_and_duckdb_agree_on_every_output() {
         history_mean: 40.0,
         ..Default::default()
     };
-    generate::run(&generate::GenerateStage { out: root.join("raw"), params, threads: 2, force: false }).unwrap();
-    let ing = ingest::run(&ingest::IngestStage {
-        raw: root.join("raw"),
-        out: root.join("ingest"),
-        params: IngestConfig::default(),
-        threads: 2,
-        force: false,
-    })
-    .unwrap();
-    let spl = split::run(&split::SplitStage {
-        input: root.join("ingest"),
-        out: root.join("split"),
-        params: SplitConfig::default(),
-        threads: 2,
-        force: false,
-    })
-    .unwrap();
+    generate(&root, params);
+    let (ing, spl) = ingest_and_split(&root, SplitConfig::default());
 
     let sql_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/sql");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/readers.py");

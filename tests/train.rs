@@ -9,35 +9,19 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray, UInt64Array, UInt8Array};
 use common::*;
-use esmm::config::{GenerateConfig, IngestConfig, ModelConfig, SplitConfig, TrainConfig};
+use esmm::config::{GenerateConfig, ModelConfig, SplitConfig, TrainConfig};
 use esmm::model::ModelKind;
 use esmm::schema::Split;
-use esmm::stages::{evaluate, generate, ingest, predict, split, train};
+use esmm::stages::{evaluate, predict, train};
 
 /// Raw → ingest → split for a small world; returns the split directory.
 fn prepare(root: &Path, params: GenerateConfig) -> PathBuf {
-    generate::run(&generate::GenerateStage { out: root.join("raw"), params, threads: 2, force: false }).unwrap();
+    generate(root, params);
     prepare_raw(root)
 }
 
 fn prepare_raw(root: &Path) -> PathBuf {
-    ingest::run(&ingest::IngestStage {
-        raw: root.join("raw"),
-        out: root.join("ingest"),
-        params: IngestConfig::default(),
-        threads: 2,
-        force: false,
-    })
-    .unwrap();
-    let params = SplitConfig { row_group_rows: 4096, ..Default::default() };
-    split::run(&split::SplitStage {
-        input: root.join("ingest"),
-        out: root.join("split"),
-        params,
-        threads: 2,
-        force: false,
-    })
-    .unwrap();
+    ingest_and_split(root, SplitConfig { row_group_rows: 4096, ..Default::default() });
     root.join("split")
 }
 

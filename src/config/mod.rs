@@ -97,8 +97,8 @@ impl Default for GenerateConfig {
             ctr: 0.04,
             cvr: 0.02,
             rows_per_md5: 55.0,
-            users: 200_000,
-            items: 300_000,
+            users: 20_000,
+            items: 30_000,
             history_mean: 480.0,
         }
     }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::embedding::{Embedding, SparseGrad, SparseOptimizer};
 use super::towers::{DenseAdam, TowerGrads, Towers, EMB_DIM, INPUT};
 use crate::batches::{Batch, CommonTable, FieldCsr};
+use crate::rng::Rng;
 use crate::schema::{Side, FIELDS};
 
 /// Which model (the paper's Table 2 comparison).
@@ -109,28 +110,6 @@ impl Users {
             local.push(l);
         }
         Self { rows, local }
-    }
-}
-
-/// SplitMix64 stream for initialization.
-pub struct InitRng(pub u64);
-impl InitRng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f32 {
-        let u1 = ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        let u2 = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
     }
 }
 
@@ -236,12 +215,12 @@ pub fn loss_grads(kind: ModelKind, zc: &[f32], zv: &[f32], click: &[u8], buy: &[
 impl Model {
     pub fn new(spec: ModelSpec) -> anyhow::Result<Self> {
         anyhow::ensure!(spec.max_len.len() == FIELDS.len(), "max_len needs one entry per field");
-        let mut rng = InitRng(spec.seed);
+        let mut rng = Rng::new(spec.seed);
         let n_tables = if spec.kind == ModelKind::EsmmNs { 2 } else { 1 };
         let tables: Vec<Embedding> = (0..n_tables)
-            .map(|_| Embedding::new(spec.hash_buckets, EMB_DIM, spec.sparse, spec.init_scale, || rng.uniform()))
+            .map(|_| Embedding::new(spec.hash_buckets, EMB_DIM, spec.sparse, spec.init_scale, || rng.f64() as f32))
             .collect();
-        let towers = Towers::new(spec.dense, || rng.normal());
+        let towers = Towers::new(spec.dense, || rng.normal() as f32);
         let grads = (0..n_tables).map(|_| SparseGrad::new(spec.hash_buckets, EMB_DIM)).collect();
         Ok(Self { spec, tables, towers, grads, sources: sources() })
     }

@@ -6,7 +6,8 @@
 //! and the `common.parquet` its `common_row` points into (a hard link when possible).
 //! A polars scan of every output then profiles it (rows, clicks, buys, md5s) into the manifest.
 //!
-//! Membership: `valid ⇔ splitmix64(md5 ^ splitmix64(seed)) < valid_fraction · 2^64`.
+//! Membership: `valid ⇔ mix64(md5 ^ hash_words([seed])) < valid_fraction · 2^64` (`mix64` is the
+//! splitmix64 finalizer, see [`crate::rng`]).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -22,6 +23,7 @@ use super::{StageReport, StageRun};
 use crate::config::SplitConfig;
 use crate::manifest;
 use crate::parquet_out::ParquetOut;
+use crate::rng::{hash_words, mix64};
 use crate::schema::{self, Split, BUY, CLICK, COMMON_FILE, MD5, SAMPLES_FILE};
 
 pub struct SplitStage {
@@ -33,14 +35,6 @@ pub struct SplitStage {
     pub force: bool,
 }
 
-/// SplitMix64 finalizer: a bijective 64-bit mixer.
-pub fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The valid-membership rule (module doc).
 pub struct ValidRule {
     salt: u64,
@@ -50,13 +44,13 @@ pub struct ValidRule {
 impl ValidRule {
     pub fn new(fraction: f64, seed: u64) -> Self {
         Self {
-            salt: splitmix64(seed),
+            salt: hash_words(&[seed]),
             threshold: (fraction.clamp(0.0, 1.0) * 2f64.powi(64)).min(u64::MAX as f64) as u64,
         }
     }
     #[inline]
     pub fn is_valid(&self, md5: u64) -> bool {
-        splitmix64(md5 ^ self.salt) < self.threshold
+        mix64(md5 ^ self.salt) < self.threshold
     }
 }
 
@@ -168,7 +162,7 @@ mod tests {
     #[test]
     fn valid_rule_fraction_and_determinism() {
         let r = ValidRule::new(0.1, 3);
-        let n = (0..100_000u64).filter(|&m| r.is_valid(splitmix64(m))).count();
+        let n = (0..100_000u64).filter(|&m| r.is_valid(mix64(m))).count();
         assert!((9_000..11_000).contains(&n), "{n}");
         let r2 = ValidRule::new(0.1, 4);
         let same = (0..1000u64).filter(|&m| r.is_valid(m) == r2.is_valid(m)).count();

@@ -69,7 +69,7 @@ pub struct TrainState {
 
 /// Per-epoch shuffle seed.
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
-    crate::stages::split::splitmix64(seed ^ crate::stages::split::splitmix64(epoch as u64 + 1))
+    crate::rng::hash_words(&[seed, epoch as u64])
 }
 
 pub fn run(cfg: &TrainStage) -> Result<StageReport> {

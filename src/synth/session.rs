@@ -5,8 +5,8 @@
 
 use super::format::WeightTable;
 use super::model;
-use super::rng::{hash_words, Rng};
 use super::world::{World, MAX_NODES};
+use crate::rng::{hash_words, Rng};
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 const TAG_SESSION: u64 = 0x5345_5353;

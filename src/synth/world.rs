@@ -6,9 +6,9 @@
 use anyhow::{bail, Result};
 
 use super::format::WeightTable;
-use super::rng::{hash_words, mix64, power_law, unit, Alias, Rng};
 use super::{field, model, session};
 use crate::config::GenerateConfig;
+use crate::rng::{hash_words, mix64, power_law, unit, Alias, Rng};
 use crate::schema::FIELDS;
 
 /// Latent dimension of the user × item interaction terms.
@@ -166,7 +166,7 @@ impl World {
         let cat_vec: Vec<[f32; DIM]> = (0..n_cats).map(|_| normal_vec(&mut rng, 0.4)).collect();
         let shop_c: Vec<f64> = (0..n_shops).map(|_| 0.2 * rng.normal()).collect();
         let shop_v: Vec<f64> = (0..n_shops).map(|_| 0.3 * rng.normal()).collect();
-        let shop_bait: Vec<f64> = (0..n_shops).map(|_| 0.4 * rng.normal()).collect();
+        let shop_bait: Vec<f64> = (0..n_shops).map(|_| model::SHOP_BAIT_SD * rng.normal()).collect();
         let brand_c: Vec<f64> = (0..n_brands).map(|_| 0.15 * rng.normal()).collect();
         let brand_v: Vec<f64> = (0..n_brands).map(|_| 0.3 * rng.normal()).collect();
 
@@ -176,16 +176,16 @@ impl World {
             let shop = shop_alias.sample(&mut rng);
             let brand = brand_alias.sample(&mut rng);
             let attract = shop_bait[shop] + model::ATTRACT_SD * rng.normal();
-            let ctr_bias = cat_c[cat] + shop_c[shop] + brand_c[brand] + 0.3 * rng.normal() + attract;
-            let cvr_bias =
-                cat_v[cat] + shop_v[shop] + brand_v[brand] + 0.3 * rng.normal() - model::CLICKBAIT_CVR * attract;
+            let ctr_bias = cat_c[cat] + shop_c[shop] + brand_c[brand] + model::ENTITY_NOISE_SD * rng.normal() + attract;
+            let cvr_bias = cat_v[cat] + shop_v[shop] + brand_v[brand] + model::ENTITY_NOISE_SD * rng.normal()
+                - model::CLICKBAIT_CVR * attract;
             let mut q = cat_vec[cat];
             for x in &mut q {
-                *x += (0.35 * rng.normal()) as f32;
+                *x += (model::LATENT_NOISE_SD * rng.normal()) as f32;
             }
             let mut q2 = [0f32; DIM];
             for (y, x) in q2.iter_mut().zip(q) {
-                *y = (model::SHARED_FACTOR * x as f64 + 0.8 * 0.5 * rng.normal()) as f32;
+                *y = (model::SHARED_FACTOR * x as f64 + model::LATENT_NOISE_SD * rng.normal()) as f32;
             }
             let n_nodes = node_count(rng.next_u64());
             items.push(ItemInfo {
@@ -236,15 +236,15 @@ impl World {
                 uc += prof_c[f][v];
                 uv += prof_v[f][v];
             }
-            uc += 0.35 * rng.normal();
-            uv += 0.35 * rng.normal();
+            uc += model::ENTITY_NOISE_SD * rng.normal();
+            uv += model::ENTITY_NOISE_SD * rng.normal();
             let mut p = age_vec[profile[1] as usize];
             for x in &mut p {
-                *x += (0.4 * rng.normal()) as f32;
+                *x += (model::LATENT_NOISE_SD * rng.normal()) as f32;
             }
             let mut p2 = [0f32; DIM];
             for (y, x) in p2.iter_mut().zip(p) {
-                *y = (model::SHARED_FACTOR * x as f64 + 0.8 * 0.5 * rng.normal()) as f32;
+                *y = (model::SHARED_FACTOR * x as f64 + model::LATENT_NOISE_SD * rng.normal()) as f32;
             }
             let n_fav = 2 + rng.below(7) as u8;
             let mut fav = [0u32; 8];

@@ -114,3 +114,34 @@ pub fn python() -> PathBuf {
     assert!(venv.exists(), "no Python with pyarrow/duckdb: run `make test` (it creates .venv) or set ESMM_PYTHON");
     venv
 }
+
+/// generate → `root/raw` (the stage is skipped when already there).
+pub fn generate(root: &Path, params: esmm::config::GenerateConfig) -> esmm::stages::StageReport {
+    use esmm::stages::generate::{run, GenerateStage};
+    run(&GenerateStage { out: root.join("raw"), params, threads: 2, force: false }).unwrap()
+}
+
+/// `root/raw` → ingest (`root/ingest`) → split (`root/split`); returns both reports.
+pub fn ingest_and_split(
+    root: &Path,
+    params: esmm::config::SplitConfig,
+) -> (esmm::stages::StageReport, esmm::stages::StageReport) {
+    use esmm::stages::{ingest, split};
+    let ing = ingest::run(&ingest::IngestStage {
+        raw: root.join("raw"),
+        out: root.join("ingest"),
+        params: Default::default(),
+        threads: 2,
+        force: false,
+    })
+    .unwrap();
+    let spl = split::run(&split::SplitStage {
+        input: root.join("ingest"),
+        out: root.join("split"),
+        params,
+        threads: 2,
+        force: false,
+    })
+    .unwrap();
+    (ing, spl)
+}

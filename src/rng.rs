@@ -1,4 +1,4 @@
-//! A small deterministic PRNG (splitmix64 seeding, xoshiro256**), hashing of u64 words to
+//! The project's deterministic randomness: a small PRNG (splitmix64 seeding, xoshiro256**), hashing of u64 words to
 //! seeds and uniforms, and the samplers the planted world needs (normal, geometric, lognormal,
 //! Walker/Vose alias tables for Zipf-like popularity). No external crates: the bytes the
 //! generator writes must not change with a dependency upgrade.
@@ -85,6 +85,13 @@ impl Rng {
     #[inline]
     pub fn chance(&mut self, p: f64) -> bool {
         self.f64() < p
+    }
+
+    /// Fisher–Yates shuffle.
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i as u64 + 1) as usize);
+        }
     }
 
     /// Standard normal (Box–Muller, one value per call).
