@@ -30,7 +30,8 @@ struct Cli {
     /// Pipeline YAML; its values are defaults that flags override.
     #[arg(long, global = true, value_name = "PIPELINE.yaml")]
     config: Option<PathBuf>,
-    /// Worker threads (0 = all cores). Outputs do not depend on it.
+    /// Worker threads (0 = all cores). Data-stage outputs do not depend on it; a trained model is
+    /// reproducible for the same seed and thread count.
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
     /// Log format on stderr.
@@ -113,8 +114,10 @@ enum Command {
         /// Model kind: esmm, naive_cvr or esmm_ns.
         #[arg(long, value_parser = parse_kind)]
         kind: Option<ModelKind>,
+        /// Epoch budget (train.epochs).
         #[arg(long, value_name = "N")]
         epochs: Option<usize>,
+        /// Rows per step (train.batch_size).
         #[arg(long, value_name = "N")]
         batch_size: Option<usize>,
         #[command(flatten)]
@@ -144,7 +147,8 @@ enum Command {
         /// Output directory (metrics.parquet, summary.md).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
-        /// The generator's truth_<split>.csv: adds the oracle's metrics.
+        /// The generator's truth_<split>.csv: adds the oracle's metrics and the CVR AUC over
+        /// the entire space.
         #[arg(long, value_name = "FILE")]
         truth: Option<PathBuf>,
         /// Exit 1 when the summary flags likely leakage (AUC >= 0.99) or a collapsed model.
@@ -317,7 +321,8 @@ fn dispatch(cli: Cli, json: bool) -> Result<(), Failure> {
             }))?
         }
         Command::Evaluate { predictions, out, truth, fail_on_suspect, common } => {
-            let predictions = require(predictions, "--predictions")?;
+            let default = from_file.then(|| config.paths.predictions.join(format!("{}.parquet", Split::Test)));
+            let predictions = require(predictions.or(default), "--predictions")?;
             let out = require(out.or(from_file.then(|| config.paths.metrics.clone())), "--out")?;
             let run_id = config.run_id.clone();
             let model_name = serde_json::to_value(config.model.kind)

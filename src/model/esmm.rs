@@ -279,15 +279,13 @@ impl Model {
                 *d += w * e;
             }
         };
-        let mut xi = std::mem::take(&mut x);
         self.walk(
             batch,
             common,
             &users.rows,
             |u, f, id, w| add(&mut xu[u * USER_WIDTH + f * EMB_DIM..u * USER_WIDTH + (f + 1) * EMB_DIM], id, w),
-            |i, f, id, w| add(&mut xi[i * INPUT + f * EMB_DIM..i * INPUT + (f + 1) * EMB_DIM], id, w),
+            |i, f, id, w| add(&mut x[i * INPUT + f * EMB_DIM..i * INPUT + (f + 1) * EMB_DIM], id, w),
         );
-        x = xi;
         for (i, &u) in users.local.iter().enumerate() {
             x[i * INPUT..i * INPUT + USER_WIDTH]
                 .copy_from_slice(&xu[u as usize * USER_WIDTH..(u as usize + 1) * USER_WIDTH]);

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 
 use super::{StageReport, StageRun};
 use crate::config::GenerateConfig;
-use crate::manifest::{self, AtomicFile};
+use crate::manifest::AtomicFile;
 use crate::parallel::ordered_map;
 use crate::schema::{self, Split};
 use crate::synth::{render_chunk, ChunkStats, Planner, World};
@@ -36,7 +36,7 @@ pub fn run(cfg: &GenerateStage) -> Result<StageReport> {
     // build (and calibrate) the world before touching the outputs: a bad config leaves a
     // finished directory as it was
     let world = World::build(&cfg.params).context("building the synthetic world")?;
-    manifest::invalidate(&cfg.out)?;
+    st.invalidate()?;
     let threads = match cfg.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
