@@ -263,10 +263,15 @@ impl PipelineConfig {
 
     /// Threads to use: the configured count, or all cores for 0.
     pub fn worker_threads(&self) -> usize {
-        match self.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
+        resolve_threads(self.threads)
+    }
+}
+
+/// A thread count, with 0 meaning all cores.
+pub fn resolve_threads(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     }
 }
 

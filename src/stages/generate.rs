@@ -37,10 +37,7 @@ pub fn run(cfg: &GenerateStage) -> Result<StageReport> {
     // finished directory as it was
     let world = World::build(&cfg.params).context("building the synthetic world")?;
     st.invalidate()?;
-    let threads = match cfg.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
+    let threads = crate::config::resolve_threads(cfg.threads);
     let mut outputs = Vec::new();
     let mut counts = BTreeMap::new();
     let mut noise = 0;
