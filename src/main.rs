@@ -13,6 +13,11 @@ use esmm::model::ModelKind;
 use esmm::schema::Split;
 use esmm::stages::{evaluate, generate, ingest, predict, run, split, train, StageReport};
 
+/// mimalloc keeps freed blocks for reuse: dfdx allocates its activations and gradients every
+/// step, and glibc's malloc returned them to the kernel (page faults on every step).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 failure (bad input under --strict, I/O error, ...), 2 usage or
 configuration error. Logs go to stderr; --log-format json writes one JSON object per line.
