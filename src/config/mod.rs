@@ -298,6 +298,19 @@ mod tests {
         assert_eq!(c.split.valid_fraction, 0.2);
     }
 
+    /// The shipped pipeline files parse, and the naive baseline reuses the demo's data stages.
+    #[test]
+    fn shipped_pipelines_are_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline");
+        let load = |name: &str| PipelineConfig::load(&dir.join(name)).unwrap();
+        let (demo, naive) = (load("demo.yaml"), load("demo_naive.yaml"));
+        load("aliccp.yaml");
+        assert_eq!(serde_json::to_value(&demo.generate).ok(), serde_json::to_value(&naive.generate).ok());
+        assert_eq!(serde_json::to_value(&demo.ingest).ok(), serde_json::to_value(&naive.ingest).ok());
+        assert_eq!(serde_json::to_value(&demo.split).ok(), serde_json::to_value(&naive.split).ok());
+        assert_eq!(naive.model.kind, crate::model::ModelKind::NaiveCvr);
+    }
+
     #[test]
     fn paddlerec_keys_are_aliases() {
         let yaml = "runner:\n  train_batch_size: 512\n  epochs: 3\n  use_gpu: False\n  train_data_dir: data/train\n\
