@@ -121,12 +121,7 @@ pub fn require(dir: &Path, stage: &str) -> Result<Manifest> {
     }
 }
 
-/// Step (1) of the protocol: mark `dir` unfinished before touching any output in it.
-pub fn invalidate(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    invalidate_path(&manifest_path(dir))
-}
-
+/// Step (1) of the protocol: mark the outputs unfinished before touching any of them.
 /// Removes the manifest at `path` (creating its directory if needed).
 pub fn invalidate_path(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {

@@ -9,23 +9,23 @@ pub use tasks::{Scored, TaskMetric};
 /// Probabilities are clipped to [EPS, 1 − EPS] in the logloss.
 pub const EPS: f64 = 1e-7;
 
+/// Binary cross-entropy of one probability, clipped to [EPS, 1 − EPS].
+#[inline]
+pub fn bce(p: f64, y: bool) -> f64 {
+    let p = p.clamp(EPS, 1.0 - EPS);
+    if y {
+        -p.ln()
+    } else {
+        -(1.0 - p).ln()
+    }
+}
+
 /// Mean binary cross-entropy of `p` against `labels`.
 pub fn logloss(p: &[f32], labels: &[bool]) -> Option<f64> {
     if p.is_empty() {
         return None;
     }
-    let sum: f64 = p
-        .iter()
-        .zip(labels)
-        .map(|(&p, &y)| {
-            let p = (p as f64).clamp(EPS, 1.0 - EPS);
-            if y {
-                -p.ln()
-            } else {
-                -(1.0 - p).ln()
-            }
-        })
-        .sum();
+    let sum: f64 = p.iter().zip(labels).map(|(&p, &y)| bce(p as f64, y)).sum();
     Some(sum / p.len() as f64)
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::embedding::Embedding;
 use super::esmm::{Model, ModelSpec};
+use super::towers::Towers;
 use crate::manifest::{AtomicFile, FileEntry};
 
 const MAGIC: &[u8; 8] = b"ESMMCKP1";
@@ -64,7 +65,7 @@ pub fn save<S: Serialize>(
         state,
         config_hash: config_hash.to_string(),
         inputs: inputs.to_vec(),
-        tables: model.tables.clone_meta(),
+        tables: model.tables.iter().map(Embedding::meta).collect(),
         tower_step,
         tower_lens: params.iter().map(Vec::len).collect(),
     };
@@ -101,17 +102,15 @@ pub fn load<S: for<'de> Deserialize<'de>>(path: &Path) -> Result<(Model, Header<
     inp.read_exact(&mut json)?;
     let header: Header<S> =
         serde_json::from_slice(&json).with_context(|| format!("checkpoint header of {}", path.display()))?;
-    let mut model = Model::new(header.spec.clone())?;
-    ensure!(
-        model.tables.len() == header.tables.len(),
-        "checkpoint has {} tables, the model {}",
-        header.tables.len(),
-        model.tables.len()
-    );
-    for (t, meta) in model.tables.iter_mut().zip(&header.tables) {
-        *t = meta.meta();
+    let want = Model::table_count(header.spec.kind);
+    ensure!(header.tables.len() == want, "checkpoint has {} tables, the model {want}", header.tables.len());
+    let mut tables = Vec::with_capacity(want);
+    for meta in &header.tables {
+        let mut t = meta.meta();
         t.set_raw(read_f32s(&mut inp)?)?;
+        tables.push(t);
     }
+    let mut model = Model::assemble(header.spec.clone(), tables, Towers::new(header.spec.dense, || 0.0));
     let n = header.tower_lens.len();
     let mut arrays = Vec::with_capacity(3 * n);
     for _ in 0..3 * n {
@@ -122,14 +121,4 @@ pub fn load<S: for<'de> Deserialize<'de>>(path: &Path) -> Result<(Model, Header<
     model.towers.set_params(&arrays)?;
     model.towers.set_adam_state(header.tower_step, m, v)?;
     Ok((model, header))
-}
-
-/// Table metadata without the float buffers (they follow the header).
-trait CloneMeta {
-    fn clone_meta(&self) -> Vec<Embedding>;
-}
-impl CloneMeta for Vec<Embedding> {
-    fn clone_meta(&self) -> Vec<Embedding> {
-        self.iter().map(Embedding::meta).collect()
-    }
 }

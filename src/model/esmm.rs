@@ -216,13 +216,27 @@ impl Model {
     pub fn new(spec: ModelSpec) -> anyhow::Result<Self> {
         anyhow::ensure!(spec.max_len.len() == FIELDS.len(), "max_len needs one entry per field");
         let mut rng = Rng::new(spec.seed);
-        let n_tables = if spec.kind == ModelKind::EsmmNs { 2 } else { 1 };
+        let n_tables = Self::table_count(spec.kind);
         let tables: Vec<Embedding> = (0..n_tables)
             .map(|_| Embedding::new(spec.hash_buckets, EMB_DIM, spec.sparse, spec.init_scale, || rng.f64() as f32))
             .collect();
         let towers = Towers::new(spec.dense, || rng.normal() as f32);
-        let grads = (0..n_tables).map(|_| SparseGrad::new(spec.hash_buckets, EMB_DIM)).collect();
-        Ok(Self { spec, tables, towers, grads, sources: sources() })
+        Ok(Self::assemble(spec, tables, towers))
+    }
+
+    /// A model from existing parts (checkpoints): no random initialization.
+    pub fn assemble(spec: ModelSpec, tables: Vec<Embedding>, towers: Towers) -> Self {
+        let grads = tables.iter().map(|_| SparseGrad::new(spec.hash_buckets, EMB_DIM)).collect();
+        Self { spec, tables, towers, grads, sources: sources() }
+    }
+
+    /// Tables this spec needs (esmm_ns keeps one per tower).
+    pub fn table_count(kind: ModelKind) -> usize {
+        if kind == ModelKind::EsmmNs {
+            2
+        } else {
+            1
+        }
     }
 
     /// Calls `visit(field, bucket, weight)` for the ids of `csr` row `r` that the model uses.

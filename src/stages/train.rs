@@ -249,8 +249,7 @@ fn train_epoch(
 
 /// Summed per-row loss of the model's objective from probabilities (validation).
 fn model_loss(kind: crate::model::ModelKind, p_ctr: &[f32], p_cvr: &[f32], click: &[u8], buy: &[u8]) -> f64 {
-    let eps = metrics::EPS;
-    let bce = |p: f64, y: bool| if y { -(p.clamp(eps, 1.0 - eps)).ln() } else { -(1.0 - p.clamp(eps, 1.0 - eps)).ln() };
+    let bce = metrics::bce;
     (0..p_ctr.len())
         .map(|i| {
             let (c, b) = (click[i] == 1, buy[i] == 1);
