@@ -25,7 +25,10 @@ $(VENV)/.ok: tests/requirements.txt
 test: pyenv
 	$(CARGO) test --release --locked
 
+# One table for every stage, with the PyTorch reference (bash ../shared/peers/setup.sh makes its
+# venv) and the sgemm ceiling; sizes via BENCH_* (see tests/bench.sh). Run it on a quiet machine.
 bench: build pyenv
+	$(CARGO) build --release --locked --example towers_bench
 	bash tests/bench.sh $(BIN)
 
 clean:

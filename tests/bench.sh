@@ -1,33 +1,152 @@
 #!/usr/bin/env bash
-# make bench: throughput and peak RSS of the data stages on generated data.
-#   usage: tests/bench.sh BIN [ROWS...]      (default rows: 2000000 10000000)
-# Prints a Markdown table; raw data goes to $BENCH_DIR (default /tmp/esmm-bench).
+# make bench: one table for every stage (generate, ingest, split, train, predict, evaluate) —
+# throughput and peak RSS — with the PyTorch reference trained and run on the same data in the
+# same run, at each thread count, and the machine's sgemm ceiling for this model.
+#
+#   usage: tests/bench.sh BIN            (BIN = target/release/esmm; examples/towers_bench beside it)
+#
+# Sizes and options (environment; the defaults are the full benchmark, run it on a quiet machine):
+#   BENCH_DIR=/tmp/esmm-bench    work dir; results in $BENCH_DIR/results/bench.{md,parquet}
+#   BENCH_ROWS=2000000           generate / ingest / split rows (Ali-CCP raw format)
+#   BENCH_TRAIN_ROWS=1000000     PaddleRec-format rows for train (ours and PyTorch's)
+#   BENCH_TEST_ROWS=200000       PaddleRec-format rows for predict (ours and PyTorch's inference)
+#   BENCH_THREADS="1 2"          thread counts of the data, train and predict stages
+#   BENCH_BACKENDS="gemm dfdx"   tower backends to train with
+#   BENCH_SECONDS=5              duration of each towers / sgemm micro-benchmark
+#   BENCH_TORCH=1                0 skips the PyTorch reference (PEERS_DIR, PEERS_VENV locate it)
+# Tiny smoke run:  BENCH_ROWS=20000 BENCH_TRAIN_ROWS=20000 BENCH_TEST_ROWS=5000 BENCH_SECONDS=0.3 make bench
 set -euo pipefail
-BIN=${1:?usage: bench.sh BIN [ROWS...]}; shift
-ROWS=("${@:-2000000 10000000}")
-[ $# -eq 0 ] && ROWS=(2000000 10000000)
+BIN=$(realpath "${1:?usage: bench.sh BIN}")
+MICRO=$(dirname "$BIN")/examples/towers_bench
+HERE=$(cd "$(dirname "$0")" && pwd)
 DIR=${BENCH_DIR:-/tmp/esmm-bench}
-THREADS=${THREADS:-2}
-mkdir -p "$DIR"
+ROWS=${BENCH_ROWS:-2000000}
+TRAIN_ROWS=${BENCH_TRAIN_ROWS:-1000000}
+TEST_ROWS=${BENCH_TEST_ROWS:-200000}
+THREADS=${BENCH_THREADS:-1 2}
+BACKENDS=${BENCH_BACKENDS:-gemm dfdx}
+SECONDS_MICRO=${BENCH_SECONDS:-5}
+TORCH=${BENCH_TORCH:-1}
+PEERS=${PEERS_DIR:-$HERE/../../shared/peers}
+PEERS_VENV=${PEERS_VENV:-/tmp/peers-venv}
+PY=${ESMM_PYTHON:-python3}
+OUT=$DIR/results
+RESULTS=$OUT/rows.jsonl
+[ -x "$MICRO" ] || { echo "bench.sh: $MICRO missing (cargo build --release --example towers_bench)" >&2; exit 1; }
+rm -rf "$DIR/work"
+mkdir -p "$DIR/work" "$OUT"
+: >"$RESULTS"
+W=$DIR/work
+COMMIT=$(git -C "$HERE/.." rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$HERE/.." diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT+dirty"
+STAMP=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
-# measure LABEL CMD...: prints "seconds peak_rss_mb"
+# measure NAME CMD...: runs CMD under /usr/bin/time -v; sets SECS and RSS_MB; stderr in $W/NAME.err
 measure() {
-  local log="$DIR/time.log"
-  /usr/bin/time -f "%e %M" -o "$log" "$@" >/dev/null 2>"$DIR/stderr.log" || { cat "$DIR/stderr.log" >&2; exit 1; }
-  awk '{printf "%s %.0f\n", $1, $2/1024}' "$log"
+  local name=$1; shift
+  /usr/bin/time -v -o "$W/$name.time" "$@" >"$W/$name.out" 2>"$W/$name.err" || {
+    echo "bench.sh: $name failed:" >&2; tail -20 "$W/$name.err" >&2; exit 1; }
+  SECS=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,t,":"); s=0; for(i=1;i<=n;i++) s=s*60+t[i]; print s}' "$W/$name.time")
+  RSS_MB=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$W/$name.time")
 }
 
-echo "| rows (train) | stage | seconds | throughput | peak RSS MB |"
-echo "|---:|---|---:|---:|---:|"
-for n in "${ROWS[@]}"; do
-  d="$DIR/$n"
-  rm -rf "$d"
-  read -r s rss < <(measure "$BIN" generate --out "$d/raw" --train-rows "$n" --test-rows 0 --threads "$THREADS")
-  echo "| $n | generate | $s | $(awk -v n="$n" -v s="$s" 'BEGIN{printf "%.0f k rows/s", n/s/1000}') | $rss |"
+# row STAGE SYSTEM THREADS ROWS SECONDS RATE UNIT RSS_MB [NOTE]: one measurement
+row() {
+  printf '{"timestamp":"%s","commit":"%s","stage":"%s","system":"%s","threads":%s,"rows":%s,"seconds":%s,"throughput":%s,"unit":"%s","peak_rss_mb":%s,"note":"%s"}\n' \
+    "$STAMP" "$COMMIT" "$1" "$2" "$3" "$4" "$5" "$6" "$7" "${8:-null}" "${9:-}" >>"$RESULTS"
+  printf '  %-9s %-22s %s thr  %10.0f %-10s %6s MB\n' "$1" "$2" "$3" "$6" "$7" "${8:-?}" >&2
+}
+rate() { awk -v n="$1" -v s="$2" 'BEGIN{printf "%.1f", n/(s>0?s:1e-9)}'; }
+json() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
+
+# PaddleRec parity settings (issue 4 / DESIGN §4) for train and predict.
+parity() {
+  cat >"$W/parity_$1.yaml" <<EOF
+model:
+  backend: $1
+  pooling: sum
+  max_len: 3
+  init_scale: 1.0
+  embedding_dim: 12
+  ctr_fc_sizes: [256, 64]
+  cvr_fc_sizes: [256, 64]
+train:
+  epochs: 1
+  batch_size: 1024
+  shuffle: rows
+  early_stopping_patience: 0
+EOF
+  echo "$W/parity_$1.yaml"
+}
+
+echo "bench: $STAMP commit $COMMIT, rows $ROWS, train $TRAIN_ROWS, test $TEST_ROWS, threads [$THREADS]" >&2
+
+# --- sgemm ceiling and towers alone --------------------------------------------------------
+for t in $THREADS; do
+  "$MICRO" peak --threads "$t" --seconds "$SECONDS_MICRO" >"$W/peak$t.json"
+  row gemm-peak "gemm 0.19 sgemm" "$t" 0 0 "$(json "$W/peak$t.json" "['ceiling_samples_per_s']")" samples/s "" \
+    "$(json "$W/peak$t.json" "['gflops']") GFLOP/s on the tower shapes, batch 1024"
+  for b in $BACKENDS; do
+    "$MICRO" towers --backend "$b" --threads "$t" --seconds "$SECONDS_MICRO" >"$W/towers_$b$t.json"
+    row towers "esmm towers ($b)" "$t" 0 0 "$(json "$W/towers_$b$t.json" "['samples_per_s']")" samples/s "" \
+      "dense step alone: forward, backward, Adam"
+  done
+done
+
+# --- data stages on Ali-CCP-format data -----------------------------------------------------
+for t in $THREADS; do
+  d=$W/aliccp$t
+  measure gen$t "$BIN" generate --out "$d/raw" --train-rows "$ROWS" --test-rows 0 --threads "$t" --force
+  row generate esmm "$t" "$ROWS" "$SECS" "$(rate "$ROWS" "$SECS")" rows/s "$RSS_MB"
   mb=$(du -cm "$d"/raw/*_train.csv "$d"/raw/*_test.csv | tail -1 | cut -f1)
-  read -r s rss < <(measure "$BIN" ingest --raw "$d/raw" --out "$d/ingest" --threads "$THREADS")
-  echo "| $n | ingest ($mb MB raw) | $s | $(awk -v m="$mb" -v s="$s" 'BEGIN{printf "%.0f MB/s", m/s}') | $rss |"
-  read -r s rss < <(measure "$BIN" split --in "$d/ingest" --out "$d/split" --threads "$THREADS")
-  echo "| $n | split | $s | $(awk -v n="$n" -v s="$s" 'BEGIN{printf "%.0f k rows/s", n/s/1000}') | $rss |"
+  measure ingest$t "$BIN" ingest --raw "$d/raw" --out "$d/ingest" --threads "$t" --force
+  row ingest esmm "$t" "$ROWS" "$SECS" "$(rate "$ROWS" "$SECS")" rows/s "$RSS_MB" "$mb MB raw, $(rate "$mb" "$SECS") MB/s"
+  measure split$t "$BIN" split --in "$d/ingest" --out "$d/split" --threads "$t" --force
+  row split esmm "$t" "$ROWS" "$SECS" "$(rate "$ROWS" "$SECS")" rows/s "$RSS_MB"
   rm -rf "$d"
 done
+
+# --- train / predict / evaluate on PaddleRec-format data, ours and PyTorch's -----------------
+P=$W/paddle
+PEER_PY=$PEERS_VENV/bin/python
+GEN_PY=$PY   # gen_paddle_format.py needs numpy: the PyTorch venv has it
+[ -x "$PEER_PY" ] && GEN_PY=$PEER_PY
+if [ "$TORCH" = 1 ] && [ ! -x "$PEER_PY" ]; then
+  echo "bench.sh: no PyTorch venv at $PEERS_VENV: run bash $PEERS/setup.sh (or BENCH_TORCH=0)" >&2; exit 1
+fi
+"$GEN_PY" "$PEERS/gen_paddle_format.py" --n "$TRAIN_ROWS" --seed 1 --out "$P/raw/train/part-0" >&2
+"$GEN_PY" "$PEERS/gen_paddle_format.py" --n "$TEST_ROWS" --seed 2 --start-id $((TRAIN_ROWS + 1)) \
+  --out "$P/raw/test/part-0" >&2
+"$BIN" ingest --format paddlerec --raw "$P/raw" --out "$P/ingest" --threads 2 --force 2>"$W/pingest.err"
+# valid_fraction 0: every train row is trained on, as PyTorch does (the valid split stays empty).
+"$BIN" split --in "$P/ingest" --out "$P/split" --valid-fraction 0 --threads 2 --force 2>"$W/psplit.err"
+
+for t in $THREADS; do
+  for b in $BACKENDS; do
+    m=$P/model_$b$t
+    measure train_$b$t "$BIN" train --config "$(parity "$b")" --data "$P/split" --out "$m" --threads "$t" \
+      --force --log-format json
+    sps=$(grep '"event":"epoch"' "$W/train_$b$t.err" | tail -1 | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["samples_per_second"])')
+    row train "esmm ($b)" "$t" "$TRAIN_ROWS" "$SECS" "$sps" samples/s "$RSS_MB" "epoch loop; stage wall $(rate "$TRAIN_ROWS" "$SECS") rows/s"
+    measure predict_$b$t "$BIN" predict --model "$m" --data "$P/split" --split test --out "$m/pred.parquet" \
+      --threads "$t" --force
+    row predict "esmm ($b)" "$t" "$TEST_ROWS" "$SECS" "$(rate "$TEST_ROWS" "$SECS")" samples/s "$RSS_MB" \
+      "stage wall incl. model load and Parquet I/O"
+    measure evaluate_$b$t "$BIN" evaluate --predictions "$m/pred.parquet" --out "$m/metrics" --threads "$t" --force
+    row evaluate "esmm ($b)" "$t" "$TEST_ROWS" "$SECS" "$(rate "$TEST_ROWS" "$SECS")" rows/s "$RSS_MB"
+  done
+  if [ "$TORCH" = 1 ]; then
+    measure torch$t env OMP_NUM_THREADS="$t" MKL_NUM_THREADS="$t" "$PEER_PY" "$PEERS/torch_esmm.py" \
+      --train "$P/raw/train/part-0" --test "$P/raw/test/part-0" --threads "$t" --emb sparse \
+      --cache-dir "$W/torch_cache" --json "$W/torch$t.json"
+    j=$W/torch$t.json
+    row train "pytorch (SparseAdam)" "$t" "$(json "$j" "['train_samples']")" "$(json "$j" "['train_s']")" \
+      "$(json "$j" "['train_samples_per_s']")" samples/s "$RSS_MB" "timed loop, parsing excluded; test auc ctr $(json "$j" "['auc_ctr']")"
+    row predict "pytorch" "$t" "$(json "$j" "['test_rows']")" "$(json "$j" "['infer_s']")" \
+      "$(json "$j" "['infer_samples_per_s']")" samples/s "$RSS_MB" "inference loop only"
+  fi
+done
+
+"$PY" "$HERE/bench_report.py" "$RESULTS" "$OUT/bench.parquet" "$OUT/bench.md"
+cat "$OUT/bench.md"
+echo "bench: results in $OUT/bench.md and $OUT/bench.parquet" >&2

@@ -7,7 +7,7 @@ use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::batches::ShuffleUnit;
-use crate::model::{DenseAdam, ModelKind, Pooling, SparseOptimizer, EMB_DIM, HIDDEN};
+use crate::model::{Backend, DenseAdam, ModelKind, Pooling, SparseOptimizer, TowerSpec, EMB_DIM, HIDDEN};
 use crate::schema::{field_index, FIELDS};
 
 /// Sparse optimizer of the embedding table.
@@ -24,7 +24,9 @@ pub enum SparseKind {
 pub struct ModelConfig {
     /// `esmm`, `naive_cvr` or `esmm_ns`.
     pub kind: ModelKind,
-    /// Embedding dimension (the dfdx towers are compiled for 12).
+    /// Tower backend: `gemm` (default, any hidden sizes) or `dfdx` (the reference, compiled for [256, 64]).
+    pub backend: Backend,
+    /// Embedding dimension (the model is compiled for 12).
     pub embedding_dim: usize,
     pub ctr_fc_sizes: Vec<usize>,
     pub cvr_fc_sizes: Vec<usize>,
@@ -47,6 +49,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             kind: ModelKind::Esmm,
+            backend: Backend::Gemm,
             embedding_dim: EMB_DIM,
             ctr_fc_sizes: HIDDEN.to_vec(),
             cvr_fc_sizes: HIDDEN.to_vec(),
@@ -66,19 +69,10 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         ensure!(
             self.embedding_dim == EMB_DIM,
-            "model.embedding_dim: the dfdx towers are compiled for {EMB_DIM}, got {}",
+            "model.embedding_dim: the model is compiled for {EMB_DIM}, got {}",
             self.embedding_dim
         );
-        ensure!(
-            self.ctr_fc_sizes == HIDDEN,
-            "model.ctr_fc_sizes: the dfdx towers are compiled for {HIDDEN:?}, got {:?}",
-            self.ctr_fc_sizes
-        );
-        ensure!(
-            self.cvr_fc_sizes == HIDDEN,
-            "model.cvr_fc_sizes: the dfdx towers are compiled for {HIDDEN:?}, got {:?}",
-            self.cvr_fc_sizes
-        );
+        self.towers().validate()?;
         ensure!(self.learning_rate > 0.0 && self.learning_rate.is_finite(), "model.learning_rate must be > 0");
         if let Some(lr) = self.embedding_learning_rate {
             ensure!(lr > 0.0 && lr.is_finite(), "model.embedding_learning_rate must be > 0");
@@ -103,6 +97,11 @@ impl ModelConfig {
             SparseKind::Adam => SparseOptimizer::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
             SparseKind::Adagrad => SparseOptimizer::Adagrad { lr, eps: 1e-10, initial_accumulator: 0.0 },
         }
+    }
+
+    /// Backend and hidden sizes of the towers.
+    pub fn towers(&self) -> TowerSpec {
+        TowerSpec { backend: self.backend, ctr_fc_sizes: self.ctr_fc_sizes.clone(), cvr_fc_sizes: self.cvr_fc_sizes.clone() }
     }
 
     pub fn dense(&self) -> DenseAdam {

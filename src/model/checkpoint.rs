@@ -110,7 +110,8 @@ pub fn load<S: for<'de> Deserialize<'de>>(path: &Path) -> Result<(Model, Header<
         t.set_raw(read_f32s(&mut inp)?)?;
         tables.push(t);
     }
-    let mut model = Model::assemble(header.spec.clone(), tables, Towers::new(header.spec.dense, || 0.0));
+    let towers = Towers::with_spec(&header.spec.towers, header.spec.dense, || 0.0)?;
+    let mut model = Model::assemble(header.spec.clone(), tables, towers);
     let n = header.tower_lens.len();
     let mut arrays = Vec::with_capacity(3 * n);
     for _ in 0..3 * n {

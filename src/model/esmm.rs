@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::embedding::{Embedding, SparseGrad, SparseOptimizer};
-use super::towers::{DenseAdam, TowerGrads, Towers, EMB_DIM, INPUT};
+use super::towers::{DenseAdam, TowerGrads, TowerSpec, Towers, EMB_DIM, INPUT};
 use crate::batches::{Batch, CommonTable, FieldCsr};
 use crate::rng::Rng;
 use crate::schema::{Side, FIELDS};
@@ -49,6 +49,9 @@ pub struct ModelSpec {
     /// Embeddings start uniform in `[-init_scale, init_scale]` (PaddleRec: 1.0).
     pub init_scale: f32,
     pub seed: u64,
+    /// Tower backend and hidden sizes (absent in older checkpoints: dfdx, `[256, 64]`).
+    #[serde(default)]
+    pub towers: TowerSpec,
 }
 
 /// Where field `f`'s lists live: user side (slot in the common table) or item side (batch).
@@ -220,7 +223,7 @@ impl Model {
         let tables: Vec<Embedding> = (0..n_tables)
             .map(|_| Embedding::new(spec.hash_buckets, EMB_DIM, spec.sparse, spec.init_scale, || rng.f64() as f32))
             .collect();
-        let towers = Towers::new(spec.dense, || rng.normal() as f32);
+        let towers = Towers::with_spec(&spec.towers, spec.dense, || rng.normal() as f32)?;
         Ok(Self::assemble(spec, tables, towers))
     }
 
@@ -388,6 +391,7 @@ impl Model {
     pub fn train_step(&mut self, batch: &Batch, common: &CommonTable) -> (StepLoss, Vec<f32>) {
         let (loss, p_ctr, tg) = self.backward(batch, common);
         self.apply(&tg);
+        self.towers.recycle(tg);
         (loss, p_ctr)
     }
 

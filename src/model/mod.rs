@@ -9,7 +9,7 @@ pub mod towers;
 
 pub use embedding::{Embedding, SparseOptimizer};
 pub use esmm::{Model, ModelKind, ModelSpec, Pooling, StepLoss};
-pub use towers::{DenseAdam, EMB_DIM, HIDDEN, INPUT};
+pub use towers::{Backend, DenseAdam, TowerSpec, EMB_DIM, HIDDEN, INPUT};
 
 #[cfg(test)]
 mod gradcheck {
@@ -63,6 +63,7 @@ mod gradcheck {
             dense: DenseAdam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
             init_scale: 0.3,
             seed: 7,
+            towers: TowerSpec::default(),
         }
     }
 

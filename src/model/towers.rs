@@ -1,32 +1,33 @@
-//! The two dense towers in dfdx: `input → 256 → 64 → 1` with ReLU, one for CTR and one for CVR.
-//! dfdx 0.13 sizes layers at compile time, so the shape is fixed here (23 fields × 12 dims =
-//! 276 inputs, PaddleRec's `[256, 64]`); the config validates against these constants.
+//! The two dense towers, `input → hidden… → 1` with ReLU, one for CTR and one for CVR, behind
+//! one type with two backends (`model.backend`):
 //!
-//! Training: forward with a tape on a leaky-traced input, the caller turns logits into logit
-//! gradients (the ESMM loss lives in `esmm.rs`, computed stably from logits), a surrogate
-//! `Σ z·g` is back-propagated, and the gradient w.r.t. the input comes back for the embedding
-//! scatter. The towers' Adam is ours (same update as PyTorch's), so its state can be
-//! checkpointed and a resumed run continues bit-identically.
+//! - `dfdx` ([`dfdx`]): dfdx 0.13 modules, compiled for PaddleRec's shape (23 fields × 12 dims =
+//!   276 inputs, `[256, 64]`); the reference.
+//! - `gemm` ([`gemm`]): a fused MLP forward/backward on `gemm` 0.19 (AVX-512 where the CPU has
+//!   it), preallocated buffers, any hidden sizes.
+//!
+//! Both hold the same parameters in the same order and layout (ctr w1 b1 w2 b2 w3 b3, then cvr;
+//! a weight is `[out × in]` row-major), start from the same initialization for the same
+//! `normal01` stream, and share one Adam (ours, same update as PyTorch's, so its state can be
+//! checkpointed and a resumed run continues bit-identically): a checkpoint loads in either.
+//!
+//! Training: the caller turns logits into logit gradients (the ESMM loss lives in `esmm.rs`,
+//! computed stably from logits) and gets back the gradients w.r.t. the inputs, for the
+//! embedding scatter, and w.r.t. every parameter.
 
-use dfdx::nn::modules::{Linear, ReLU};
-use dfdx::nn::{DeviceBuildExt, Module, ModuleMut};
-use dfdx::shapes::Const;
-use dfdx::tensor::{Cpu, Tensor, TensorFromVec, Trace, WithEmptyTape};
-use dfdx::tensor_ops::{Backward, SumTo};
+mod dfdx;
+mod gemm;
+
 use serde::{Deserialize, Serialize};
 
 use crate::schema::FIELDS;
 
-/// Embedding dimension the towers are compiled for (PaddleRec `sparse_feature_dim`).
+/// Embedding dimension the model is compiled for (PaddleRec `sparse_feature_dim`).
 pub const EMB_DIM: usize = 12;
 /// Tower input width: every field's pooled embedding, concatenated.
 pub const INPUT: usize = FIELDS.len() * EMB_DIM;
-/// Hidden sizes the towers are compiled for (PaddleRec `ctr_fc_sizes` / `cvr_fc_sizes`).
+/// Hidden sizes the dfdx towers are compiled for (PaddleRec `ctr_fc_sizes` / `cvr_fc_sizes`).
 pub const HIDDEN: [usize; 2] = [256, 64];
-
-type Spec = ((builders::Linear<INPUT, 256>, ReLU), (builders::Linear<256, 64>, ReLU), builders::Linear<64, 1>);
-use dfdx::nn::builders;
-type Tower = ((Linear<INPUT, 256, f32, Cpu>, ReLU), (Linear<256, 64, f32, Cpu>, ReLU), Linear<64, 1, f32, Cpu>);
 
 /// Dense Adam hyper-parameters for the tower weights.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,14 +38,76 @@ pub struct DenseAdam {
     pub eps: f32,
 }
 
+/// Which implementation runs the towers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// dfdx 0.13 (gemm 0.15 inside, AVX2): the reference, compiled for `[256, 64]`.
+    #[default]
+    Dfdx,
+    /// Fused MLP on gemm 0.19 (AVX-512), run-time hidden sizes.
+    Gemm,
+}
+
+/// Backend and hidden sizes of both towers (checkpoints without it are dfdx `[256, 64]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TowerSpec {
+    pub backend: Backend,
+    pub ctr_fc_sizes: Vec<usize>,
+    pub cvr_fc_sizes: Vec<usize>,
+}
+
+impl Default for TowerSpec {
+    fn default() -> Self {
+        Self { backend: Backend::Dfdx, ctr_fc_sizes: HIDDEN.to_vec(), cvr_fc_sizes: HIDDEN.to_vec() }
+    }
+}
+
+impl TowerSpec {
+    /// Layer widths of both towers, input first, 1 output last.
+    fn sizes(&self) -> [Vec<usize>; 2] {
+        let widths = |hidden: &[usize]| {
+            let mut s = vec![INPUT];
+            s.extend_from_slice(hidden);
+            s.push(1);
+            s
+        };
+        [widths(&self.ctr_fc_sizes), widths(&self.cvr_fc_sizes)]
+    }
+
+    /// Whether the backend can run these sizes.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (key, hidden) in [("ctr_fc_sizes", &self.ctr_fc_sizes), ("cvr_fc_sizes", &self.cvr_fc_sizes)] {
+            match self.backend {
+                Backend::Dfdx => anyhow::ensure!(
+                    hidden[..] == HIDDEN,
+                    "model.{key}: the dfdx towers are compiled for {HIDDEN:?}, got {hidden:?} (model.backend: gemm takes any sizes)"
+                ),
+                Backend::Gemm => anyhow::ensure!(
+                    !hidden.is_empty() && hidden.iter().all(|&w| w >= 1),
+                    "model.{key}: needs at least one hidden layer, every width >= 1, got {hidden:?}"
+                ),
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Inner {
+    Dfdx(dfdx::DfdxTowers),
+    Gemm(gemm::GemmTowers),
+}
+
 /// Both towers, their Adam moments and step count.
 pub struct Towers {
-    dev: Cpu,
-    ctr: Tower,
-    cvr: Tower,
+    spec: TowerSpec,
+    inner: Inner,
     adam: DenseAdam,
     step: u64,
-    /// Per parameter tensor (see [`Towers::params`] order): first and second moments.
+    /// Parameter tensor lengths, in [`Towers::params`] order.
+    lens: Vec<usize>,
+    /// Per parameter tensor: first and second moments.
     m: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
 }
@@ -52,72 +115,77 @@ pub struct Towers {
 /// Gradients of one step, per parameter tensor in [`Towers::params`] order.
 pub struct TowerGrads(Vec<Vec<f32>>);
 
-macro_rules! each_param {
-    ($t:expr, $f:expr) => {{
-        let t = $t;
-        [$f(&t.0 .0.weight), $f(&t.0 .0.bias), $f(&t.1 .0.weight), $f(&t.1 .0.bias), $f(&t.2.weight), $f(&t.2.bias)]
-    }};
-}
-
-fn tower_params(t: &Tower) -> [Vec<f32>; 6] {
-    each_param!(t, |p: &dyn AsVec| p.to_vec())
-}
-
-/// Object-safe view of a parameter tensor's values.
-trait AsVec {
-    fn to_vec(&self) -> Vec<f32>;
-}
-impl<S: dfdx::shapes::Shape> AsVec for Tensor<S, f32, Cpu> {
-    fn to_vec(&self) -> Vec<f32> {
-        self.as_vec()
+impl TowerGrads {
+    pub fn tensors(&self) -> &[Vec<f32>] {
+        &self.0
     }
 }
 
-fn set_tower(t: &mut Tower, vals: &[Vec<f32>]) {
-    t.0 .0.weight.copy_from(&vals[0]);
-    t.0 .0.bias.copy_from(&vals[1]);
-    t.1 .0.weight.copy_from(&vals[2]);
-    t.1 .0.bias.copy_from(&vals[3]);
-    t.2.weight.copy_from(&vals[4]);
-    t.2.bias.copy_from(&vals[5]);
+/// Gradients given as tensors in [`Towers::params`] order (tests, tools).
+impl From<Vec<Vec<f32>>> for TowerGrads {
+    fn from(tensors: Vec<Vec<f32>>) -> Self {
+        Self(tensors)
+    }
+}
+
+/// One Adam update of `p` in place (PyTorch's formula; `c1`, `c2` the bias corrections).
+#[inline]
+fn adam_update(a: &DenseAdam, c1: f32, c2: f32, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    let DenseAdam { lr, beta1, beta2, eps } = *a;
+    for k in 0..p.len() {
+        m[k] = beta1 * m[k] + (1.0 - beta1) * g[k];
+        v[k] = beta2 * v[k] + (1.0 - beta2) * g[k] * g[k];
+        p[k] -= lr * (m[k] / c1) / ((v[k] / c2).sqrt() + eps);
+    }
 }
 
 impl Towers {
-    /// PaddleRec's initialization: weights normal(0, 1/√fan_in), biases 0, from `normal01`.
-    pub fn new(adam: DenseAdam, mut normal01: impl FnMut() -> f32) -> Self {
-        let dev = Cpu::seed_from_u64(0);
-        let mut ctr = dev.build_module::<Spec, f32>();
-        let mut cvr = dev.build_module::<Spec, f32>();
-        for t in [&mut ctr, &mut cvr] {
-            let shapes = [(256usize, INPUT), (64, 256), (1, 64)];
-            let mut vals = Vec::new();
-            for (out, inp) in shapes {
+    /// The dfdx towers at PaddleRec's shape (see [`Towers::with_spec`]).
+    pub fn new(adam: DenseAdam, normal01: impl FnMut() -> f32) -> Self {
+        Self::with_spec(&TowerSpec::default(), adam, normal01).expect("the default spec is valid")
+    }
+
+    /// PaddleRec's initialization: weights normal(0, 1/√fan_in) from `normal01` (ctr tower then
+    /// cvr, layer by layer, row-major), biases 0.
+    pub fn with_spec(spec: &TowerSpec, adam: DenseAdam, mut normal01: impl FnMut() -> f32) -> anyhow::Result<Self> {
+        spec.validate()?;
+        let mut params = Vec::new();
+        for sizes in spec.sizes() {
+            for w in sizes.windows(2) {
+                let (inp, out) = (w[0], w[1]);
                 let sd = 1.0 / (inp as f32).sqrt();
-                vals.push((0..out * inp).map(|_| normal01() * sd).collect::<Vec<f32>>());
-                vals.push(vec![0.0; out]);
+                params.push((0..out * inp).map(|_| normal01() * sd).collect::<Vec<f32>>());
+                params.push(vec![0.0; out]);
             }
-            set_tower(t, &vals);
         }
-        let mut towers = Self { dev, ctr, cvr, adam, step: 0, m: Vec::new(), v: Vec::new() };
-        let sizes: Vec<usize> = towers.params().iter().map(Vec::len).collect();
-        towers.m = sizes.iter().map(|&n| vec![0.0; n]).collect();
-        towers.v = towers.m.clone();
-        towers
+        let inner = match spec.backend {
+            Backend::Dfdx => Inner::Dfdx(dfdx::DfdxTowers::new(&params)),
+            Backend::Gemm => Inner::Gemm(gemm::GemmTowers::new(spec.sizes(), &params)),
+        };
+        let lens: Vec<usize> = params.iter().map(Vec::len).collect();
+        let m: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.0; n]).collect();
+        Ok(Self { spec: spec.clone(), inner, adam, step: 0, lens, v: m.clone(), m })
+    }
+
+    pub fn spec(&self) -> &TowerSpec {
+        &self.spec
     }
 
     /// All parameter values: ctr (w1 b1 w2 b2 w3 b3) then cvr.
     pub fn params(&self) -> Vec<Vec<f32>> {
-        let mut p: Vec<Vec<f32>> = tower_params(&self.ctr).into();
-        p.extend(tower_params(&self.cvr));
-        p
+        match &self.inner {
+            Inner::Dfdx(t) => t.params(),
+            Inner::Gemm(t) => t.params(),
+        }
     }
 
     pub fn set_params(&mut self, p: &[Vec<f32>]) -> anyhow::Result<()> {
-        let want: Vec<usize> = self.params().iter().map(Vec::len).collect();
         let got: Vec<usize> = p.iter().map(Vec::len).collect();
-        anyhow::ensure!(want == got, "tower parameter shapes {got:?} differ from the compiled {want:?}");
-        set_tower(&mut self.ctr, &p[..6]);
-        set_tower(&mut self.cvr, &p[6..]);
+        anyhow::ensure!(got == self.lens, "tower parameter shapes {got:?} differ from the model's {:?}", self.lens);
+        match &mut self.inner {
+            Inner::Dfdx(t) => t.set_params(p),
+            Inner::Gemm(t) => t.set_params(p),
+        }
         Ok(())
     }
 
@@ -127,9 +195,9 @@ impl Towers {
     }
 
     pub fn set_adam_state(&mut self, step: u64, m: Vec<Vec<f32>>, v: Vec<Vec<f32>>) -> anyhow::Result<()> {
-        let want: Vec<usize> = self.m.iter().map(Vec::len).collect();
         anyhow::ensure!(
-            m.iter().map(Vec::len).eq(want.iter().copied()) && v.iter().map(Vec::len).eq(want.iter().copied()),
+            m.iter().map(Vec::len).eq(self.lens.iter().copied())
+                && v.iter().map(Vec::len).eq(self.lens.iter().copied()),
             "Adam state shapes differ"
         );
         self.step = step;
@@ -138,15 +206,12 @@ impl Towers {
         Ok(())
     }
 
-    fn input(&self, x: &[f32], n: usize) -> Tensor<(usize, Const<INPUT>), f32, Cpu> {
-        self.dev.tensor_from_vec(x.to_vec(), (n, Const::<INPUT>))
-    }
-
     /// Logits of both towers for `n` rows (`xc` feeds the CTR tower, `xv` the CVR tower).
     pub fn forward(&self, xc: &[f32], xv: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
-        let zc = self.ctr.forward(self.input(xc, n)).as_vec();
-        let zv = self.cvr.forward(self.input(xv, n)).as_vec();
-        (zc, zv)
+        match &self.inner {
+            Inner::Dfdx(t) => t.forward(xc, xv, n),
+            Inner::Gemm(t) => t.forward(xc, xv, n),
+        }
     }
 
     /// One backward pass: `grad(zc, zv)` returns the loss gradients w.r.t. both logits; the
@@ -158,55 +223,41 @@ impl Towers {
         n: usize,
         grad: impl FnOnce(&[f32], &[f32]) -> (Vec<f32>, Vec<f32>),
     ) -> (Vec<f32>, Vec<f32>, TowerGrads) {
-        let tc = self.input(xc, n);
-        let tv = self.input(xv, n);
-        let zc = self.ctr.forward_mut(tc.leaky_trace());
-        let zv = self.cvr.forward_mut(tv.leaky_trace().with_empty_tape());
-        let (gc, gv) = grad(&zc.as_vec(), &zv.as_vec());
-        let gc = self.dev.tensor_from_vec(gc, (n, Const::<1>));
-        let gv = self.dev.tensor_from_vec(gv, (n, Const::<1>));
-        let surrogate = (zc * gc).sum::<(), _>() + (zv * gv).sum::<(), _>();
-        let grads = surrogate.backward();
-        let dxc = grads.get(&tc).as_vec();
-        let dxv = grads.get(&tv).as_vec();
-        let g = |p: &dyn AsVecGrad| p.grad(&grads);
-        let mut pg: Vec<Vec<f32>> = each_param!(&self.ctr, g).into();
-        pg.extend(each_param!(&self.cvr, g));
-        (dxc, dxv, TowerGrads(pg))
+        let (dxc, dxv, g) = match &mut self.inner {
+            Inner::Dfdx(t) => t.backward(xc, xv, n, grad),
+            Inner::Gemm(t) => t.backward(xc, xv, n, grad),
+        };
+        (dxc, dxv, TowerGrads(g))
     }
 
-    /// Adam on every tower parameter.
+    /// Adam on every tower parameter (in place for gemm; dfdx's are copied out and back).
     pub fn apply(&mut self, grads: &TowerGrads) {
         self.step += 1;
-        let DenseAdam { lr, beta1, beta2, eps } = self.adam;
         let t = self.step as i32;
-        let c1 = 1.0 - beta1.powi(t);
-        let c2 = 1.0 - beta2.powi(t);
-        let mut params = self.params();
-        for (((p, g), m), v) in params.iter_mut().zip(&grads.0).zip(&mut self.m).zip(&mut self.v) {
-            for k in 0..p.len() {
-                m[k] = beta1 * m[k] + (1.0 - beta1) * g[k];
-                v[k] = beta2 * v[k] + (1.0 - beta2) * g[k] * g[k];
-                p[k] -= lr * (m[k] / c1) / ((v[k] / c2).sqrt() + eps);
+        let c1 = 1.0 - self.adam.beta1.powi(t);
+        let c2 = 1.0 - self.adam.beta2.powi(t);
+        let adam = &self.adam;
+        let moments = self.m.iter_mut().zip(self.v.iter_mut());
+        match &mut self.inner {
+            Inner::Dfdx(tw) => {
+                let mut params = tw.params();
+                for ((p, g), (m, v)) in params.iter_mut().zip(&grads.0).zip(moments) {
+                    adam_update(adam, c1, c2, p, g, m, v);
+                }
+                tw.set_params(&params);
+            }
+            Inner::Gemm(tw) => {
+                for ((p, g), (m, v)) in tw.params_mut().zip(&grads.0).zip(moments) {
+                    adam_update(adam, c1, c2, p, g, m, v);
+                }
             }
         }
-        set_tower(&mut self.ctr, &params[..6]);
-        set_tower(&mut self.cvr, &params[6..]);
     }
-}
 
-impl TowerGrads {
-    pub fn tensors(&self) -> &[Vec<f32>] {
-        &self.0
-    }
-}
-
-/// Object-safe gradient lookup of a parameter tensor.
-trait AsVecGrad {
-    fn grad(&self, grads: &dfdx::tensor::Gradients<f32, Cpu>) -> Vec<f32>;
-}
-impl<S: dfdx::shapes::Shape> AsVecGrad for Tensor<S, f32, Cpu> {
-    fn grad(&self, grads: &dfdx::tensor::Gradients<f32, Cpu>) -> Vec<f32> {
-        grads.get(self).as_vec()
+    /// Hands the gradient buffers of an applied step back, so the next step reuses them (gemm).
+    pub fn recycle(&mut self, grads: TowerGrads) {
+        if let Inner::Gemm(t) = &mut self.inner {
+            t.recycle(grads.0);
+        }
     }
 }

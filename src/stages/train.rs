@@ -96,6 +96,7 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
         dense: cfg.model.dense(),
         init_scale: cfg.model.init_scale,
         seed: cfg.model.seed,
+        towers: cfg.model.towers(),
     };
     let (mut model, mut state) = if cfg.resume {
         let ckpt = cfg.out.join(CHECKPOINT_FILE);

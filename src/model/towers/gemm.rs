@@ -1,0 +1,280 @@
+//! The fast backend: both towers as a fused MLP on `gemm` 0.19 (AVX-512 kernels with its
+//! `x86-v4` feature, chosen at run time), layer sizes at run time.
+//!
+//! Row-major throughout, the same layout as dfdx: a layer's weight is `[out × in]`, activations
+//! `[n × width]`. Per layer, forward is one GEMM `H = A·Wᵀ` followed by one pass adding the bias
+//! and applying ReLU in place; backward is `dW = dZᵀ·A` and `dA = dZ·W` (two GEMMs), `db` the
+//! column sums of `dZ`, and the ReLU mask applied to `dA` in place. Activations and gradient
+//! buffers live in a scratch that only grows (no allocation per step at a fixed batch size);
+//! the parameter-gradient buffers come back through [`GemmTowers::recycle`].
+//!
+//! Threads: with ≥ 2 threads in the current Rayon pool the two towers run side by side
+//! (`rayon::join`), each one's GEMMs on half the threads; with one thread, one after the other.
+//! Every output element is reduced in the same order whatever the thread count (gemm splits the
+//! output, never the reduction), so results are identical for any thread count.
+
+use std::sync::Mutex;
+
+use gemm::Parallelism;
+
+/// One tower: `sizes[0]` inputs, hidden widths, 1 output; `p[2l]` = `W_l` `[out × in]`,
+/// `p[2l + 1]` = `b_l`.
+struct Mlp {
+    sizes: Vec<usize>,
+    p: Vec<Vec<f32>>,
+}
+
+/// Per-tower buffers for a batch of up to `rows` rows.
+#[derive(Default)]
+struct Scratch {
+    rows: usize,
+    /// Output of every layer (after ReLU for the hidden ones), `[rows × out_l]`.
+    acts: Vec<Vec<f32>>,
+    /// Two ping-pong buffers for `dZ` / `dA`, `[rows × max hidden width]`.
+    g: [Vec<f32>; 2],
+}
+
+impl Scratch {
+    fn fit(&mut self, sizes: &[usize], n: usize) {
+        if n <= self.rows && self.acts.len() == sizes.len() - 1 {
+            return;
+        }
+        let rows = n.max(self.rows);
+        self.acts = sizes[1..].iter().map(|&w| vec![0.0; rows * w]).collect();
+        let widest = sizes[1..].iter().copied().max().unwrap_or(1);
+        self.g = [vec![0.0; rows * widest], vec![0.0; rows * widest]];
+        self.rows = rows;
+    }
+}
+
+/// `dst[m × n] (+)= lhs · rhs` with explicit row / column strides (`k` the inner dimension).
+/// Safety is checked here: every index the strides reach lies inside its slice.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn mm(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    acc: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+    par: Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rs: usize, cs: usize, r: usize, c: usize| (r - 1) * rs + (c - 1) * cs;
+    assert!(last(dst_rs, 1, m, n) < dst.len());
+    if k > 0 {
+        assert!(last(lhs_rs, lhs_cs, m, k) < lhs.len());
+        assert!(last(rhs_rs, rhs_cs, k, n) < rhs.len());
+    }
+    // SAFETY: bounds checked above; `dst` does not alias `lhs` / `rhs` (distinct borrows).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            acc,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+impl Mlp {
+    fn layers(&self) -> usize {
+        self.sizes.len() - 1
+    }
+
+    /// Forward of `n` rows of `x` into `s.acts`; the logits are `s.acts[last][..n]`.
+    fn forward(&self, x: &[f32], n: usize, s: &mut Scratch, par: Parallelism) {
+        s.fit(&self.sizes, n);
+        for l in 0..self.layers() {
+            let (inp, out) = (self.sizes[l], self.sizes[l + 1]);
+            let (before, rest) = s.acts.split_at_mut(l);
+            let a: &[f32] = if l == 0 { &x[..n * inp] } else { &before[l - 1][..n * inp] };
+            let h = &mut rest[0][..n * out];
+            mm((n, out, inp), h, out, false, a, (inp, 1), &self.p[2 * l], (1, inp), par);
+            let b = &self.p[2 * l + 1];
+            let relu = l + 1 < self.layers();
+            for row in h.chunks_exact_mut(out) {
+                if relu {
+                    for (v, &bj) in row.iter_mut().zip(b) {
+                        *v = (*v + bj).max(0.0);
+                    }
+                } else {
+                    for (v, &bj) in row.iter_mut().zip(b) {
+                        *v += bj;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Backward after [`Mlp::forward`] on the same `x`: `g` the loss gradient per logit; writes
+    /// the input gradient to `dx[..n × in]` and the parameter gradients to `grads` (overwritten).
+    fn backward(
+        &self,
+        x: &[f32],
+        n: usize,
+        s: &mut Scratch,
+        g: &[f32],
+        dx: &mut [f32],
+        grads: &mut [Vec<f32>],
+        par: Parallelism,
+    ) {
+        let layers = self.layers();
+        let Scratch { acts, g: bufs, .. } = s;
+        let [mut cur, mut next] = {
+            let [a, b] = bufs;
+            [a, b]
+        };
+        cur[..n].copy_from_slice(&g[..n]);
+        for l in (0..layers).rev() {
+            let (inp, out) = (self.sizes[l], self.sizes[l + 1]);
+            let dz = &cur[..n * out];
+            let a: &[f32] = if l == 0 { &x[..n * inp] } else { &acts[l - 1][..n * inp] };
+            let (gw, gb) = grads[2 * l..2 * l + 2].split_at_mut(1);
+            // dW = dZᵀ · A   ([out × n] · [n × in])
+            mm((out, inp, n), &mut gw[0], inp, false, dz, (1, out), a, (inp, 1), par);
+            // db = Σ_rows dZ
+            let db = &mut gb[0];
+            db.iter_mut().for_each(|v| *v = 0.0);
+            for row in dz.chunks_exact(out) {
+                for (d, &v) in db.iter_mut().zip(row) {
+                    *d += v;
+                }
+            }
+            let w = &self.p[2 * l];
+            if l == 0 {
+                // dX = dZ · W   ([n × out] · [out × in])
+                mm((n, inp, out), &mut dx[..n * inp], inp, false, dz, (out, 1), w, (inp, 1), par);
+            } else {
+                let da = &mut next[..n * inp];
+                mm((n, inp, out), da, inp, false, dz, (out, 1), w, (inp, 1), par);
+                for (d, &av) in da.iter_mut().zip(a) {
+                    if av <= 0.0 {
+                        *d = 0.0;
+                    }
+                }
+                std::mem::swap(&mut cur, &mut next);
+            }
+        }
+    }
+}
+
+/// Both towers (index 0 = CTR, 1 = CVR), their scratch, and recycled gradient buffers.
+pub struct GemmTowers {
+    mlps: [Mlp; 2],
+    scratch: Mutex<[Scratch; 2]>,
+    spare: Option<Vec<Vec<f32>>>,
+}
+
+/// How to spread the work over the current Rayon pool: run the towers side by side, and the
+/// parallelism of each GEMM.
+fn plan() -> (bool, Parallelism) {
+    let t = rayon::current_num_threads();
+    let per_tower = if t >= 2 { t / 2 } else { 1 };
+    (t >= 2, if per_tower > 1 { Parallelism::Rayon(per_tower) } else { Parallelism::None })
+}
+
+/// Runs `a` and `b`, side by side when `join`.
+fn both<A: FnOnce() + Send, B: FnOnce() + Send>(join: bool, a: A, b: B) {
+    if join {
+        rayon::join(a, b);
+    } else {
+        a();
+        b();
+    }
+}
+
+impl GemmTowers {
+    /// `sizes[t]`: layer widths of tower `t`, input first, 1 output last; `params` in the order
+    /// of [`super::Towers::params`] (lengths already checked).
+    pub fn new(sizes: [Vec<usize>; 2], params: &[Vec<f32>]) -> Self {
+        let split = 2 * (sizes[0].len() - 1);
+        let [sc, sv] = sizes;
+        let mlps = [Mlp { sizes: sc, p: params[..split].to_vec() }, Mlp { sizes: sv, p: params[split..].to_vec() }];
+        Self { mlps, scratch: Mutex::new(Default::default()), spare: None }
+    }
+
+    pub fn params(&self) -> Vec<Vec<f32>> {
+        self.mlps.iter().flat_map(|m| m.p.iter().cloned()).collect()
+    }
+
+    /// Every parameter tensor, mutable, in [`super::Towers::params`] order.
+    pub fn params_mut(&mut self) -> impl Iterator<Item = &mut Vec<f32>> {
+        self.mlps.iter_mut().flat_map(|m| m.p.iter_mut())
+    }
+
+    pub fn set_params(&mut self, p: &[Vec<f32>]) {
+        for (dst, src) in self.params_mut().zip(p) {
+            dst.copy_from_slice(src);
+        }
+    }
+
+    fn logits(&self, s: &mut [Scratch; 2], xc: &[f32], xv: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
+        let (join, par) = plan();
+        let [sc, sv] = s;
+        let [mc, mv] = &self.mlps;
+        both(join, || mc.forward(xc, n, sc, par), || mv.forward(xv, n, sv, par));
+        (sc.acts.last().unwrap()[..n].to_vec(), sv.acts.last().unwrap()[..n].to_vec())
+    }
+
+    /// Logits of both towers; uses the shared scratch unless another thread holds it.
+    pub fn forward(&self, xc: &[f32], xv: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
+        match self.scratch.try_lock() {
+            Ok(mut s) => self.logits(&mut s, xc, xv, n),
+            Err(_) => self.logits(&mut Default::default(), xc, xv, n),
+        }
+    }
+
+    pub fn backward(
+        &mut self,
+        xc: &[f32],
+        xv: &[f32],
+        n: usize,
+        grad: impl FnOnce(&[f32], &[f32]) -> (Vec<f32>, Vec<f32>),
+    ) -> (Vec<f32>, Vec<f32>, Vec<Vec<f32>>) {
+        let (join, par) = plan();
+        let mut grads = match self.spare.take() {
+            Some(g) => g,
+            None => self.mlps.iter().flat_map(|m| m.p.iter().map(|t| vec![0.0; t.len()])).collect(),
+        };
+        let s = self.scratch.get_mut().unwrap_or_else(|e| e.into_inner());
+        let [sc, sv] = s;
+        let [mc, mv] = &self.mlps;
+        both(join, || mc.forward(xc, n, sc, par), || mv.forward(xv, n, sv, par));
+        let (gc, gv) = grad(&sc.acts.last().unwrap()[..n], &sv.acts.last().unwrap()[..n]);
+        let mut dxc = vec![0.0; n * mc.sizes[0]];
+        let mut dxv = vec![0.0; n * mv.sizes[0]];
+        let (grc, grv) = grads.split_at_mut(2 * mc.layers());
+        both(
+            join,
+            || mc.backward(xc, n, sc, &gc, &mut dxc, grc, par),
+            || mv.backward(xv, n, sv, &gv, &mut dxv, grv, par),
+        );
+        (dxc, dxv, grads)
+    }
+
+    /// Gives the gradient buffers of a finished step back for the next one.
+    pub fn recycle(&mut self, grads: Vec<Vec<f32>>) {
+        self.spare = Some(grads);
+    }
+}

@@ -1,0 +1,281 @@
+//! The two tower backends (`dfdx`, the reference, and `gemm`) agree: logits, input gradients and
+//! every parameter gradient on random inputs, Adam steps, results independent of the thread
+//! count, and the same test AUC after a short training run on generated data.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use esmm::config::{GenerateConfig, ModelConfig, SplitConfig, TrainConfig};
+use esmm::model::towers::{Backend, DenseAdam, TowerGrads, TowerSpec, Towers, INPUT};
+use esmm::rng::Rng;
+use esmm::schema::Split;
+use esmm::stages::{predict, train};
+
+const ADAM: DenseAdam = DenseAdam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+/// Agreement bound: |a − b| ≤ TOL · max(1, |a|, |b|) (absolute for small values, relative above 1).
+const TOL: f32 = 1e-5;
+
+fn towers(backend: Backend, seed: u64) -> Towers {
+    let mut rng = Rng::new(seed);
+    Towers::with_spec(&TowerSpec { backend, ..Default::default() }, ADAM, || rng.normal() as f32).unwrap()
+}
+
+/// Pooled-embedding-like inputs: sums of 3 ids of uniform(±1) embeddings, some fields empty.
+fn inputs(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n * INPUT).map(|_| if rng.chance(0.2) { 0.0 } else { (rng.f64() as f32 * 2.0 - 1.0) * 3.0 }).collect()
+}
+
+/// Logit gradients of a batch-mean loss: (p − y) / n.
+fn logit_grads(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| (rng.f64() as f32 - rng.chance(0.3) as u8 as f32) / n as f32).collect()
+}
+
+/// Largest absolute difference; panics past the agreement bound.
+fn agree(what: &str, a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let mut worst = 0.0f32;
+    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+        let d = (x - y).abs();
+        assert!(d <= TOL * 1f32.max(x.abs()).max(y.abs()), "{what}[{i}]: dfdx {x} vs gemm {y}");
+        worst = worst.max(d);
+    }
+    worst
+}
+
+/// One backward pass; returns (zc, zv, dxc, dxv, parameter gradients).
+#[allow(clippy::type_complexity)]
+fn step(
+    t: &mut Towers,
+    xc: &[f32],
+    xv: &[f32],
+    gc: &[f32],
+    gv: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<Vec<f32>>) {
+    let n = gc.len();
+    let mut z = (Vec::new(), Vec::new());
+    let (dxc, dxv, g) = t.backward(xc, xv, n, |zc, zv| {
+        z = (zc.to_vec(), zv.to_vec());
+        (gc.to_vec(), gv.to_vec())
+    });
+    let pg = g.tensors().to_vec();
+    t.recycle(g);
+    (z.0, z.1, dxc, dxv, pg)
+}
+
+#[test]
+fn backends_agree_on_logits_and_every_gradient() {
+    let (mut d, mut g) = (towers(Backend::Dfdx, 3), towers(Backend::Gemm, 3));
+    assert_eq!(d.params(), g.params(), "same seed, same initialization");
+    let mut rng = Rng::new(11);
+    let names = ["w1", "b1", "w2", "b2", "w3", "b3"];
+    let mut worst = std::collections::BTreeMap::<String, f32>::new();
+    let mut note = |k: String, v: f32| {
+        let e = worst.entry(k).or_insert(0.0);
+        *e = e.max(v);
+    };
+    for n in [1usize, 2, 7, 33, 256, 1023, 1024] {
+        let (xc, xv) = (inputs(&mut rng, n), inputs(&mut rng, n));
+        let (gc, gv) = (logit_grads(&mut rng, n), logit_grads(&mut rng, n));
+        let (fc, fv) = d.forward(&xc, &xv, n);
+        let (hc, hv) = g.forward(&xc, &xv, n);
+        note("forward logits".into(), agree(&format!("n={n} zc"), &fc, &hc).max(agree("zv", &fv, &hv)));
+        let a = step(&mut d, &xc, &xv, &gc, &gv);
+        let b = step(&mut g, &xc, &xv, &gc, &gv);
+        assert_eq!((&a.0, &a.1), (&fc, &fv), "dfdx: training and inference logits");
+        assert_eq!((&b.0, &b.1), (&hc, &hv), "gemm: training and inference logits");
+        note("dx ctr".into(), agree(&format!("n={n} dxc"), &a.2, &b.2));
+        note("dx cvr".into(), agree(&format!("n={n} dxv"), &a.3, &b.3));
+        for (k, (pa, pb)) in a.4.iter().zip(&b.4).enumerate() {
+            let name = format!("d{} {}", names[k % 6], if k < 6 { "ctr" } else { "cvr" });
+            note(name.clone(), agree(&format!("n={n} {name}"), pa, pb));
+        }
+    }
+    eprintln!("max |dfdx − gemm| over batch sizes 1, 2, 7, 33, 256, 1023, 1024:");
+    for (k, v) in &worst {
+        eprintln!("  {k:<16} {v:.3e}");
+    }
+}
+
+#[test]
+fn adam_steps_agree() {
+    let (mut d, mut g) = (towers(Backend::Dfdx, 5), towers(Backend::Gemm, 5));
+    let mut rng = Rng::new(12);
+    for s in 0..5 {
+        let n = 64 + s;
+        let (xc, xv) = (inputs(&mut rng, n), inputs(&mut rng, n));
+        let (gc, gv) = (logit_grads(&mut rng, n), logit_grads(&mut rng, n));
+        let (_, _, _, _, ga) = step(&mut d, &xc, &xv, &gc, &gv);
+        step(&mut g, &xc, &xv, &gc, &gv);
+        // The same gradients through both optimizers: bit-identical parameters and moments.
+        let (mut d2, mut g2) = (towers(Backend::Dfdx, 0), towers(Backend::Gemm, 0));
+        for t in [&mut d2, &mut g2] {
+            t.set_params(&d.params()).unwrap();
+            let (step, m, v) = d.adam_state();
+            t.set_adam_state(step, m.to_vec(), v.to_vec()).unwrap();
+        }
+        let (pa, pb) = (apply_with(&mut d2, &ga), apply_with(&mut g2, &ga));
+        assert_eq!(pa, pb, "step {s}: same gradients, same Adam update");
+        assert_eq!(d2.adam_state().1, g2.adam_state().1);
+        assert_eq!(d2.adam_state().2, g2.adam_state().2);
+        // Each backend's own gradients: parameters stay within the agreement bound.
+        apply_own(&mut d, &xc, &xv, &gc, &gv);
+        apply_own(&mut g, &xc, &xv, &gc, &gv);
+        for (k, (a, b)) in d.params().iter().zip(&g.params()).enumerate() {
+            agree(&format!("step {s} param {k}"), a, b);
+        }
+    }
+}
+
+/// One Adam step with the given gradients; the parameters after it.
+fn apply_with(t: &mut Towers, grads: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    t.apply(&TowerGrads::from(grads.to_vec()));
+    t.params()
+}
+
+fn apply_own(t: &mut Towers, xc: &[f32], xv: &[f32], gc: &[f32], gv: &[f32]) {
+    let (_, _, tg) = t.backward(xc, xv, gc.len(), |_, _| (gc.to_vec(), gv.to_vec()));
+    t.apply(&tg);
+    t.recycle(tg);
+}
+
+/// gemm: the same results for 1, 2 and 3 threads, and run to run.
+#[test]
+fn gemm_results_do_not_depend_on_the_thread_count() {
+    let mut rng = Rng::new(13);
+    let n = 777;
+    let (xc, xv) = (inputs(&mut rng, n), inputs(&mut rng, n));
+    let (gc, gv) = (logit_grads(&mut rng, n), logit_grads(&mut rng, n));
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut t = towers(Backend::Gemm, 9);
+            let mut out = Vec::new();
+            for _ in 0..3 {
+                let r = step(&mut t, &xc, &xv, &gc, &gv);
+                apply_own(&mut t, &xc, &xv, &gc, &gv);
+                out.push(r);
+            }
+            (out, t.params())
+        })
+    };
+    let one = run(1);
+    assert!(one == run(1), "run to run");
+    assert!(one == run(2), "1 vs 2 threads");
+    assert!(one == run(3), "1 vs 3 threads");
+}
+
+/// gemm with run-time sizes: gradients match finite differences of `Σ z·g`.
+#[test]
+fn gemm_runtime_sizes_match_finite_differences() {
+    let spec = TowerSpec { backend: Backend::Gemm, ctr_fc_sizes: vec![40, 9], cvr_fc_sizes: vec![17] };
+    let mut rng = Rng::new(21);
+    let mut t = Towers::with_spec(&spec, ADAM, || rng.normal() as f32).unwrap();
+    let n = 5;
+    let (xc, xv) = (inputs(&mut rng, n), inputs(&mut rng, n));
+    let (gc, gv) = (vec![0.3, -0.2, 0.5, 0.1, -0.4], vec![-0.1, 0.25, 0.2, -0.3, 0.15]);
+    let (_, _, dxc, dxv, pg) = step(&mut t, &xc, &xv, &gc, &gv);
+    let surrogate = |t: &Towers, xc: &[f32], xv: &[f32]| {
+        let (zc, zv) = t.forward(xc, xv, n);
+        (0..n).map(|i| zc[i] as f64 * gc[i] as f64 + zv[i] as f64 * gv[i] as f64).sum::<f64>()
+    };
+    let eps = 1e-2f32;
+    let close = |num: f64, ana: f32, what: &str| {
+        assert!((num - ana as f64).abs() <= 2e-3 + 2e-2 * (ana as f64).abs(), "{what}: numeric {num} vs {ana}");
+    };
+    let p0 = t.params();
+    assert_eq!(p0.len(), 6 + 4);
+    for (k, p) in p0.iter().enumerate() {
+        for idx in [0, p.len() / 2, p.len() - 1] {
+            let mut p = p0.clone();
+            p[k][idx] += eps;
+            t.set_params(&p).unwrap();
+            let up = surrogate(&t, &xc, &xv);
+            p[k][idx] -= 2.0 * eps;
+            t.set_params(&p).unwrap();
+            let down = surrogate(&t, &xc, &xv);
+            close((up - down) / (2.0 * eps as f64), pg[k][idx], &format!("param {k}[{idx}]"));
+        }
+    }
+    t.set_params(&p0).unwrap();
+    for (x, dx, ctr) in [(&xc, &dxc, true), (&xv, &dxv, false)] {
+        for idx in [0, 100, n * INPUT - 1] {
+            let mut xp = x.clone();
+            xp[idx] += eps;
+            let up = if ctr { surrogate(&t, &xp, &xv) } else { surrogate(&t, &xc, &xp) };
+            xp[idx] -= 2.0 * eps;
+            let down = if ctr { surrogate(&t, &xp, &xv) } else { surrogate(&t, &xc, &xp) };
+            close((up - down) / (2.0 * eps as f64), dx[idx], &format!("dx ctr={ctr} [{idx}]"));
+        }
+    }
+    // The dfdx backend refuses sizes it is not compiled for.
+    let err = Towers::with_spec(&TowerSpec { backend: Backend::Dfdx, ..spec }, ADAM, || 0.0).err().unwrap();
+    assert!(err.to_string().contains("compiled for"), "{err}");
+}
+
+/// Trains on small generated data with each backend; returns the test CTR and CTCVR AUCs.
+fn train_and_score(data: &Path, out: &Path, backend: Backend) -> (f64, f64) {
+    let model = ModelConfig { backend, ..Default::default() };
+    let params = TrainConfig { epochs: 2, batch_size: 256, early_stopping_patience: 0, ..Default::default() };
+    train::run(&train::TrainStage {
+        data: data.into(),
+        out: out.into(),
+        model,
+        train: params,
+        threads: 2,
+        force: true,
+        resume: false,
+    })
+    .unwrap();
+    let pred = out.join("p.parquet");
+    predict::run(&predict::PredictStage {
+        model: out.into(),
+        data: data.into(),
+        split: Split::Test,
+        out: pred.clone(),
+        batch_size: 1000,
+        threads: 2,
+        force: true,
+    })
+    .unwrap();
+    let rows = read_rows(&pred);
+    let col = |name: &str| -> Vec<f32> {
+        rows.iter()
+            .map(|r| match r.get(name) {
+                Some(Value::F32(v)) => *v,
+                other => panic!("{name}: {other:?}"),
+            })
+            .collect()
+    };
+    let click: Vec<bool> = rows.iter().map(|r| u(r, "click") == 1).collect();
+    let ctcvr: Vec<bool> = rows.iter().map(|r| u(r, "click") == 1 && u(r, "buy") == 1).collect();
+    (esmm::metrics::auc(&col("p_ctr"), &click).unwrap(), esmm::metrics::auc(&col("p_ctcvr"), &ctcvr).unwrap())
+}
+
+#[test]
+fn both_backends_reach_the_same_test_auc() {
+    let root = temp_dir("backends");
+    generate(
+        &root,
+        GenerateConfig {
+            train_rows: 30_000,
+            test_rows: 8_000,
+            users: 400,
+            items: 1_500,
+            history_mean: 40.0,
+            ctr: 0.1,
+            cvr: 0.1,
+            ..Default::default()
+        },
+    );
+    ingest_and_split(&root, SplitConfig { row_group_rows: 4096, ..Default::default() });
+    let data = root.join("split");
+    let (dc, dv) = train_and_score(&data, &root.join("dfdx"), Backend::Dfdx);
+    let (gc, gv) = train_and_score(&data, &root.join("gemm"), Backend::Gemm);
+    eprintln!("test AUC ctr: dfdx {dc:.5} gemm {gc:.5}; ctcvr: dfdx {dv:.5} gemm {gv:.5}");
+    assert!(dc > 0.6, "the run learns: ctr auc {dc}");
+    assert!((dc - gc).abs() < 0.002, "ctr auc: dfdx {dc} vs gemm {gc}");
+    assert!((dv - gv).abs() < 0.002, "ctcvr auc: dfdx {dv} vs gemm {gv}");
+    let _ = std::fs::remove_dir_all(&root);
+}
