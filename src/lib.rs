@@ -12,6 +12,8 @@ pub mod columns;
 pub mod config;
 /// Feature hashing contract (xxh3) with test vectors.
 pub mod hashing;
+/// Output locks (flock): one writer per output directory, readers shared.
+pub mod lock;
 /// Stage events on stderr (text or JSON lines).
 pub mod log;
 /// Stage manifests, fingerprints, atomic outputs.
@@ -32,6 +34,8 @@ pub mod progress;
 pub mod rng;
 /// The data contract: fields, column names, schemas, file names.
 pub mod schema;
+/// Sharded fan-out (`--shard i/n`): shard of a session, part file names.
+pub mod shard;
 /// The pipeline stages (`generate`, `ingest`, `split`, `run`).
 pub mod stages;
 /// The planted model behind `generate`.

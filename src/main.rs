@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use esmm::config::{Format, PipelineConfig};
 use esmm::model::ModelKind;
 use esmm::schema::Split;
+use esmm::shard::Shard;
+use esmm::stages::run::Stage;
 use esmm::stages::{evaluate, generate, ingest, predict, run, split, train, StageReport};
 
 /// mimalloc keeps freed blocks for reuse: dfdx allocates its activations and gradients every
@@ -19,8 +21,10 @@ use esmm::stages::{evaluate, generate, ingest, predict, run, split, train, Stage
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const AFTER_HELP: &str = "\
-Exit status: 0 success, 1 failure (bad input under --strict, I/O error, ...), 2 usage or
-configuration error. Logs go to stderr; --log-format json writes one JSON object per line.
+Exit status: 0 success (also when every stage was up to date), 1 failure (bad input under
+--strict, I/O error, output locked by another running esmm, ...), 2 usage or configuration
+error (unknown flag or config key, invalid value). Logs go to stderr; --log-format json writes
+one JSON object per line.
 
 Every stage writes its outputs under temporary names, renames them when complete, and writes
 _manifest.json last; a stage whose inputs and config are unchanged is skipped (--force reruns it).";
@@ -88,6 +92,10 @@ enum Command {
         /// Embedding buckets (bucket 0 is padding).
         #[arg(long, value_name = "N")]
         hash_buckets: Option<u64>,
+        /// Ingest only shard I of N (0-based) of the sessions (md5s), into *.part-I-of-N.parquet
+        /// files; `split` reads the parts once all N shards finished.
+        #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+        shard: Option<Shard>,
         #[command(flatten)]
         common: CommonFlags,
     },
@@ -142,6 +150,10 @@ enum Command {
         /// The predictions file.
         #[arg(long, value_name = "FILE.parquet")]
         out: Option<PathBuf>,
+        /// Score only shard I of N (0-based, contiguous batches) into FILE.part-I-of-N.parquet;
+        /// the parts in name order are the unsharded file row for row.
+        #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+        shard: Option<Shard>,
         #[command(flatten)]
         common: CommonFlags,
     },
@@ -162,11 +174,18 @@ enum Command {
         #[command(flatten)]
         common: CommonFlags,
     },
-    /// Run every stage of a pipeline file, skipping the up-to-date ones.
+    /// Run the stages of a pipeline file in order (generate, ingest, split, train, predict,
+    /// evaluate), skipping the up-to-date ones.
     Run {
         /// The pipeline file (same as --config).
         #[arg(value_name = "PIPELINE.yaml")]
         pipeline: PathBuf,
+        /// Start at this stage; the stages before it must have finished (their manifests exist).
+        #[arg(long, value_enum, value_name = "STAGE")]
+        from: Option<Stage>,
+        /// Stop after this stage.
+        #[arg(long, value_enum, value_name = "STAGE")]
+        until: Option<Stage>,
         #[command(flatten)]
         common: CommonFlags,
     },
@@ -181,6 +200,10 @@ struct CommonFlags {
 
 fn parse_kind(s: &str) -> Result<ModelKind, String> {
     serde_yaml::from_str(s).map_err(|_| format!("unknown model kind `{s}` (esmm, naive_cvr, esmm_ns)"))
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    Shard::parse(s).map_err(|e| format!("{e:#}"))
 }
 
 fn parse_split(s: &str) -> Result<Split, String> {
@@ -272,7 +295,7 @@ fn dispatch(cli: Cli, json: bool) -> Result<(), Failure> {
             let out = require(out.or(from_file.then(|| config.paths.raw.clone())), "--out")?;
             failed(generate::run(&generate::GenerateStage { out, params, threads, force: common.force }))?
         }
-        Command::Ingest { raw, out, format, strict, hash_buckets, common } => {
+        Command::Ingest { raw, out, format, strict, hash_buckets, shard, common } => {
             let mut params = config.ingest.clone();
             params.format = format.unwrap_or(params.format);
             params.strict |= strict;
@@ -280,7 +303,11 @@ fn dispatch(cli: Cli, json: bool) -> Result<(), Failure> {
             usage(params.validate())?;
             let raw = require(raw.or(from_file.then(|| config.paths.raw.clone())), "--raw")?;
             let out = require(out.or(from_file.then(|| config.paths.ingest.clone())), "--out")?;
-            failed(ingest::run(&ingest::IngestStage { raw, out, params, threads, force: common.force }))?
+            let stage = ingest::IngestStage { raw, out, params, threads, force: common.force };
+            failed(match shard {
+                None => ingest::run(&stage),
+                Some(s) => ingest::run_shard(&stage, s),
+            })?
         }
         Command::Split { input, out, valid_fraction, common } => {
             let mut params = config.split.clone();
@@ -309,21 +336,17 @@ fn dispatch(cli: Cli, json: bool) -> Result<(), Failure> {
                 resume,
             }))?
         }
-        Command::Predict { model, data, split, out, common } => {
+        Command::Predict { model, data, split, out, shard, common } => {
             let model = require(model.or(from_file.then(|| config.paths.model.clone())), "--model")?;
             let data = require(data.or(from_file.then(|| config.paths.split.clone())), "--data")?;
             let out =
                 require(out.or(from_file.then(|| config.paths.predictions.join(format!("{split}.parquet")))), "--out")?;
-            let batch_size = config.train.batch_size.max(1024);
-            failed(predict::run(&predict::PredictStage {
-                model,
-                data,
-                split,
-                out,
-                batch_size,
-                threads,
-                force: common.force,
-            }))?
+            let batch_size = run::predict_batch_size(&config);
+            let stage = predict::PredictStage { model, data, split, out, batch_size, threads, force: common.force };
+            failed(match shard {
+                None => predict::run(&stage),
+                Some(s) => predict::run_shard(&stage, s),
+            })?
         }
         Command::Evaluate { predictions, out, truth, fail_on_suspect, common } => {
             let default = from_file.then(|| config.paths.predictions.join(format!("{}.parquet", Split::Test)));
@@ -345,8 +368,10 @@ fn dispatch(cli: Cli, json: bool) -> Result<(), Failure> {
                 force: common.force,
             }))?
         }
-        Command::Run { common, .. } => {
-            failed(run::run(&run::RunStage { config, force: common.force }, |r| log_report(json, r)))?;
+        Command::Run { from, until, common, .. } => {
+            let stage = run::RunStage { config, force: common.force, from, until };
+            usage(run::plan(&stage))?;
+            failed(run::run(&stage, |r| log_report(json, r)))?;
             return Ok(());
         }
     };

@@ -135,6 +135,33 @@ pub fn invalidate_path(path: &Path) -> Result<()> {
     }
 }
 
+/// Removes the files of `dir` (and of its sub-directories, down to `depth` levels) whose name
+/// matches: leftovers of a run killed half-way (temporaries, stale manifests). A missing `dir`
+/// is fine.
+pub fn remove_matching(dir: &Path, depth: usize, matches: impl Fn(&str) -> bool + Copy) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let path = entry.path();
+        let kind = entry.file_type().with_context(|| format!("stat {}", path.display()))?;
+        if kind.is_dir() && depth > 1 {
+            remove_matching(&path, depth - 1, matches)?;
+        } else if kind.is_file() && matches(&entry.file_name().to_string_lossy()) {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing leftover {}", path.display()))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Step (3): the manifest, written atomically.
 pub fn write_path(path: &Path, manifest: &Manifest) -> Result<()> {
     let text = serde_json::to_vec_pretty(manifest)?;
@@ -182,14 +209,22 @@ impl AtomicFile {
         &self.dest
     }
 
-    /// Flush, fsync, rename into place.
+    /// Flush, fsync, rename into place. On failure (e.g. a full disk: the last buffered bytes
+    /// are only written here) the temporary is removed too.
     pub fn commit(mut self) -> Result<()> {
         let out = self.out.take().context("AtomicFile committed twice")?;
-        let file =
-            out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", self.tmp.display()))?;
-        file.sync_all().with_context(|| format!("syncing {}", self.tmp.display()))?;
-        fs::rename(&self.tmp, &self.dest).with_context(|| format!("renaming into {}", self.dest.display()))?;
-        Ok(())
+        let done = (|| {
+            let file = out
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("writing {}", self.tmp.display()))?;
+            file.sync_all().with_context(|| format!("syncing {}", self.tmp.display()))?;
+            fs::rename(&self.tmp, &self.dest).with_context(|| format!("renaming into {}", self.dest.display()))
+        })();
+        if done.is_err() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        done
     }
 }
 

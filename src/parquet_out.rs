@@ -1,7 +1,7 @@
 //! Parquet writers for the contract tables: snappy, plain encoding, sized row groups, written
 //! under a temporary name and renamed when closed (see [`crate::manifest::AtomicFile`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use arrow::datatypes::SchemaRef;
@@ -16,6 +16,7 @@ use crate::manifest::AtomicFile;
 pub struct ParquetOut {
     writer: ArrowWriter<AtomicFile>,
     rows: u64,
+    path: PathBuf,
 }
 
 impl ParquetOut {
@@ -29,12 +30,12 @@ impl ParquetOut {
             .build();
         let writer = ArrowWriter::try_new(file, schema, Some(props))
             .with_context(|| format!("creating Parquet writer for {}", path.display()))?;
-        Ok(Self { writer, rows: 0 })
+        Ok(Self { writer, rows: 0, path: path.to_path_buf() })
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.rows += batch.num_rows() as u64;
-        self.writer.write(batch).context("writing Parquet batch")
+        self.writer.write(batch).with_context(|| format!("writing {}", self.path.display()))
     }
 
     pub fn rows(&self) -> u64 {
@@ -43,7 +44,7 @@ impl ParquetOut {
 
     /// Writes the footer and renames the file into place; returns the row count.
     pub fn close(self) -> Result<u64> {
-        let file = self.writer.into_inner().context("finishing Parquet file")?;
+        let file = self.writer.into_inner().with_context(|| format!("finishing {}", self.path.display()))?;
         let dest = file.dest().display().to_string();
         file.commit().with_context(|| format!("committing {dest}"))?;
         Ok(self.rows)

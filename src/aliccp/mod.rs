@@ -7,4 +7,7 @@ pub mod tokenizer;
 
 pub use reader::{Chunk, ChunkReader};
 pub use skips::{Effect, Issue, Notes, Reason};
-pub use tokenizer::{parse_common_chunk, parse_skeleton_chunk, CommonRows, FeatureParser, FieldTable, SampleRows};
+pub use tokenizer::{
+    common_key, parse_common_chunk, parse_common_chunk_where, parse_skeleton_chunk, parse_skeleton_chunk_where,
+    skeleton_key, CommonRows, FeatureParser, FieldTable, SampleRows,
+};

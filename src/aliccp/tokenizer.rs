@@ -329,9 +329,28 @@ fn check_feature_num(feature_num: &[u8], tokens: u64, lineno: u64, notes: &mut N
 
 /// Parses one chunk of `sample_skeleton_*.csv`.
 pub fn parse_skeleton_chunk(chunk: &Chunk, p: &FeatureParser) -> SampleRows {
+    parse_skeleton_chunk_where(chunk, p, |_, _| true)
+}
+
+/// The md5 column of a skeleton line (`sample_id,click,buy,md5,...`), if readable.
+pub fn skeleton_key(line: &[u8]) -> Option<u64> {
+    line.splitn(5, |&b| b == b',').nth(3).and_then(parse_md5)
+}
+
+/// The md5 column of a common-features line (`md5,...`), if readable.
+pub fn common_key(line: &[u8]) -> Option<u64> {
+    line.split(|&b| b == b',').next().and_then(parse_md5)
+}
+
+/// [`parse_skeleton_chunk`] of the lines `keep(line, lineno)` selects (a shard's lines); the
+/// others are neither parsed nor counted.
+pub fn parse_skeleton_chunk_where(chunk: &Chunk, p: &FeatureParser, keep: impl Fn(&[u8], u64) -> bool) -> SampleRows {
     let mut rows = SampleRows::new(false);
     let mut notes = Notes::default();
     for (lineno, line, unterminated) in chunk.lines() {
+        if !keep(line, lineno) {
+            continue;
+        }
         rows.lines_read += 1;
         parse_line(&mut rows, lineno, unterminated, &mut notes, |rows, notes| {
             let Some([sid, click, buy, md5, num, list]) = columns::<6>(line, lineno, notes) else { return };
@@ -365,6 +384,11 @@ pub fn parse_skeleton_chunk(chunk: &Chunk, p: &FeatureParser) -> SampleRows {
 
 /// Parses one chunk of `common_features_*.csv`.
 pub fn parse_common_chunk(chunk: &Chunk, p: &FeatureParser) -> CommonRows {
+    parse_common_chunk_where(chunk, p, |_, _| true)
+}
+
+/// [`parse_common_chunk`] of the lines `keep(line, lineno)` selects.
+pub fn parse_common_chunk_where(chunk: &Chunk, p: &FeatureParser, keep: impl Fn(&[u8], u64) -> bool) -> CommonRows {
     let mut rows = CommonRows {
         lines: Vec::new(),
         md5: Vec::new(),
@@ -374,6 +398,9 @@ pub fn parse_common_chunk(chunk: &Chunk, p: &FeatureParser) -> CommonRows {
     };
     let mut notes = Notes::default();
     for (lineno, line, unterminated) in chunk.lines() {
+        if !keep(line, lineno) {
+            continue;
+        }
         rows.lines_read += 1;
         parse_line(&mut rows, lineno, unterminated, &mut notes, |rows, notes| {
             let Some([md5, num, list]) = columns::<3>(line, lineno, notes) else { return };

@@ -3,7 +3,8 @@
 //! Per source split: the common file first (md5 → row index kept in memory, ~16 B per md5),
 //! then the skeleton, joined by md5 (not by runs). Lines are parsed in parallel chunks and
 //! written in input order, so the output does not depend on `--threads`. Output:
-//! `OUT/{train,test}/{common,samples}.parquet` and `OUT/_manifest.json`.
+//! `OUT/{train,test}/{common,samples}.parquet` and `OUT/_manifest.json`, or with `--shard i/n`
+//! one shard's sessions as `….part-0000i-of-0000n.parquet` (see [`crate::shard`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -22,6 +23,7 @@ use crate::hashing::FeatureHasher;
 use crate::parallel::ordered_map;
 use crate::parquet_out::ParquetOut;
 use crate::schema::{self, Split, COMMON_FILE, COMMON_ROW_GROUP_ROWS, SAMPLES_FILE};
+use crate::shard::Shard;
 
 /// Bytes of raw text per parse task.
 const CHUNK_BYTES: usize = 4 << 20;
@@ -35,10 +37,30 @@ pub struct IngestStage {
 }
 
 pub fn run(cfg: &IngestStage) -> Result<StageReport> {
+    run_inner(cfg, None)
+}
+
+/// One shard of a fanned-out ingest (`--shard i/n`): the sessions (md5s) of `shard` only, into
+/// `OUT/{train,test}/{common,samples}.part-….parquet` and `OUT/_manifest.part-….json`
+/// (see [`crate::shard`]). `split` reads the parts once all `n` manifests are there.
+pub fn run_shard(cfg: &IngestStage, shard: Shard) -> Result<StageReport> {
+    if cfg.params.format == Format::Paddlerec {
+        bail!(
+            "--shard needs --format aliccp: PaddleRec rows find their user side only by parsing them \
+             (split the train/ and test/ folders into separate ingests instead)"
+        );
+    }
+    run_inner(cfg, Some(shard))
+}
+
+fn run_inner(cfg: &IngestStage, shard: Option<Shard>) -> Result<StageReport> {
     cfg.params.validate()?;
     let inputs: Vec<PathBuf> =
         Split::SOURCES.iter().map(|&s| input_files(cfg, s)).collect::<Result<Vec<_>>>()?.concat();
-    let st = StageRun::begin("ingest", &cfg.out, &cfg.params, &inputs)?;
+    let st = match shard {
+        None => StageRun::begin("ingest", &cfg.out, &cfg.params, &inputs)?,
+        Some(s) => StageRun::begin_shard("ingest", &cfg.out, s, &cfg.params, &inputs)?,
+    };
     if !cfg.force && st.up_to_date() {
         return Ok(st.skipped_report());
     }
@@ -51,15 +73,36 @@ pub fn run(cfg: &IngestStage) -> Result<StageReport> {
     for split in Split::SOURCES {
         let dir = cfg.out.join(split.name());
         let files = input_files(cfg, split)?;
+        let out = Outputs::new(&dir, shard);
         let tally = match cfg.params.format {
-            Format::Aliccp => ingest_aliccp(cfg, &parser, &files, &dir)?,
-            Format::Paddlerec => ingest_paddlerec(cfg, &parser, &files, &dir)?,
+            Format::Aliccp => ingest_aliccp(cfg, &parser, &files, &out, shard)?,
+            Format::Paddlerec => ingest_paddlerec(cfg, &parser, &files, &out)?,
         };
         tally.record(split, &mut counts, &mut skipped);
-        outputs.push(dir.join(COMMON_FILE));
-        outputs.push(dir.join(SAMPLES_FILE));
+        outputs.push(out.common);
+        outputs.push(out.samples);
+    }
+    if let Some(s) = shard {
+        counts.insert("shard_index".into(), s.index as u64);
+        counts.insert("shard_count".into(), s.count as u64);
     }
     st.finish(&outputs, counts, skipped, cfg.threads)
+}
+
+/// The two tables of one split: whole, or one shard's parts.
+struct Outputs {
+    common: PathBuf,
+    samples: PathBuf,
+}
+
+impl Outputs {
+    fn new(dir: &Path, shard: Option<Shard>) -> Self {
+        let (common, samples) = (dir.join(COMMON_FILE), dir.join(SAMPLES_FILE));
+        match shard {
+            None => Self { common, samples },
+            Some(s) => Self { common: s.part_path(&common), samples: s.part_path(&samples) },
+        }
+    }
 }
 
 /// The raw files of one split: the skeleton and common file (aliccp), or every file of the
@@ -155,21 +198,36 @@ fn strict_check(strict: bool, file: &Path, a: &Option<Issue>, b: &Option<Issue>)
     }
 }
 
-fn ingest_aliccp(cfg: &IngestStage, parser: &FeatureParser, files: &[PathBuf], dir: &Path) -> Result<Tally> {
+fn ingest_aliccp(
+    cfg: &IngestStage,
+    parser: &FeatureParser,
+    files: &[PathBuf],
+    out: &Outputs,
+    shard: Option<Shard>,
+) -> Result<Tally> {
     let (common_file, skeleton_file) = (&files[..1], &files[1..]);
+    // A shard parses only the lines of its sessions (crate::shard).
+    let owns = move |key: Option<u64>, line: u64| match (shard, key) {
+        (None, _) => true,
+        (Some(s), Some(k)) => s.owns_key(k),
+        (Some(s), None) => s.owns_line(line),
+    };
     let mut tally = Tally::default();
     let strict = cfg.params.strict;
     let bar = crate::progress::bytes("common", total_bytes(common_file));
 
     // 1. The common table; keep md5 → row for the join.
     let mut md5_row: HashMap<u64, u32> = HashMap::new();
-    let mut common_out = ParquetOut::create(&dir.join(COMMON_FILE), schema::common_schema(), COMMON_ROW_GROUP_ROWS)?;
+    let mut common_out = ParquetOut::create(&out.common, schema::common_schema(), COMMON_ROW_GROUP_ROWS)?;
     let in_flight = cfg.threads * 2 + 2;
     ordered_map(
         chunks_of(common_file)?,
         cfg.threads,
         in_flight,
-        |(_, c)| Ok((c.data.len(), aliccp::parse_common_chunk(&c, parser))),
+        |(_, c)| {
+            let rows = aliccp::parse_common_chunk_where(&c, parser, |l, n| owns(aliccp::common_key(l), n));
+            Ok((c.data.len(), rows))
+        },
         |(bytes, rows)| {
             bar.inc(bytes as u64);
             let mut sink = Notes::default();
@@ -199,12 +257,15 @@ fn ingest_aliccp(cfg: &IngestStage, parser: &FeatureParser, files: &[PathBuf], d
 
     // 2. The samples, joined to the common rows by md5.
     let bar = crate::progress::bytes("skeleton", total_bytes(skeleton_file));
-    let mut samples = SamplesSink::new(dir, cfg.params.row_group_rows)?;
+    let mut samples = SamplesSink::new(&out.samples, cfg.params.row_group_rows)?;
     ordered_map(
         chunks_of(skeleton_file)?,
         cfg.threads,
         in_flight,
-        |(_, c)| Ok((c.data.len(), aliccp::parse_skeleton_chunk(&c, parser))),
+        |(_, c)| {
+            let rows = aliccp::parse_skeleton_chunk_where(&c, parser, |l, n| owns(aliccp::skeleton_key(l), n));
+            Ok((c.data.len(), rows))
+        },
         |(bytes, rows)| {
             bar.inc(bytes as u64);
             samples.write(rows, &skeleton_file[0], strict, &mut tally, |md5| md5_row.get(&md5).copied())
@@ -215,13 +276,13 @@ fn ingest_aliccp(cfg: &IngestStage, parser: &FeatureParser, files: &[PathBuf], d
     Ok(tally)
 }
 
-fn ingest_paddlerec(cfg: &IngestStage, parser: &FeatureParser, files: &[PathBuf], dir: &Path) -> Result<Tally> {
+fn ingest_paddlerec(cfg: &IngestStage, parser: &FeatureParser, files: &[PathBuf], out: &Outputs) -> Result<Tally> {
     let mut tally = Tally::default();
     let strict = cfg.params.strict;
     let bar = crate::progress::bytes("paddlerec", total_bytes(files));
     let mut key_row: HashMap<u64, u32> = HashMap::new();
-    let mut common_out = ParquetOut::create(&dir.join(COMMON_FILE), schema::common_schema(), COMMON_ROW_GROUP_ROWS)?;
-    let mut samples = SamplesSink::new(dir, cfg.params.row_group_rows)?;
+    let mut common_out = ParquetOut::create(&out.common, schema::common_schema(), COMMON_ROW_GROUP_ROWS)?;
+    let mut samples = SamplesSink::new(&out.samples, cfg.params.row_group_rows)?;
     let in_flight = cfg.threads * 2 + 2;
     ordered_map(
         chunks_of(files)?,
@@ -272,11 +333,8 @@ struct SamplesSink {
 }
 
 impl SamplesSink {
-    fn new(dir: &Path, row_group_rows: usize) -> Result<Self> {
-        Ok(Self {
-            out: ParquetOut::create(&dir.join(SAMPLES_FILE), schema::samples_schema(), row_group_rows)?,
-            seen: SeenIds::default(),
-        })
+    fn new(path: &Path, row_group_rows: usize) -> Result<Self> {
+        Ok(Self { out: ParquetOut::create(path, schema::samples_schema(), row_group_rows)?, seen: SeenIds::default() })
     }
 
     fn write(

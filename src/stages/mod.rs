@@ -8,7 +8,9 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::lock::{self, Lock};
 use crate::manifest::{self, FileEntry, Manifest};
+use crate::shard::Shard;
 
 pub mod evaluate;
 pub mod generate;
@@ -56,28 +58,81 @@ pub struct StageRun<'a> {
     pub config: serde_json::Value,
     pub inputs: Vec<FileEntry>,
     started: Instant,
+    /// Which temporaries and stale manifests [`StageRun::invalidate`] clears.
+    scope: Scope,
+    /// The output lock (and input locks), held until the stage ends.
+    locks: Vec<Lock>,
+}
+
+/// What a stage run owns in its output location.
+enum Scope {
+    /// A whole directory (and its sub-directories).
+    Dir,
+    /// One file of a directory.
+    File(String),
+    /// One shard's parts of a directory.
+    Shard(Shard),
 }
 
 impl<'a> StageRun<'a> {
     /// Fingerprints `inputs` and hashes `config` (the part of the configuration that shapes the outputs).
+    /// Takes the output directory's lock (exit 1 naming the holder when another process has
+    /// it), then fingerprints the inputs.
     pub fn begin<C: Serialize>(stage: &'static str, out_dir: &'a Path, config: &C, inputs: &[PathBuf]) -> Result<Self> {
+        let lock = lock::exclusive_dir(out_dir, stage)?;
+        Self::with(stage, out_dir, manifest::manifest_path(out_dir), Scope::Dir, lock, config, inputs)
+    }
+
+    fn with<C: Serialize>(
+        stage: &'static str,
+        out_dir: &'a Path,
+        manifest: PathBuf,
+        scope: Scope,
+        lock: Lock,
+        config: &C,
+        inputs: &[PathBuf],
+    ) -> Result<Self> {
         let (config_hash, config) = manifest::config_hash(config)?;
         let inputs = inputs.iter().map(|p| manifest::fingerprint(p)).collect::<Result<Vec<_>>>()?;
-        let manifest = manifest::manifest_path(out_dir);
-        Ok(Self { stage, out_dir, manifest, config_hash, config, inputs, started: Instant::now() })
+        let (started, locks) = (Instant::now(), vec![lock]);
+        Ok(Self { stage, out_dir, manifest, config_hash, config, inputs, started, scope, locks })
     }
 
     /// Like [`StageRun::begin`] for a stage whose output is one file: its manifest is
-    /// `<file>.manifest.json` beside it.
+    /// `<file>.manifest.json` beside it, its lock `.<file>.lock`.
     pub fn begin_file<C: Serialize>(
         stage: &'static str,
         out_file: &'a Path,
         config: &C,
         inputs: &[PathBuf],
     ) -> Result<Self> {
-        let mut run = Self::begin(stage, out_file, config, inputs)?;
-        run.manifest = manifest::file_manifest_path(out_file);
-        Ok(run)
+        let lock = lock::exclusive_file(out_file, stage)?;
+        let name = out_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let manifest = manifest::file_manifest_path(out_file);
+        Self::with(stage, out_file, manifest, Scope::File(name), lock, config, inputs)
+    }
+
+    /// Like [`StageRun::begin`] for one shard writing its parts into `out_dir`: manifest
+    /// `_manifest.part-….json`, the directory lock shared with the other shards.
+    pub fn begin_shard<C: Serialize>(
+        stage: &'static str,
+        out_dir: &'a Path,
+        shard: Shard,
+        config: &C,
+        inputs: &[PathBuf],
+    ) -> Result<Self> {
+        let lock = lock::shard(out_dir, &shard.tag(), stage)?;
+        let manifest = out_dir.join(shard.manifest_name());
+        Self::with(stage, out_dir, manifest, Scope::Shard(shard), lock, config, inputs)
+    }
+
+    /// Holds a shared lock on an input directory until the stage ends, so that no other process
+    /// rewrites it meanwhile (fails at once if one is rewriting it now).
+    pub fn read_lock(&mut self, dir: &Path) -> Result<()> {
+        if let Some(l) = lock::read_dir(dir, self.stage)? {
+            self.locks.push(l);
+        }
+        Ok(())
     }
 
     /// True when a finished run with the same inputs and config is already there.
@@ -86,8 +141,30 @@ impl<'a> StageRun<'a> {
     }
 
     /// Step (1) of the manifest protocol: mark the outputs unfinished.
+    /// Also clears what an earlier run killed half-way left behind (temporaries of this run's
+    /// outputs; for a directory, the manifests of sharded runs, and for a shard, the whole-directory
+    /// manifest and the manifests of other shard counts). Safe: we hold the output lock.
     pub fn invalidate(&self) -> Result<()> {
-        manifest::invalidate_path(&self.manifest)
+        manifest::invalidate_path(&self.manifest)?;
+        let dir = match self.scope {
+            Scope::File(_) => self.out_dir.parent().unwrap_or(Path::new(".")),
+            _ => self.out_dir,
+        };
+        let (stage_manifest, tmp) = (manifest::manifest_path(self.out_dir), ".tmp-");
+        match &self.scope {
+            Scope::Dir => manifest::remove_matching(dir, 2, |n| {
+                (n.starts_with('.') && n.contains(tmp)) || (n.starts_with("_manifest.part-") && n.ends_with(".json"))
+            }),
+            Scope::File(name) => manifest::remove_matching(dir, 1, |n| n.starts_with(&format!(".{name}{tmp}"))),
+            Scope::Shard(s) => {
+                manifest::invalidate_path(&stage_manifest)?;
+                let tag = s.tag();
+                manifest::remove_matching(dir, 2, |n| {
+                    let other_count = Shard::from_name(n).is_some_and(|o| o.count != s.count);
+                    (n.starts_with('.') && n.contains(tmp) && n.contains(&tag)) || other_count
+                })
+            }
+        }
     }
 
     pub fn skipped_report(&self) -> StageReport {

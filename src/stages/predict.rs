@@ -1,6 +1,7 @@
 //! `esmm predict`: per-sample pCTR, pCVR and pCTCVR for every row of a split, in input order,
 //! streamed batch by batch into Parquet (`sample_id, split, click, buy, p_ctr, p_cvr, p_ctcvr,
-//! scenario`). The manifest goes beside the file as `<file>.manifest.json`.
+//! scenario`). The manifest goes beside the file as `<file>.manifest.json`. With `--shard i/n`,
+//! one contiguous range of batches into a part file (see [`run_shard`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,11 +12,12 @@ use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray, UInt64Array
 use serde::Serialize;
 
 use super::{StageReport, StageRun};
-use crate::batches::CommonTable;
+use crate::batches::{self, CommonTable, LoaderConfig, ShuffleUnit};
 use crate::manifest;
-use crate::model::{checkpoint, infer};
+use crate::model::checkpoint;
 use crate::parquet_out::ParquetOut;
 use crate::schema::{self, Split, COMMON_FILE, MODEL_FILE, SAMPLES_FILE};
+use crate::shard::Shard;
 
 pub struct PredictStage {
     /// A `train` output directory.
@@ -33,36 +35,79 @@ pub struct PredictStage {
 #[derive(Serialize)]
 struct Params {
     split: String,
+    /// Fixes the batches, hence shard boundaries and the float arithmetic.
+    batch_size: usize,
 }
 
 pub fn run(cfg: &PredictStage) -> Result<StageReport> {
+    run_inner(cfg, None)
+}
+
+/// One shard of a fanned-out predict (`--shard i/n`): the `i`-th of `n` contiguous ranges of
+/// batches, into `<out stem>.part-0000i-of-0000n.parquet` (+ its manifest). The parts,
+/// concatenated in shard order, are the unsharded file row for row and value for value (the
+/// batches, hence the float arithmetic, are the same).
+pub fn run_shard(cfg: &PredictStage, shard: Shard) -> Result<StageReport> {
+    run_inner(cfg, Some(shard))
+}
+
+fn run_inner(cfg: &PredictStage, shard: Option<Shard>) -> Result<StageReport> {
     manifest::require(&cfg.model, "train")?;
     manifest::require(&cfg.data, "split")?;
     let dir = cfg.data.join(cfg.split.name());
     let inputs = [cfg.model.join(MODEL_FILE), dir.join(SAMPLES_FILE), dir.join(COMMON_FILE)];
-    let st = StageRun::begin_file("predict", &cfg.out, &Params { split: cfg.split.name().into() }, &inputs)?;
+    let out = shard.map_or_else(|| cfg.out.clone(), |s| s.part_path(&cfg.out));
+    let params = Params { split: cfg.split.name().into(), batch_size: cfg.batch_size };
+    let mut st = StageRun::begin_file("predict", &out, &params, &inputs)?;
+    st.read_lock(&cfg.model)?;
+    st.read_lock(&cfg.data)?;
     if !cfg.force && st.up_to_date() {
         return Ok(st.skipped_report());
     }
     st.invalidate()?;
     let (model, _) = checkpoint::load::<serde_json::Value>(&cfg.model.join(MODEL_FILE))?;
     let common = CommonTable::load(&dir.join(COMMON_FILE))?;
-    let mut out = ParquetOut::create(&cfg.out, schema::predictions_schema(), 1 << 17)?;
+    let samples = dir.join(SAMPLES_FILE);
+    let batch_size = cfg.batch_size.max(1);
+    let batches = batches::count_rows(&samples)?.div_ceil(batch_size as u64);
+    let (first, end) = match shard {
+        None => (0, batches),
+        Some(s) => (batches * s.index as u64 / s.count as u64, batches * (s.index as u64 + 1) / s.count as u64),
+    };
+    let mut writer = ParquetOut::create(&out, schema::predictions_schema(), 1 << 17)?;
     let split_name = cfg.split.name();
-    infer::score_file(&model, &dir.join(SAMPLES_FILE), &common, cfg.batch_size, |b, p_ctr, p_cvr| {
-        let p_ctcvr: Float32Array = p_ctr.iter().zip(p_cvr).map(|(a, b)| a * b).collect();
+    let rx = batches::spawn(LoaderConfig {
+        path: samples,
+        batch_size,
+        shuffle_seed: None,
+        shuffle_unit: ShuffleUnit::Rows,
+        pool_row_groups: 1,
+    });
+    // Batches before `first` are decoded but not scored; the loader stops when we hang up.
+    for (k, b) in (0..end).zip(rx) {
+        let b = b?;
+        if k < first {
+            continue;
+        }
+        let (p_ctr, p_cvr) = model.predict(&b, &common);
+        let p_ctcvr: Float32Array = p_ctr.iter().zip(&p_cvr).map(|(a, b)| a * b).collect();
         let cols: Vec<ArrayRef> = vec![
             Arc::new(UInt64Array::from(b.sample_id.clone())),
             Arc::new(StringArray::from(vec![split_name; b.len()])),
             Arc::new(UInt8Array::from(b.click.clone())),
             Arc::new(UInt8Array::from(b.buy.clone())),
-            Arc::new(Float32Array::from(p_ctr.to_vec())),
-            Arc::new(Float32Array::from(p_cvr.to_vec())),
+            Arc::new(Float32Array::from(p_ctr)),
+            Arc::new(Float32Array::from(p_cvr)),
             Arc::new(p_ctcvr),
             Arc::new(UInt64Array::from(b.scenario.clone())),
         ];
-        out.write(&RecordBatch::try_new(schema::predictions_schema(), cols).context("building predictions batch")?)
-    })?;
-    let rows = out.close()?;
-    st.finish(&[cfg.out.clone()], BTreeMap::from([("rows".to_string(), rows)]), BTreeMap::new(), cfg.threads)
+        writer
+            .write(&RecordBatch::try_new(schema::predictions_schema(), cols).context("building predictions batch")?)?;
+    }
+    let rows = writer.close()?;
+    let mut counts = BTreeMap::from([("rows".to_string(), rows)]);
+    if let Some(s) = shard {
+        counts.extend([("shard_index".to_string(), s.index as u64), ("shard_count".to_string(), s.count as u64)]);
+    }
+    st.finish(&[out.clone()], counts, BTreeMap::new(), cfg.threads)
 }

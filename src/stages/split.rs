@@ -5,6 +5,8 @@
 //! its `samples.parquet` (same schema as ingest, re-chunked into `row_group_rows` row groups)
 //! and the `common.parquet` its `common_row` points into (a hard link when possible).
 //! A polars scan of every output then profiles it (rows, clicks, buys, md5s) into the manifest.
+//! The input may also be a sharded ingest (`esmm ingest --shard i/n`): its parts are read in
+//! shard order and their common tables concatenated (see [`Sources`]).
 //!
 //! Membership: `valid ⇔ mix64(md5 ^ hash_words([seed])) < valid_fraction · 2^64` (`mix64` is the
 //! splitmix64 finalizer, see [`crate::rng`]).
@@ -12,10 +14,12 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use arrow::array::{Array, BooleanArray, UInt64Array};
+use anyhow::{bail, Context, Result};
+use arrow::array::{Array, BooleanArray, UInt32Array, UInt64Array};
 use arrow::compute::filter_record_batch;
+use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use polars::prelude as pl;
 
@@ -24,7 +28,8 @@ use crate::config::SplitConfig;
 use crate::manifest;
 use crate::parquet_out::ParquetOut;
 use crate::rng::{hash_words, mix64};
-use crate::schema::{self, Split, BUY, CLICK, COMMON_FILE, MD5, SAMPLES_FILE};
+use crate::schema::{self, Split, BUY, CLICK, COMMON_FILE, COMMON_ROW, COMMON_ROW_GROUP_ROWS, MD5, SAMPLES_FILE};
+use crate::shard::Shard;
 
 pub struct SplitStage {
     /// An `ingest` output directory.
@@ -56,13 +61,12 @@ impl ValidRule {
 
 pub fn run(cfg: &SplitStage) -> Result<StageReport> {
     cfg.params.validate()?;
-    let ingest = manifest::require(&cfg.input, "ingest")?;
+    let sources = Sources::find(&cfg.input)?;
     let hash_buckets =
-        ingest.config.get("hash_buckets").and_then(|v| v.as_u64()).context("ingest manifest lacks hash_buckets")?;
-    let src = |s: Split, f: &str| cfg.input.join(s.name()).join(f);
-    let inputs: Vec<PathBuf> =
-        Split::SOURCES.iter().flat_map(|&s| [src(s, SAMPLES_FILE), src(s, COMMON_FILE)]).collect();
-    let st = StageRun::begin("split", &cfg.out, &cfg.params, &inputs)?;
+        sources.config.get("hash_buckets").and_then(|v| v.as_u64()).context("ingest manifest lacks hash_buckets")?;
+    let inputs: Vec<PathBuf> = Split::SOURCES.iter().flat_map(|&s| sources.files(s)).collect();
+    let mut st = StageRun::begin("split", &cfg.out, &cfg.params, &inputs)?;
+    st.read_lock(&cfg.input)?;
     if !cfg.force && st.up_to_date() {
         return Ok(st.skipped_report());
     }
@@ -74,7 +78,7 @@ pub fn run(cfg: &SplitStage) -> Result<StageReport> {
     // train → train + valid; test → test (re-chunked).
     let mut train = ParquetOut::create(&out(Split::Train, SAMPLES_FILE), schema::samples_schema(), rg)?;
     let mut valid = ParquetOut::create(&out(Split::Valid, SAMPLES_FILE), schema::samples_schema(), rg)?;
-    for_each_batch(&src(Split::Train, SAMPLES_FILE), rg, |batch| {
+    sources.for_each_batch(Split::Train, rg, |batch| {
         let md5 = batch
             .column_by_name(MD5)
             .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
@@ -93,13 +97,20 @@ pub fn run(cfg: &SplitStage) -> Result<StageReport> {
     train.close()?;
     valid.close()?;
     let mut test = ParquetOut::create(&out(Split::Test, SAMPLES_FILE), schema::samples_schema(), rg)?;
-    for_each_batch(&src(Split::Test, SAMPLES_FILE), rg, |batch| test.write(&batch))?;
+    sources.for_each_batch(Split::Test, rg, |batch| test.write(&batch))?;
     test.close()?;
     for (split, from) in [(Split::Train, Split::Train), (Split::Valid, Split::Train), (Split::Test, Split::Test)] {
-        link_or_copy(&src(from, COMMON_FILE), &out(split, COMMON_FILE))?;
+        let to = out(split, COMMON_FILE);
+        match (split, &sources.parts) {
+            (Split::Valid, Some(_)) => link_or_copy(&out(Split::Train, COMMON_FILE), &to)?,
+            _ => sources.write_common(from, &to)?,
+        }
     }
 
     let mut counts = BTreeMap::from([("hash_buckets".to_string(), hash_buckets)]);
+    if let Some(n) = sources.parts {
+        counts.insert("ingest_shards".into(), n as u64);
+    }
     let mut outputs = Vec::new();
     for split in Split::ALL {
         profile(&out(split, SAMPLES_FILE), split, &mut counts)?;
@@ -109,12 +120,132 @@ pub fn run(cfg: &SplitStage) -> Result<StageReport> {
     st.finish(&outputs, counts, BTreeMap::new(), cfg.threads)
 }
 
+/// The ingested tables split reads: `{train,test}/{samples,common}.parquet` of a whole ingest, or
+/// the parts of a sharded one (all `n` shard manifests required, one config). Parts are read in
+/// shard order; each part's `common_row` is shifted by the common rows of the parts before it,
+/// so the concatenated common table is what the rows point into.
+struct Sources {
+    dir: PathBuf,
+    /// `Some(n)`: a sharded ingest of `n` parts.
+    parts: Option<u32>,
+    /// The ingest config (from a manifest).
+    config: serde_json::Value,
+}
+
+impl Sources {
+    fn find(dir: &Path) -> Result<Self> {
+        if let Some(m) = manifest::read(dir)? {
+            return Ok(Self { dir: dir.to_path_buf(), parts: None, config: m.config });
+        }
+        let mut shards: Vec<Shard> = match fs::read_dir(dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    Shard::from_name(&name).filter(|s| name == s.manifest_name())
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if shards.is_empty() {
+            manifest::require(dir, "ingest")?;
+            bail!("{} changed while split was reading it", dir.display());
+        }
+        shards.sort_by_key(|s| (s.count, s.index));
+        let n = shards[0].count;
+        if shards.iter().any(|s| s.count != n) {
+            bail!("{} holds parts of sharded ingests with different shard counts; rerun the ingest", dir.display());
+        }
+        let missing: Vec<String> =
+            (0..n).filter(|i| !shards.iter().any(|s| s.index == *i)).map(|i| format!("{i}/{n}")).collect();
+        if !missing.is_empty() {
+            bail!(
+                "{} is a sharded ingest with {} of {n} shards finished: run `esmm ingest --shard I/{n}` for {}",
+                dir.display(),
+                n as usize - missing.len(),
+                missing.join(", ")
+            );
+        }
+        let mut config: Option<(String, serde_json::Value)> = None;
+        for s in &shards {
+            let path = dir.join(s.manifest_name());
+            let m = manifest::read_path(&path)?.with_context(|| format!("{} vanished", path.display()))?;
+            match &config {
+                Some((hash, _)) if *hash != m.config_hash => {
+                    bail!("{}: shard {s} was ingested with another config than shard 0/{n}", dir.display())
+                }
+                Some(_) => {}
+                None => config = Some((m.config_hash, m.config)),
+            }
+        }
+        let config = config.map(|(_, c)| c).unwrap_or_default();
+        Ok(Self { dir: dir.to_path_buf(), parts: Some(n), config })
+    }
+
+    /// The (samples, common) files of a source split, in shard order.
+    fn tables(&self, split: Split) -> Vec<(PathBuf, PathBuf)> {
+        let d = self.dir.join(split.name());
+        let (samples, common) = (d.join(SAMPLES_FILE), d.join(COMMON_FILE));
+        match self.parts {
+            None => vec![(samples, common)],
+            Some(n) => (0..n)
+                .map(|index| {
+                    let s = Shard { index, count: n };
+                    (s.part_path(&samples), s.part_path(&common))
+                })
+                .collect(),
+        }
+    }
+
+    fn files(&self, split: Split) -> Vec<PathBuf> {
+        self.tables(split).into_iter().flat_map(|(s, c)| [s, c]).collect()
+    }
+
+    /// Every samples batch of a source split, `common_row` pointing into the concatenated common table.
+    fn for_each_batch(&self, split: Split, rows: usize, mut f: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        let mut offset = 0u64;
+        for (samples, common) in self.tables(split) {
+            for_each_batch(&samples, rows, |b| f(if offset == 0 { b } else { shift_common_row(&b, offset)? }))?;
+            offset += crate::batches::count_rows(&common)?;
+        }
+        if offset > u32::MAX as u64 {
+            bail!("{} common rows in {}: more than a u32 common_row can index", offset, self.dir.display());
+        }
+        Ok(())
+    }
+
+    /// The common table of a source split at `to`: a link to the whole file, or the parts concatenated.
+    fn write_common(&self, split: Split, to: &Path) -> Result<()> {
+        let tables = self.tables(split);
+        if self.parts.is_none() {
+            return link_or_copy(&tables[0].1, to);
+        }
+        let mut out = ParquetOut::create(to, schema::common_schema(), COMMON_ROW_GROUP_ROWS)?;
+        for (_, common) in &tables {
+            for_each_batch(common, COMMON_ROW_GROUP_ROWS, |b| out.write(&b))?;
+        }
+        out.close()?;
+        Ok(())
+    }
+}
+
+/// `batch` with `offset` added to its `common_row` column.
+fn shift_common_row(batch: &RecordBatch, offset: u64) -> Result<RecordBatch> {
+    let idx = batch.schema().index_of(COMMON_ROW).context("samples table without common_row")?;
+    let col = batch.column(idx).as_any().downcast_ref::<UInt32Array>().context("common_row is not u32")?;
+    let shifted: UInt32Array = col
+        .values()
+        .iter()
+        .map(|&r| u32::try_from(r as u64 + offset).context("common_row overflows u32"))
+        .collect::<Result<Vec<u32>>>()?
+        .into();
+    let mut cols = batch.columns().to_vec();
+    cols[idx] = Arc::new(shifted);
+    RecordBatch::try_new(batch.schema(), cols).context("shifting common_row")
+}
+
 /// Streams the record batches of a Parquet file.
-fn for_each_batch(
-    path: &Path,
-    batch_rows: usize,
-    mut f: impl FnMut(arrow::record_batch::RecordBatch) -> Result<()>,
-) -> Result<()> {
+fn for_each_batch(path: &Path, batch_rows: usize, mut f: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("reading Parquet footer of {}", path.display()))?
@@ -128,7 +259,8 @@ fn for_each_batch(
 
 /// Hard-links `from` to `to` (atomically, via a temporary name), copying if linking fails.
 fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
-    let tmp = to.with_extension(format!("tmp-{}", std::process::id()));
+    let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = to.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     if fs::hard_link(from, &tmp).is_err() {
         fs::copy(from, &tmp).with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;

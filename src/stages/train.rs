@@ -80,7 +80,8 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
     let path = |s: Split, f: &str| cfg.data.join(s.name()).join(f);
     let inputs = [path(Split::Train, SAMPLES_FILE), path(Split::Train, COMMON_FILE), path(Split::Valid, SAMPLES_FILE)];
     let params = Params { model: &cfg.model, train: &cfg.train, hash_buckets };
-    let st = StageRun::begin("train", &cfg.out, &params, &inputs)?;
+    let mut st = StageRun::begin("train", &cfg.out, &params, &inputs)?;
+    st.read_lock(&cfg.data)?;
     // What a checkpoint must match to be resumed: everything but the epoch budget.
     let more_epochs = TrainConfig { epochs: 0, ..cfg.train.clone() };
     let (resume_key, _) = manifest::config_hash(&Params { train: &more_epochs, ..params })?;

@@ -1,0 +1,65 @@
+"""Airflow DAG for the esmm pipeline on the real Ali-CCP files: one task per stage, each a call
+of the esmm CLI with the pipeline file and JSON logs (one event object per stderr line).
+
+    ingest_0 .. ingest_{N-1}  (sharded by session; run in parallel, on any workers)
+            \\     |     /
+              split -> train -> predict -> evaluate
+
+Why this is safe to retry and to rerun daily:
+  * every stage skips itself when its inputs and config are unchanged (exit 0, seconds), so a
+    cleared or retried task that has nothing new to do is cheap;
+  * a task killed at any moment (worker lost, timeout, OOM) leaves no manifest, and the retry
+    redoes that stage from scratch to the same bytes;
+  * a second process on the same outputs fails at once (exit 1, naming the lock and the holder's
+    pid) instead of interleaving writes, so max_active_runs=1 plus retries is enough;
+  * exit 2 is a usage or configuration error: retrying does not help.
+
+Copy to your dags/ folder and set ESMM_BIN / ESMM_PIPELINE (and ESMM_INGEST_SHARDS) in the
+worker environment. With the KubernetesPodOperator the same commands run in pods (see README,
+"Operating it"); the shards need a shared file system for the ingest directory.
+"""
+
+import os
+from datetime import datetime, timedelta
+
+from airflow import DAG
+from airflow.operators.bash import BashOperator
+
+ESMM = os.environ.get("ESMM_BIN", "esmm")
+PIPELINE = os.environ.get("ESMM_PIPELINE", "/srv/esmm/pipeline/aliccp.yaml")
+INGEST_SHARDS = int(os.environ.get("ESMM_INGEST_SHARDS", "4"))
+
+
+def esmm(*args):
+    """The shell command of one esmm call (stage subcommand, then its flags)."""
+    return " ".join([ESMM, *args, "--config", PIPELINE, "--log-format", "json"])
+
+
+default_args = {
+    "owner": "esmm",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=10),
+    "execution_timeout": timedelta(hours=12),
+}
+
+with DAG(
+    dag_id="esmm_aliccp",
+    description="Ali-CCP raw CSV -> Parquet -> splits -> ESMM -> predictions -> metrics",
+    start_date=datetime(2026, 1, 1),
+    schedule="0 3 * * *",
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    tags=["esmm"],
+) as dag:
+    ingest = [
+        BashOperator(task_id=f"ingest_{i}", bash_command=esmm("ingest", "--shard", f"{i}/{INGEST_SHARDS}"))
+        for i in range(INGEST_SHARDS)
+    ]
+    split = BashOperator(task_id="split", bash_command=esmm("split"))
+    train = BashOperator(task_id="train", bash_command=esmm("train"))
+    predict = BashOperator(task_id="predict", bash_command=esmm("predict", "--split", "test"))
+    evaluate = BashOperator(task_id="evaluate", bash_command=esmm("evaluate"))
+
+    ingest >> split
+    split >> train >> predict >> evaluate
