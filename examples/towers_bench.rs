@@ -59,18 +59,24 @@ fn flops_per_sample() -> f64 {
     2.0 * s.windows(2).map(|w| 6.0 * (w[0] * w[1]) as f64).sum::<f64>()
 }
 
-/// Runs `f` (one step of `batch` samples) for about `seconds` after a warm-up; samples/s.
+/// Runs `f` (one step of `batch` samples) for about `seconds` after a warm-up, in 3 rounds;
+/// the best round's samples/s (the least disturbed by other load) and the steps run.
 fn rate(batch: usize, seconds: f64, mut f: impl FnMut()) -> (f64, usize) {
     for _ in 0..3 {
         f();
     }
-    let start = Instant::now();
-    let mut steps = 0;
-    while steps < 3 || start.elapsed() < Duration::from_secs_f64(seconds) {
-        f();
-        steps += 1;
+    let (mut best, mut total) = (0.0f64, 0);
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut steps = 0;
+        while steps < 2 || start.elapsed() < Duration::from_secs_f64(seconds / 3.0) {
+            f();
+            steps += 1;
+        }
+        best = best.max((steps * batch) as f64 / start.elapsed().as_secs_f64());
+        total += steps;
     }
-    ((steps * batch) as f64 / start.elapsed().as_secs_f64(), steps)
+    (best, total)
 }
 
 fn towers(a: &Args) {

@@ -141,7 +141,7 @@ for t in $THREADS; do
       --cache-dir "$W/torch_cache" --json "$W/torch$t.json"
     j=$W/torch$t.json
     row train "pytorch (SparseAdam)" "$t" "$(json "$j" "['train_samples']")" "$(json "$j" "['train_s']")" \
-      "$(json "$j" "['train_samples_per_s']")" samples/s "$RSS_MB" "timed loop, parsing excluded; test auc ctr $(json "$j" "['auc_ctr']")"
+      "$(json "$j" "['train_samples_per_s']")" samples/s "$RSS_MB" "timed loop, parsing excluded; test auc ctr $(json "$j" "['auc_ctr'].__round__(4)")"
     row predict "pytorch" "$t" "$(json "$j" "['test_rows']")" "$(json "$j" "['infer_s']")" \
       "$(json "$j" "['infer_samples_per_s']")" samples/s "$RSS_MB" "inference loop only"
   fi
