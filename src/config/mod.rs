@@ -86,6 +86,11 @@ pub struct GenerateConfig {
     pub items: u64,
     /// Mean number of history features per common line (heavy-tailed).
     pub history_mean: f64,
+    /// Standard deviation of each user's and item's own effects (bias, clickbait and latent
+    /// parts beyond their profile/category/shop/brand groups). A model sees an entity in ~100
+    /// impressions here, too few to identify such effects, while the oracle knows them: larger
+    /// values widen the gap no model can close (at 0.2 the test CTR AUC gap measured 0.012 wider).
+    pub individual_sd: f64,
 }
 
 impl Default for GenerateConfig {
@@ -100,6 +105,7 @@ impl Default for GenerateConfig {
             users: 20_000,
             items: 30_000,
             history_mean: 480.0,
+            individual_sd: 0.05,
         }
     }
 }
@@ -116,6 +122,9 @@ impl GenerateConfig {
         }
         if !(self.history_mean >= 0.0 && self.history_mean.is_finite()) {
             bail!("generate.history_mean must be >= 0, got {}", self.history_mean);
+        }
+        if !(self.individual_sd >= 0.0 && self.individual_sd <= 2.0) {
+            bail!("generate.individual_sd must be in [0, 2], got {}", self.individual_sd);
         }
         Ok(())
     }

@@ -30,7 +30,8 @@ pub struct ModelConfig {
     pub embedding_dim: usize,
     pub ctr_fc_sizes: Vec<usize>,
     pub cvr_fc_sizes: Vec<usize>,
-    /// `weighted` (raw values weight the history and combination fields) or `sum` (PaddleRec).
+    /// `weighted` (raw values weight the history and combination fields), `mean` (weighted, then
+    /// divided by the field's id count) or `sum` (PaddleRec: values ignored).
     pub pooling: Pooling,
     /// Ids kept per field, first ones (0 = all; PaddleRec parity: 3).
     pub max_len: usize,
@@ -101,7 +102,11 @@ impl ModelConfig {
 
     /// Backend and hidden sizes of the towers.
     pub fn towers(&self) -> TowerSpec {
-        TowerSpec { backend: self.backend, ctr_fc_sizes: self.ctr_fc_sizes.clone(), cvr_fc_sizes: self.cvr_fc_sizes.clone() }
+        TowerSpec {
+            backend: self.backend,
+            ctr_fc_sizes: self.ctr_fc_sizes.clone(),
+            cvr_fc_sizes: self.cvr_fc_sizes.clone(),
+        }
     }
 
     pub fn dense(&self) -> DenseAdam {

@@ -20,7 +20,8 @@ use crate::schema::{Side, FIELDS};
 pub enum ModelKind {
     /// Shared embeddings, CTR and CTCVR losses over the entire space.
     Esmm,
-    /// CVR tower trained on clicked rows only (label buy); CTR tower on all rows.
+    /// The paper's BASE: a CVR network (own embeddings and tower) trained on clicked rows only
+    /// (label buy), and a separately trained CTR network on all rows; pCTCVR = pCTR·pCVR.
     NaiveCvr,
     /// ESMM without shared embeddings: one table per tower.
     EsmmNs,
@@ -34,6 +35,10 @@ pub enum Pooling {
     Sum,
     /// Sum weighted by the raw values for the weighted fields (histories, combinations).
     Weighted,
+    /// `weighted`, with each weighted field divided by its id count: a history of 500 ids then
+    /// enters the towers at the scale of a single id (a one-id field, e.g. a combination feature
+    /// with its count value, is unchanged).
+    Mean,
 }
 
 /// Everything that fixes the model's shape and update rule.
@@ -233,12 +238,11 @@ impl Model {
         Self { spec, tables, towers, grads, sources: sources() }
     }
 
-    /// Tables this spec needs (esmm_ns keeps one per tower).
+    /// Tables this spec needs: ESMM shares one; esmm_ns and naive_cvr keep one per tower.
     pub fn table_count(kind: ModelKind) -> usize {
-        if kind == ModelKind::EsmmNs {
-            2
-        } else {
-            1
+        match kind {
+            ModelKind::Esmm => 1,
+            ModelKind::NaiveCvr | ModelKind::EsmmNs => 2,
         }
     }
 
@@ -251,6 +255,12 @@ impl Model {
             Some(w) if self.spec.pooling == Pooling::Weighted => {
                 for k in 0..take {
                     visit(ids[k], w[k]);
+                }
+            }
+            Some(w) if self.spec.pooling == Pooling::Mean => {
+                let scale = 1.0 / take.max(1) as f32;
+                for k in 0..take {
+                    visit(ids[k], w[k] * scale);
                 }
             }
             _ => {

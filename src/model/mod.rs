@@ -74,8 +74,11 @@ mod gradcheck {
     #[test]
     fn finite_differences_match_backward_for_every_kind() {
         let (batch, common) = data();
-        for kind in [ModelKind::Esmm, ModelKind::NaiveCvr, ModelKind::EsmmNs] {
-            let mut m = Model::new(spec(kind)).unwrap();
+        let cases = [ModelKind::Esmm, ModelKind::NaiveCvr, ModelKind::EsmmNs]
+            .into_iter()
+            .flat_map(|k| [(k, Pooling::Weighted), (k, Pooling::Mean), (k, Pooling::Sum)]);
+        for (kind, pooling) in cases {
+            let mut m = Model::new(ModelSpec { pooling, ..spec(kind) }).unwrap();
             let (_, _, tg) = m.backward(&batch, &common);
             let eps = 1e-2f32;
             let mut checked = 0;
@@ -92,7 +95,7 @@ mod gradcheck {
                         close(
                             (lp - lm) / (2.0 * eps as f64),
                             g[k] as f64,
-                            &format!("{kind:?} table {t} row {row}[{k}]"),
+                            &format!("{kind:?} {pooling:?} table {t} row {row}[{k}]"),
                         );
                         checked += 1;
                     }
@@ -113,7 +116,7 @@ mod gradcheck {
                 close(
                     (lp - lm) / (2.0 * eps as f64),
                     tg.tensors()[tensor][idx] as f64,
-                    &format!("{kind:?} tower tensor {tensor}[{idx}]"),
+                    &format!("{kind:?} {pooling:?} tower tensor {tensor}[{idx}]"),
                 );
             }
         }

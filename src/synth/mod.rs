@@ -77,16 +77,10 @@ pub mod field {
 
 /// Coefficients of the planted model and of the session process.
 pub mod model {
-    /// Standard deviation of the item-level clickbait factor `A_i`, on top of a shop-level part
-    /// of sd [`SHOP_BAIT_SD`]. Most of the clickbait is a shop trait (visible as field 207), so
-    /// it is learnable; the item-level rest needs the item's own impressions.
-    pub const ATTRACT_SD: f64 = 0.25;
+    /// Standard deviation of the shop-level clickbait factor, the learnable bulk of `A_i`
+    /// (visible as field 207). The item's own part, like every entity's own (non-group) bias
+    /// and latent-factor parts, has sd `generate.individual_sd`.
     pub const SHOP_BAIT_SD: f64 = 0.6;
-    /// Individual (not group-level) parts of the user and item biases, and of the latent
-    /// interaction vectors. Kept small so that a model fitted on ~100 impressions per user can
-    /// approach the planted oracle; raise them for a harder, less learnable world.
-    pub const ENTITY_NOISE_SD: f64 = 0.15;
-    pub const LATENT_NOISE_SD: f64 = 0.2;
     /// λ: how much clickbait lowers the buy logit.
     pub const CLICKBAIT_CVR: f64 = 1.2;
     /// Share of the click interaction factors carried into the buy factors (`p' = ρp + ...`).

@@ -148,6 +148,10 @@ impl World {
         if !(params.history_mean >= 0.0 && params.history_mean.is_finite()) {
             bail!("generate.history_mean must be >= 0, got {}", params.history_mean);
         }
+        if !(params.individual_sd >= 0.0 && params.individual_sd <= 2.0) {
+            bail!("generate.individual_sd must be in [0, 2], got {}", params.individual_sd);
+        }
+        let indiv = params.individual_sd;
         let seed = params.seed;
         let mut rng = Rng::new(hash_words(&[seed, TAG_WORLD]));
         let n_items = params.items as usize;
@@ -175,17 +179,17 @@ impl World {
             let cat = cat_alias.sample(&mut rng);
             let shop = shop_alias.sample(&mut rng);
             let brand = brand_alias.sample(&mut rng);
-            let attract = shop_bait[shop] + model::ATTRACT_SD * rng.normal();
-            let ctr_bias = cat_c[cat] + shop_c[shop] + brand_c[brand] + model::ENTITY_NOISE_SD * rng.normal() + attract;
-            let cvr_bias = cat_v[cat] + shop_v[shop] + brand_v[brand] + model::ENTITY_NOISE_SD * rng.normal()
-                - model::CLICKBAIT_CVR * attract;
+            let attract = shop_bait[shop] + indiv * rng.normal();
+            let ctr_bias = cat_c[cat] + shop_c[shop] + brand_c[brand] + indiv * rng.normal() + attract;
+            let cvr_bias =
+                cat_v[cat] + shop_v[shop] + brand_v[brand] + indiv * rng.normal() - model::CLICKBAIT_CVR * attract;
             let mut q = cat_vec[cat];
             for x in &mut q {
-                *x += (model::LATENT_NOISE_SD * rng.normal()) as f32;
+                *x += (indiv * rng.normal()) as f32;
             }
             let mut q2 = [0f32; DIM];
             for (y, x) in q2.iter_mut().zip(q) {
-                *y = (model::SHARED_FACTOR * x as f64 + model::LATENT_NOISE_SD * rng.normal()) as f32;
+                *y = (model::SHARED_FACTOR * x as f64 + indiv * rng.normal()) as f32;
             }
             let n_nodes = node_count(rng.next_u64());
             items.push(ItemInfo {
@@ -236,15 +240,15 @@ impl World {
                 uc += prof_c[f][v];
                 uv += prof_v[f][v];
             }
-            uc += model::ENTITY_NOISE_SD * rng.normal();
-            uv += model::ENTITY_NOISE_SD * rng.normal();
+            uc += indiv * rng.normal();
+            uv += indiv * rng.normal();
             let mut p = age_vec[profile[1] as usize];
             for x in &mut p {
-                *x += (model::LATENT_NOISE_SD * rng.normal()) as f32;
+                *x += (indiv * rng.normal()) as f32;
             }
             let mut p2 = [0f32; DIM];
             for (y, x) in p2.iter_mut().zip(p) {
-                *y = (model::SHARED_FACTOR * x as f64 + model::LATENT_NOISE_SD * rng.normal()) as f32;
+                *y = (model::SHARED_FACTOR * x as f64 + indiv * rng.normal()) as f32;
             }
             let n_fav = 2 + rng.below(7) as u8;
             let mut fav = [0u32; 8];
