@@ -1,11 +1,20 @@
 -- Data profile of the materialized splits: rows, clicks, buys, CTR and CVR (among clicks).
--- Tables `train`, `valid`, `test` are the split's samples.parquet files, e.g. in DuckDB:
---   CREATE VIEW train AS SELECT * FROM read_parquet('data/demo/split/train/samples.parquet'); (same for valid, test)
-SELECT 'train' AS split, count(*) AS rows, sum(click) AS clicks, sum(buy) AS buys,
-       avg(click) AS ctr, sum(click * buy) / nullif(sum(click), 0) AS cvr
+-- Tables (see `esmm sql --help`; `esmm sql --duckdb-views --run DIR` prints them for DuckDB):
+--   train, valid, test   DIR/split/<split>/samples.parquet
+-- Runs unchanged in polars SQL (`esmm sql sql/profile.sql --run data/demo`) and DuckDB; every
+-- branch of the UNION names its columns (polars would otherwise name two of them `click`).
+SELECT 'train' AS split, CAST(count(*) AS BIGINT) AS rows, CAST(sum(click) AS BIGINT) AS clicks,
+       CAST(sum(buy) AS BIGINT) AS buys, avg(CAST(click AS DOUBLE)) AS ctr,
+       sum(CAST(click * buy AS DOUBLE)) / nullif(sum(CAST(click AS DOUBLE)), 0) AS cvr
 FROM train
 UNION ALL
-SELECT 'valid', count(*), sum(click), sum(buy), avg(click), sum(click * buy) / nullif(sum(click), 0) FROM valid
+SELECT 'valid' AS split, CAST(count(*) AS BIGINT) AS rows, CAST(sum(click) AS BIGINT) AS clicks,
+       CAST(sum(buy) AS BIGINT) AS buys, avg(CAST(click AS DOUBLE)) AS ctr,
+       sum(CAST(click * buy AS DOUBLE)) / nullif(sum(CAST(click AS DOUBLE)), 0) AS cvr
+FROM valid
 UNION ALL
-SELECT 'test', count(*), sum(click), sum(buy), avg(click), sum(click * buy) / nullif(sum(click), 0) FROM test
+SELECT 'test' AS split, CAST(count(*) AS BIGINT) AS rows, CAST(sum(click) AS BIGINT) AS clicks,
+       CAST(sum(buy) AS BIGINT) AS buys, avg(CAST(click AS DOUBLE)) AS ctr,
+       sum(CAST(click * buy AS DOUBLE)) / nullif(sum(CAST(click AS DOUBLE)), 0) AS cvr
+FROM test
 ORDER BY split;

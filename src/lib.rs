@@ -2,6 +2,8 @@
 //!
 //! Data flows one way: raw files → [`aliccp`] / [`paddlerec`] → [`hashing`] → [`schema`] → Parquet.
 
+/// SQL over a run's outputs (polars SQL and DuckDB table convention), the evaluation report.
+pub mod analytics;
 /// Raw Ali-CCP format: line reader, tokenizer, skip reasons and counters.
 pub mod aliccp;
 /// Parquet samples → training batches (loader thread, shuffle pool).

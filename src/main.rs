@@ -8,12 +8,13 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use esmm::analytics::{sql, tables};
 use esmm::config::{Format, PipelineConfig};
 use esmm::model::ModelKind;
 use esmm::schema::Split;
 use esmm::shard::Shard;
 use esmm::stages::run::Stage;
-use esmm::stages::{evaluate, generate, ingest, predict, run, split, train, StageReport};
+use esmm::stages::{evaluate, generate, ingest, predict, report, run, split, train, StageReport};
 
 /// mimalloc keeps freed blocks for reuse: dfdx allocates its activations and gradients every
 /// step, and glibc's malloc returned them to the kernel (page faults on every step).
@@ -28,6 +29,42 @@ one JSON object per line.
 
 Every stage writes its outputs under temporary names, renames them when complete, and writes
 _manifest.json last; a stage whose inputs and config are unchanged is skipped (--force reruns it).";
+
+const SQL_HELP: &str = "\
+Run one SQL statement with polars SQL over the Parquet outputs of a run directory DIR (the
+directories of pipeline/demo*.yaml) and print the result as a table on stdout.
+
+Tables (missing files are left out; --table NAME=FILE.parquet adds or replaces one):
+  train, valid, test                            DIR/split/<split>/samples.parquet
+  train_common, valid_common, test_common       DIR/split/<split>/common.parquet
+  predictions, predictions_<x>                  DIR/predictions[_<x>]/test.parquet
+  epochs, epochs_<x>                            DIR/model[_<x>]/epochs.parquet
+  metrics                                       every DIR/metrics*/metrics.parquet, stacked
+
+The queries in sql/ (profile, profile_scenario, feature_coverage, calibration, compare_runs,
+table2) use only SQL that polars and DuckDB both run, with the same results. For DuckDB:
+  esmm sql --duckdb-views --run data/demo > views.sql
+  duckdb -c \".read views.sql\" -c \".read sql/calibration.sql\"
+
+Examples:
+  esmm sql sql/calibration.sql --run data/demo
+  esmm sql sql/table2.sql --run data/demo --out table2.csv
+  esmm sql --query \"SELECT model, task, value FROM metrics WHERE metric = 'auc'\" --run data/demo";
+
+const REPORT_HELP: &str = "\
+Write DIR/report/report.md and its PNG figures from the outputs of a run directory DIR:
+
+  training<x>.png          loss and validation AUC per epoch      (DIR/model*/epochs.parquet)
+  roc_{ctr,cvr,ctcvr}.png  ROC curves of every run, with AUC       (DIR/predictions*/test.parquet)
+  reliability_*.png        observed rate vs mean prediction, deciles
+  report.md                the paper's Table 2 (AUC x 100 of naive_cvr, esmm_ns, esmm and the
+                           oracle, mean +- std when a kind has several runs), the data profile
+                           (sql/profile.sql), and the figures
+
+Runs are the directories model<x>/, predictions<x>/, metrics<x>/ with the same suffix <x> (none,
+_naive, _ns, ...), named after the model kind and run_id in their metrics table. Several seeds of
+one kind: copies of a pipeline with their own run_id and model_/predictions_/metrics_ paths.
+Skipped when its inputs are unchanged (--force rebuilds).";
 
 #[derive(Parser)]
 #[command(name = "esmm", version, about = "ESMM conversion-rate pipeline: raw Ali-CCP CSV → hashed Parquet → splits",
@@ -171,6 +208,45 @@ enum Command {
         /// Exit 1 when the summary flags likely leakage (AUC >= 0.99) or a collapsed model.
         #[arg(long)]
         fail_on_suspect: bool,
+        #[command(flatten)]
+        common: CommonFlags,
+    },
+    /// Query a run directory's Parquet outputs with SQL (polars SQL); the same files run in DuckDB.
+    #[command(long_about = SQL_HELP)]
+    Sql {
+        /// The query file, e.g. sql/calibration.sql (one statement).
+        #[arg(value_name = "FILE.sql", required_unless_present_any = ["query", "duckdb_views"])]
+        file: Option<PathBuf>,
+        /// The query text instead of a file.
+        #[arg(long, value_name = "SQL", conflicts_with = "file")]
+        query: Option<String>,
+        /// Run directory whose outputs become tables (see above).
+        #[arg(long, value_name = "DIR")]
+        run: Option<PathBuf>,
+        /// Add or replace a table: NAME=FILE.parquet (repeatable).
+        #[arg(long = "table", value_name = "NAME=FILE.parquet")]
+        tables: Vec<String>,
+        /// Also write the whole result to FILE.parquet or FILE.csv (written under a temporary
+        /// name, then renamed).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Rows printed on stdout (0 = none).
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+        /// Print the tables as DuckDB `CREATE VIEW` statements instead of running a query.
+        #[arg(long)]
+        duckdb_views: bool,
+    },
+    /// Write DIR/report/report.md with figures: training curves, ROC curves, reliability diagrams,
+    /// and the paper's Table 2 (esmm vs naive_cvr vs esmm_ns, mean ± std over runs).
+    #[command(long_about = REPORT_HELP)]
+    Report {
+        /// Run directory (default with --config: the parent of paths.metrics, e.g. data/demo).
+        #[arg(long, value_name = "DIR")]
+        run: Option<PathBuf>,
+        /// Output directory (default DIR/report).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
         #[command(flatten)]
         common: CommonFlags,
     },
@@ -368,6 +444,15 @@ fn dispatch(cli: Cli, json: bool) -> Result<(), Failure> {
                 force: common.force,
             }))?
         }
+        Command::Sql { file, query, run, tables, out, limit, duckdb_views } => {
+            return sql_command(SqlArgs { file, query, run, tables, out, limit, duckdb_views });
+        }
+        Command::Report { run, out, common } => {
+            let default = from_file.then(|| config.paths.metrics.parent().map(PathBuf::from)).flatten();
+            let run = require(run.or(default), "--run")?;
+            let out = out.unwrap_or_else(|| run.join("report"));
+            failed(report::run(&report::ReportStage { run, out, threads, force: common.force }))?
+        }
         Command::Run { from, until, common, .. } => {
             let stage = run::RunStage { config, force: common.force, from, until };
             usage(run::plan(&stage))?;
@@ -376,5 +461,46 @@ fn dispatch(cli: Cli, json: bool) -> Result<(), Failure> {
         }
     };
     log_report(json, &report);
+    Ok(())
+}
+
+struct SqlArgs {
+    file: Option<PathBuf>,
+    query: Option<String>,
+    run: Option<PathBuf>,
+    tables: Vec<String>,
+    out: Option<PathBuf>,
+    limit: usize,
+    duckdb_views: bool,
+}
+
+/// `esmm sql`: registers the tables, runs the query, prints (and optionally writes) the result.
+fn sql_command(a: SqlArgs) -> Result<(), Failure> {
+    let extra = usage(a.tables.iter().map(|t| tables::parse_table_arg(t)).collect::<Result<Vec<_>>>())?;
+    if a.run.is_none() && extra.is_empty() {
+        return usage(Err(anyhow::anyhow!("--run DIR (or at least one --table) is required")));
+    }
+    let found = match &a.run {
+        Some(dir) => usage(tables::run_tables(dir))?,
+        None => Vec::new(),
+    };
+    let all = tables::merge(found, extra);
+    if a.duckdb_views {
+        print!("{}", tables::duckdb_views(&all));
+        return Ok(());
+    }
+    let mut df = match (&a.file, &a.query) {
+        (Some(f), _) => failed(sql::query_file(f, &all))?,
+        (None, Some(q)) => failed(sql::query(q, &all))?,
+        (None, None) => return usage(Err(anyhow::anyhow!("give a FILE.sql or --query"))),
+    };
+    if a.limit > 0 {
+        let shown = failed(sql::rows(&df.head(Some(a.limit))))?;
+        print!("{}", sql::format_table(&shown, a.limit, df.height()));
+    }
+    if let Some(out) = &a.out {
+        failed(sql::write_result(out, &mut df))?;
+        eprintln!("sql: {} rows -> {}", df.height(), out.display());
+    }
     Ok(())
 }

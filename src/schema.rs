@@ -197,29 +197,47 @@ pub const EPOCHS_FILE: &str = "epochs.parquet";
 pub const METRICS_FILE: &str = "metrics.parquet";
 pub const SUMMARY_FILE: &str = "summary.md";
 
+/// Columns of the metrics table (besides [`SPLIT`]).
+pub const RUN_ID: &str = "run_id";
+pub const SLICE: &str = "slice";
+pub const MODEL: &str = "model";
+pub const TASK: &str = "task";
+pub const METRIC: &str = "metric";
+pub const VALUE: &str = "value";
+pub const N: &str = "n";
+pub const POSITIVES: &str = "positives";
+
 pub fn metrics_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("run_id", DataType::Utf8, false),
+        Field::new(RUN_ID, DataType::Utf8, false),
         Field::new(SPLIT, DataType::Utf8, false),
-        Field::new("slice", DataType::Utf8, false),
-        Field::new("model", DataType::Utf8, false),
-        Field::new("task", DataType::Utf8, false),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("value", DataType::Float64, true),
-        Field::new("n", DataType::UInt64, false),
-        Field::new("positives", DataType::UInt64, false),
+        Field::new(SLICE, DataType::Utf8, false),
+        Field::new(MODEL, DataType::Utf8, false),
+        Field::new(TASK, DataType::Utf8, false),
+        Field::new(METRIC, DataType::Utf8, false),
+        Field::new(VALUE, DataType::Float64, true),
+        Field::new(N, DataType::UInt64, false),
+        Field::new(POSITIVES, DataType::UInt64, false),
     ]))
 }
+
+/// Columns of the per-epoch training log.
+pub const EPOCH: &str = "epoch";
+pub const TRAIN_LOSS: &str = "train_loss";
+pub const VALID_LOSS: &str = "valid_loss";
+pub const VALID_AUC_CTR: &str = "valid_auc_ctr";
+pub const VALID_AUC_CVR: &str = "valid_auc_cvr";
+pub const VALID_AUC_CTCVR: &str = "valid_auc_ctcvr";
 
 pub fn epochs_schema() -> SchemaRef {
     let f = |n: &str, t: DataType| Field::new(n, t, true);
     Arc::new(Schema::new(vec![
-        Field::new("epoch", DataType::UInt32, false),
-        f("train_loss", DataType::Float64),
-        f("valid_loss", DataType::Float64),
-        f("valid_auc_ctr", DataType::Float64),
-        f("valid_auc_cvr", DataType::Float64),
-        f("valid_auc_ctcvr", DataType::Float64),
+        Field::new(EPOCH, DataType::UInt32, false),
+        f(TRAIN_LOSS, DataType::Float64),
+        f(VALID_LOSS, DataType::Float64),
+        f(VALID_AUC_CTR, DataType::Float64),
+        f(VALID_AUC_CVR, DataType::Float64),
+        f(VALID_AUC_CTCVR, DataType::Float64),
         f("seconds", DataType::Float64),
         f("samples_per_second", DataType::Float64),
     ]))

@@ -16,6 +16,7 @@ pub mod evaluate;
 pub mod generate;
 pub mod ingest;
 pub mod predict;
+pub mod report;
 pub mod run;
 pub mod split;
 pub mod train;
