@@ -10,9 +10,15 @@ fn points(x: &[f64], y: &[Option<f64>]) -> Vec<(f64, f64)> {
     x.iter().zip(y).filter_map(|(&a, b)| b.map(|b| (a, b))).collect()
 }
 
+/// Half an epoch of margin around the first and last epoch.
 fn epoch_range(e: &Epochs) -> (f64, f64) {
-    let hi = e.epoch.iter().copied().fold(1.0, f64::max);
-    (0.0, hi.max(1.0) + if hi < 2.0 { 1.0 } else { 0.0 })
+    let lo = e.epoch.iter().copied().filter(|v| v.is_finite()).fold(f64::INFINITY, f64::min);
+    let hi = e.epoch.iter().copied().filter(|v| v.is_finite()).fold(f64::NEG_INFINITY, f64::max);
+    if lo.is_finite() {
+        (lo - 0.5, hi + 0.5)
+    } else {
+        (0.0, 1.0)
+    }
 }
 
 /// Two panels: train and valid loss per epoch; valid AUC of the three tasks per epoch.

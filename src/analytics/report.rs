@@ -89,13 +89,16 @@ pub fn table2(metrics: &[Vec<MetricRow>]) -> String {
         let mut order: Vec<&String> = kinds.keys().collect();
         order.sort_by_key(|k| kind_rank(k));
         for kind in order {
+            // The oracle (the planted truth) is the same in every run's table: one value, no spread.
+            let oracle = kind == ORACLE;
             let n = runs.get(&(split.clone(), kind.clone())).map_or(0, |r| r.len());
+            let n = if oracle { "–".to_string() } else { n.to_string() };
             let cells: Vec<String> = cols
                 .iter()
                 .map(|(task, _)| match kinds[kind].get(*task) {
                     Some(v) if !v.is_empty() => match mean_std(v) {
-                        (m, Some(sd)) => format!("{:.2} ± {:.2}", m * 100.0, sd * 100.0),
-                        (m, None) => format!("{:.2}", m * 100.0),
+                        (m, Some(sd)) if !oracle => format!("{:.2} ± {:.2}", m * 100.0, sd * 100.0),
+                        (m, _) => format!("{:.2}", m * 100.0),
                     },
                     _ => "–".into(),
                 })
@@ -263,7 +266,7 @@ mod tests {
         assert_eq!(lines[2], "| model | runs | CVR AUC (clicked) | CTCVR AUC |");
         assert_eq!(lines[4], "| naive_cvr | 1 | 68.00 | 65.00 |");
         assert_eq!(lines[5], "| esmm | 2 | 71.00 ± 1.41 | 67.00 ± 1.41 |");
-        assert_eq!(lines[6], "| oracle | 1 | 80.00 | – |");
+        assert_eq!(lines[6], "| oracle | – | 80.00 | – |");
         assert!(t.contains("ESMM − naive CVR (AUC points): CVR +3.00, CTCVR +2.00."), "{t}");
         assert!(table2(&[]).starts_with("No metrics tables"));
     }

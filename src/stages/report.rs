@@ -37,7 +37,7 @@ pub fn run(cfg: &ReportStage) -> Result<StageReport> {
         "{}: no model*/, predictions*/, metrics*/ or split/ outputs to report on",
         cfg.run.display()
     );
-    let st = StageRun::begin("report", &cfg.out, &Params { format: 1, bins: report::BINS }, &inputs)?;
+    let st = StageRun::begin("report", &cfg.out, &Params { format: 2, bins: report::BINS }, &inputs)?;
     if !cfg.force && st.up_to_date() {
         return Ok(st.skipped_report());
     }
