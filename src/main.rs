@@ -44,7 +44,7 @@ Tables (missing files are left out; --table NAME=FILE.parquet adds or replaces o
 The queries in sql/ (profile, profile_scenario, feature_coverage, calibration, compare_runs,
 table2) use only SQL that polars and DuckDB both run, with the same results. For DuckDB:
   esmm sql --duckdb-views --run data/demo > views.sql
-  duckdb -c \".read views.sql\" -c \".read sql/calibration.sql\"
+  cat views.sql sql/calibration.sql | duckdb
 
 Examples:
   esmm sql sql/calibration.sql --run data/demo
