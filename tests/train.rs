@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray, UInt64Array, UInt8Array};
 use common::*;
-use esmm::config::{GenerateConfig, ModelConfig, SplitConfig, TrainConfig};
+use esmm::config::{GenerateConfig, IngestConfig, ModelConfig, SplitConfig, TrainConfig};
 use esmm::model::ModelKind;
 use esmm::schema::Split;
 use esmm::stages::{evaluate, predict, train};
@@ -21,7 +21,9 @@ fn prepare(root: &Path, params: GenerateConfig) -> PathBuf {
 }
 
 fn prepare_raw(root: &Path) -> PathBuf {
-    ingest_and_split(root, SplitConfig { row_group_rows: 4096, ..Default::default() });
+    // 2^16 buckets: the small world has ~10 k ids, and each checkpoint stays ~10 MB (not 300 MB).
+    let ingest = IngestConfig { hash_buckets: 1 << 16, ..Default::default() };
+    ingest_and_split_with(root, SplitConfig { row_group_rows: 4096, ..Default::default() }, ingest);
     root.join("split")
 }
 

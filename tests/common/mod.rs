@@ -12,12 +12,30 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
+/// A fresh directory under the system temp dir, `esmm-it-<pid>-<tag>-<n>`. Directories of test
+/// processes that are no longer running are removed first, so repeated runs do not pile up.
 pub fn temp_dir(tag: &str) -> PathBuf {
+    remove_stale_dirs();
     let dir =
         std::env::temp_dir().join(format!("esmm-it-{}-{tag}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+fn remove_stale_dirs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("esmm-it-").and_then(|r| r.split('-').next()) else { continue };
+            let alive = Path::new("/proc").join(pid).exists();
+            if !alive && pid.parse::<u32>().is_ok() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    });
 }
 
 /// `field\x02id\x03value`
@@ -126,11 +144,21 @@ pub fn ingest_and_split(
     root: &Path,
     params: esmm::config::SplitConfig,
 ) -> (esmm::stages::StageReport, esmm::stages::StageReport) {
+    ingest_and_split_with(root, params, Default::default())
+}
+
+/// [`ingest_and_split`] with explicit ingest settings (e.g. fewer hash buckets, so the model
+/// files of a training test stay small).
+pub fn ingest_and_split_with(
+    root: &Path,
+    params: esmm::config::SplitConfig,
+    ingest_params: esmm::config::IngestConfig,
+) -> (esmm::stages::StageReport, esmm::stages::StageReport) {
     use esmm::stages::{ingest, split};
     let ing = ingest::run(&ingest::IngestStage {
         raw: root.join("raw"),
         out: root.join("ingest"),
-        params: Default::default(),
+        params: ingest_params,
         threads: 2,
         force: false,
     })
