@@ -2,10 +2,10 @@
 //!
 //! Data flows one way: raw files → [`aliccp`] / [`paddlerec`] → [`hashing`] → [`schema`] → Parquet.
 
-/// SQL over a run's outputs (polars SQL and DuckDB table convention), the evaluation report.
-pub mod analytics;
 /// Raw Ali-CCP format: line reader, tokenizer, skip reasons and counters.
 pub mod aliccp;
+/// SQL over a run's outputs (polars SQL and DuckDB table convention), the evaluation report.
+pub mod analytics;
 /// Parquet samples → training batches (loader thread, shuffle pool).
 pub mod batches;
 /// In-memory column builders → arrow arrays.
