@@ -136,20 +136,13 @@ impl World {
 
     /// The world with zero intercepts (the calibration sample only needs the other terms).
     pub fn build_uncalibrated(params: &GenerateConfig) -> Result<Self> {
-        if params.users < 1 || params.users > MAX_ENTITIES {
-            bail!("generate.users must be in 1..={MAX_ENTITIES}, got {}", params.users);
+        params.validate()?;
+        // Beyond the config's own checks: what the world's index types can hold.
+        if params.users > MAX_ENTITIES || params.items > MAX_ENTITIES {
+            bail!("generate.users and generate.items must be at most {MAX_ENTITIES}");
         }
-        if params.items < 1 || params.items > MAX_ENTITIES {
-            bail!("generate.items must be in 1..={MAX_ENTITIES}, got {}", params.items);
-        }
-        if !(params.rows_per_md5 >= 1.0 && params.rows_per_md5 <= MAX_ROWS_PER_MD5) {
-            bail!("generate.rows_per_md5 must be in 1..={MAX_ROWS_PER_MD5}, got {}", params.rows_per_md5);
-        }
-        if !(params.history_mean >= 0.0 && params.history_mean.is_finite()) {
-            bail!("generate.history_mean must be >= 0, got {}", params.history_mean);
-        }
-        if !(params.individual_sd >= 0.0 && params.individual_sd <= 2.0) {
-            bail!("generate.individual_sd must be in [0, 2], got {}", params.individual_sd);
+        if params.rows_per_md5 > MAX_ROWS_PER_MD5 {
+            bail!("generate.rows_per_md5 must be at most {MAX_ROWS_PER_MD5}, got {}", params.rows_per_md5);
         }
         let indiv = params.individual_sd;
         let seed = params.seed;
