@@ -20,7 +20,7 @@ use esmm::analytics::tables;
 use esmm::config::{GenerateConfig, IngestConfig, ModelConfig, SplitConfig, TrainConfig};
 use esmm::model::ModelKind;
 use esmm::schema::Split;
-use esmm::stages::{evaluate, ingest, predict, report, split, train};
+use esmm::stages::{evaluate, predict, report, train};
 
 /// (directory suffix, kind, run_id, seed) of the runs in the fixture.
 const RUNS: [(&str, ModelKind, &str, u64); 4] = [
@@ -47,24 +47,8 @@ fn run_dir() -> &'static Path {
         };
         generate(&root, world);
         // 2^14 embedding rows: the four models' checkpoints stay a few MB (2^20 would be ~1.5 GB).
-        let params = IngestConfig { hash_buckets: 1 << 14, ..Default::default() };
-        ingest::run(&ingest::IngestStage {
-            raw: root.join("raw"),
-            out: root.join("ingest"),
-            params,
-            threads: 2,
-            force: false,
-        })
-        .unwrap();
-        let params = SplitConfig { row_group_rows: 2048, ..Default::default() };
-        split::run(&split::SplitStage {
-            input: root.join("ingest"),
-            out: root.join("split"),
-            params,
-            threads: 2,
-            force: false,
-        })
-        .unwrap();
+        let ingest = IngestConfig { hash_buckets: 1 << 14, ..Default::default() };
+        ingest_and_split_with(&root, SplitConfig { row_group_rows: 2048, ..Default::default() }, ingest);
         let data = root.join("split");
         for (suffix, kind, run_id, seed) in RUNS {
             let model_dir = root.join(format!("model{suffix}"));

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use esmm::config::{GenerateConfig, ModelConfig, SplitConfig, TrainConfig};
+use esmm::config::{ModelConfig, TrainConfig};
 use esmm::model::towers::{Backend, DenseAdam, TowerGrads, TowerSpec, Towers, INPUT};
 use esmm::rng::Rng;
 use esmm::schema::Split;
@@ -256,21 +256,8 @@ fn train_and_score(data: &Path, out: &Path, backend: Backend) -> (f64, f64) {
 #[test]
 fn both_backends_reach_the_same_test_auc() {
     let root = temp_dir("backends");
-    generate(
-        &root,
-        GenerateConfig {
-            train_rows: 30_000,
-            test_rows: 8_000,
-            users: 400,
-            items: 1_500,
-            history_mean: 40.0,
-            ctr: 0.1,
-            cvr: 0.1,
-            ..Default::default()
-        },
-    );
-    ingest_and_split(&root, SplitConfig { row_group_rows: 4096, ..Default::default() });
-    let data = root.join("split");
+    generate(&root, small_world());
+    let data = ingest_and_split_small(&root);
     let (dc, dv) = train_and_score(&data, &root.join("dfdx"), Backend::Dfdx);
     let (gc, gv) = train_and_score(&data, &root.join("gemm"), Backend::Gemm);
     eprintln!("test AUC ctr: dfdx {dc:.5} gemm {gc:.5}; ctcvr: dfdx {dv:.5} gemm {gv:.5}");

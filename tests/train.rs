@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray, UInt64Array, UInt8Array};
 use common::*;
-use esmm::config::{GenerateConfig, IngestConfig, ModelConfig, SplitConfig, TrainConfig};
+use esmm::config::{GenerateConfig, ModelConfig, TrainConfig};
 use esmm::model::ModelKind;
 use esmm::schema::Split;
 use esmm::stages::{evaluate, predict, train};
@@ -21,23 +21,7 @@ fn prepare(root: &Path, params: GenerateConfig) -> PathBuf {
 }
 
 fn prepare_raw(root: &Path) -> PathBuf {
-    // 2^16 buckets: the small world has ~10 k ids, and each checkpoint stays ~10 MB (not 300 MB).
-    let ingest = IngestConfig { hash_buckets: 1 << 16, ..Default::default() };
-    ingest_and_split_with(root, SplitConfig { row_group_rows: 4096, ..Default::default() }, ingest);
-    root.join("split")
-}
-
-fn small_world() -> GenerateConfig {
-    GenerateConfig {
-        train_rows: 30_000,
-        test_rows: 8_000,
-        users: 400,
-        items: 1_500,
-        history_mean: 40.0,
-        ctr: 0.1,
-        cvr: 0.1,
-        ..Default::default()
-    }
+    ingest_and_split_small(root)
 }
 
 fn train_to(data: &Path, out: &Path, kind: ModelKind, epochs: usize, resume: bool) -> esmm::stages::StageReport {

@@ -147,6 +147,28 @@ pub fn ingest_and_split(
     ingest_and_split_with(root, params, Default::default())
 }
 
+/// The small world the training tests learn on (30 k train rows, rich labels).
+pub fn small_world() -> esmm::config::GenerateConfig {
+    esmm::config::GenerateConfig {
+        train_rows: 30_000,
+        test_rows: 8_000,
+        users: 400,
+        items: 1_500,
+        history_mean: 40.0,
+        ctr: 0.1,
+        cvr: 0.1,
+        ..Default::default()
+    }
+}
+
+/// Ingest and split for training tests: 2^16 buckets (a small world has ~10 k ids), so each
+/// checkpoint stays ~10 MB instead of 300 MB. Returns the split directory.
+pub fn ingest_and_split_small(root: &Path) -> PathBuf {
+    let ingest = esmm::config::IngestConfig { hash_buckets: 1 << 16, ..Default::default() };
+    ingest_and_split_with(root, esmm::config::SplitConfig { row_group_rows: 4096, ..Default::default() }, ingest);
+    root.join("split")
+}
+
 /// [`ingest_and_split`] with explicit ingest settings (e.g. fewer hash buckets, so the model
 /// files of a training test stay small).
 pub fn ingest_and_split_with(
