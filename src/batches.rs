@@ -2,7 +2,11 @@
 //! columns, both list widths), fills a bounded shuffle pool of `pool_row_groups` row groups,
 //! permutes it (per epoch, by seed) and cuts batches; a bounded channel lets compute run while
 //! the next batch is read. The user side stays in the in-memory [`CommonTable`], joined through
-//! `common_row` at batch time.
+//! `common_row` at batch time: the loader thread copies the distinct common rows a batch uses
+//! into the batch ([`BatchUsers`]), so compute reads them from a few contiguous kilobytes
+//! instead of chasing rows across the whole table.
+
+use std::sync::Arc;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -146,6 +150,18 @@ pub struct Batch {
     /// Raw id of the sample's scenario (`301`), for per-scenario slices.
     pub scenario: Vec<u64>,
     pub items: Vec<FieldCsr>,
+    /// The user side of the batch's common rows, when the loader gathered it.
+    pub users: Option<BatchUsers>,
+}
+
+/// The distinct common rows of a batch, in order of first appearance, copied out of the
+/// [`CommonTable`].
+#[derive(Clone, Debug, Default)]
+pub struct BatchUsers {
+    /// Per batch row: its index into the distinct rows.
+    pub local: Vec<u32>,
+    /// One CSR per user-side field (like [`CommonTable::fields`]), one entry per distinct row.
+    pub fields: Vec<FieldCsr>,
 }
 
 impl Batch {
@@ -182,6 +198,7 @@ impl Batch {
                 .values()
                 .to_vec(),
             items: side_lists(b, Side::Item)?,
+            users: None,
         })
     }
 
@@ -194,6 +211,35 @@ impl Batch {
         for (a, o) in self.items.iter_mut().zip(other.items) {
             a.append(o);
         }
+    }
+
+    /// Copies the user side of the batch's common rows out of `common` into [`Batch::users`].
+    pub fn gather_users(&mut self, common: &CommonTable) -> Result<()> {
+        let mut index = std::collections::HashMap::with_capacity(self.len());
+        let mut distinct = Vec::new();
+        let mut local = Vec::with_capacity(self.len());
+        for &r in &self.common_row {
+            if r as usize >= common.rows {
+                bail!("common_row {r} is outside the common table ({} rows)", common.rows);
+            }
+            local.push(*index.entry(r).or_insert_with(|| {
+                distinct.push(r as usize);
+                distinct.len() as u32 - 1
+            }));
+        }
+        let fields = common
+            .fields
+            .iter()
+            .map(|src| {
+                let mut dst = FieldCsr::new();
+                for &r in &distinct {
+                    dst.push_from(src, r);
+                }
+                dst
+            })
+            .collect();
+        self.users = Some(BatchUsers { local, fields });
+        Ok(())
     }
 
     fn push_row(&mut self, from: &Batch, r: usize) {
@@ -220,7 +266,7 @@ pub enum ShuffleUnit {
 }
 
 /// How the loader walks a samples file.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LoaderConfig {
     pub path: PathBuf,
     pub batch_size: usize,
@@ -229,6 +275,8 @@ pub struct LoaderConfig {
     pub shuffle_unit: ShuffleUnit,
     /// Row groups held in the shuffle pool.
     pub pool_row_groups: usize,
+    /// The split's user side: when given, every batch carries its gathered [`Batch::users`].
+    pub common: Option<Arc<CommonTable>>,
 }
 
 /// Rows in the file (from the footer).
@@ -251,6 +299,12 @@ pub fn spawn(cfg: LoaderConfig) -> Receiver<Result<Batch>> {
 
 /// One pass: calls `emit` per batch until it returns false.
 pub fn load(cfg: &LoaderConfig, mut emit: impl FnMut(Batch) -> bool) -> Result<()> {
+    let mut emit = |mut b: Batch| -> Result<bool> {
+        if let Some(common) = &cfg.common {
+            b.gather_users(common).with_context(|| format!("reading {}", cfg.path.display()))?;
+        }
+        Ok(emit(b))
+    };
     let open = || -> Result<ParquetRecordBatchReaderBuilder<File>> {
         let file = File::open(&cfg.path).with_context(|| format!("opening {}", cfg.path.display()))?;
         ParquetRecordBatchReaderBuilder::try_new(file)
@@ -297,13 +351,13 @@ pub fn load(cfg: &LoaderConfig, mut emit: impl FnMut(Batch) -> bool) -> Result<(
         }
         for r in units.into_iter().flat_map(|(a, b)| a..b) {
             carry.push_row(&pool, r);
-            if carry.len() == cfg.batch_size && !emit(std::mem::replace(&mut carry, Batch::empty())) {
+            if carry.len() == cfg.batch_size && !emit(std::mem::replace(&mut carry, Batch::empty()))? {
                 return Ok(());
             }
         }
     }
     if !carry.is_empty() {
-        emit(carry);
+        emit(carry)?;
     }
     Ok(())
 }

@@ -55,7 +55,8 @@ fn step(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<Vec<f32>>) {
     let n = gc.len();
     let mut z = (Vec::new(), Vec::new());
-    let (dxc, dxv, g) = t.backward(xc, xv, n, |zc, zv| {
+    let (mut dxc, mut dxv) = (Vec::new(), Vec::new());
+    let g = t.backward(xc, xv, n, (&mut dxc, &mut dxv), |zc, zv| {
         z = (zc.to_vec(), zv.to_vec());
         (gc.to_vec(), gv.to_vec())
     });
@@ -135,7 +136,7 @@ fn apply_with(t: &mut Towers, grads: &[Vec<f32>]) -> Vec<Vec<f32>> {
 }
 
 fn apply_own(t: &mut Towers, xc: &[f32], xv: &[f32], gc: &[f32], gv: &[f32]) {
-    let (_, _, tg) = t.backward(xc, xv, gc.len(), |_, _| (gc.to_vec(), gv.to_vec()));
+    let tg = t.backward(xc, xv, gc.len(), (&mut Vec::new(), &mut Vec::new()), |_, _| (gc.to_vec(), gv.to_vec()));
     t.apply(&tg);
     t.recycle(tg);
 }

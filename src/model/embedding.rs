@@ -1,8 +1,10 @@
 //! The embedding table, outside dfdx: a flat `f32` buffer of `rows × dim` weights with the
 //! optimizer state stored beside each row (one cache line neighbourhood per row), and sparse
-//! updates that touch only the rows a batch used. Touched rows are found through a slot index
-//! (no sort, no hash map), so a step costs O(touched rows × dim), never O(table).
+//! updates that touch only the rows a batch used. Touched rows are found through a small
+//! open-addressing index sized to the batch (no sort), so a step costs O(touched rows × dim),
+//! never O(table); the partitions of a step are applied in parallel.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Sparse optimizers for the table.
@@ -26,35 +28,85 @@ impl SparseOptimizer {
     }
 }
 
-/// Gradients of the rows a batch touched.
+/// Gradients of the rows a batch touched, in order of first touch.
+///
+/// Rows are found through a small open-addressing index sized to the batch (twice the touched
+/// rows, a power of two), not a slot per table row: it stays in the core's L2 cache while the
+/// table streams through memory, and clearing it costs O(touched rows).
 pub struct SparseGrad {
     dim: usize,
-    slot: Vec<u32>,
+    /// `(row + 1, slot)`; `row + 1 == 0` marks an empty entry. Linear probing.
+    index: Vec<(u32, u32)>,
+    /// log2 of `index.len()`.
+    bits: u32,
+    /// Per touched row: its index position (for clearing).
+    at: Vec<u32>,
     touched: Vec<u32>,
     grads: Vec<f32>,
 }
 
-const UNTOUCHED: u32 = u32::MAX;
+const EMPTY: (u32, u32) = (0, 0);
 
 impl SparseGrad {
-    pub fn new(rows: usize, dim: usize) -> Self {
-        Self { dim, slot: vec![UNTOUCHED; rows], touched: Vec::new(), grads: Vec::new() }
+    pub fn new(dim: usize) -> Self {
+        let bits = 12;
+        Self { dim, index: vec![EMPTY; 1 << bits], bits, at: Vec::new(), touched: Vec::new(), grads: Vec::new() }
+    }
+
+    /// First probe position of `row` (Fibonacci hashing: the high bits of a multiplicative
+    /// hash, so rows that share their low bits, as a partition's do, still spread).
+    #[inline]
+    fn home(&self, row: u32) -> usize {
+        ((row as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.bits)) as usize
+    }
+
+    /// Index position of `row`: its entry, or the empty entry where it would go.
+    #[inline]
+    fn probe(&self, row: u32) -> usize {
+        let mask = self.index.len() - 1;
+        let mut h = self.home(row);
+        loop {
+            let k = self.index[h].0;
+            if k == row.wrapping_add(1) || k == 0 {
+                return h;
+            }
+            h = (h + 1) & mask;
+        }
+    }
+
+    /// Doubles the index and re-inserts the touched rows.
+    fn grow(&mut self) {
+        self.bits += 1;
+        self.index = vec![EMPTY; 1 << self.bits];
+        for (s, &row) in self.touched.iter().enumerate() {
+            let h = self.probe(row);
+            self.index[h] = (row + 1, s as u32);
+            self.at[s] = h as u32;
+        }
     }
 
     /// Accumulates `scale · g` into the gradient of `row`.
     #[inline]
     pub fn add(&mut self, row: u32, scale: f32, g: &[f32]) {
-        let r = row as usize;
-        let mut s = self.slot[r];
-        if s == UNTOUCHED {
-            s = self.touched.len() as u32;
-            self.slot[r] = s;
-            self.touched.push(row);
-            self.grads.resize(self.grads.len() + self.dim, 0.0);
-        }
-        let dst = &mut self.grads[s as usize * self.dim..(s as usize + 1) * self.dim];
-        for (d, &x) in dst.iter_mut().zip(g) {
-            *d += scale * x;
+        let g = &g[..self.dim];
+        let h = self.probe(row);
+        match self.index[h] {
+            EMPTY => {
+                let s = self.touched.len();
+                self.index[h] = (row + 1, s as u32);
+                self.at.push(h as u32);
+                self.touched.push(row);
+                self.grads.extend(g.iter().map(|&x| scale * x));
+                if 2 * self.touched.len() > self.index.len() {
+                    self.grow();
+                }
+            }
+            (_, s) => {
+                let dst = &mut self.grads[s as usize * self.dim..(s as usize + 1) * self.dim];
+                for (d, &x) in dst.iter_mut().zip(g) {
+                    *d += scale * x;
+                }
+            }
         }
     }
 
@@ -69,16 +121,17 @@ impl SparseGrad {
 
     /// Gradient of `row`, if touched.
     pub fn get(&self, row: u32) -> Option<&[f32]> {
-        match self.slot[row as usize] {
-            UNTOUCHED => None,
-            s => Some(self.grad(s as usize)),
+        match self.index[self.probe(row)] {
+            EMPTY => None,
+            (_, s) => Some(self.grad(s as usize)),
         }
     }
 
     pub fn clear(&mut self) {
-        for &r in &self.touched {
-            self.slot[r as usize] = UNTOUCHED;
+        for &h in &self.at {
+            self.index[h as usize] = EMPTY;
         }
+        self.at.clear();
         self.touched.clear();
         self.grads.clear();
     }
@@ -142,6 +195,12 @@ impl Embedding {
         &self.data[o..o + self.dim]
     }
 
+    /// Asks the cache for `row`'s weights ahead of use (a hint; any `row` is harmless).
+    #[inline(always)]
+    pub fn prefetch_weights(&self, row: u32) {
+        prefetch(self.data.as_ptr().wrapping_add(row as usize * self.stride), self.dim);
+    }
+
     /// Mutable weights of `row` (gradient checks, tests).
     pub fn weights_mut(&mut self, row: u32) -> &mut [f32] {
         let o = row as usize * self.stride;
@@ -164,50 +223,94 @@ impl Embedding {
         Ok(())
     }
 
-    /// One optimizer step on the touched rows of `g` (row 0, padding, never moves); clears `g`.
-    pub fn apply(&mut self, g: &mut SparseGrad) {
+    /// One optimizer step on the touched rows of `parts` (row 0, padding, never moves); clears
+    /// them. `parts[p]` may only hold rows `≡ p mod parts.len()` (checked): the partitions are
+    /// disjoint, so they are applied in parallel, and every row's update is the same for any
+    /// partition count.
+    pub fn apply(&mut self, parts: &mut [SparseGrad]) {
         self.step += 1;
+        let (dim, stride, of) = (self.dim, self.stride, parts.len());
+        let update = self.row_update();
+        let rows = RowsPtr(self.data.as_mut_ptr());
+        let len = self.data.len();
+        parts.par_iter_mut().enumerate().for_each(|(p, g)| {
+            let rows = &rows;
+            for (i, &r) in g.touched.iter().enumerate() {
+                if let Some(&ahead) = g.touched.get(i + PREFETCH_AHEAD) {
+                    prefetch(rows.0.wrapping_add(ahead as usize * stride), stride);
+                }
+                let r = r as usize;
+                assert!(r % of == p && (r + 1) * stride <= len, "row {r} outside partition {p} of {of}");
+                if r == 0 {
+                    continue;
+                }
+                // SAFETY: in bounds (checked above); partitions hold disjoint rows (r mod `of` =
+                // p, checked) and a partition's touched rows are distinct (slot index), so no two
+                // tasks ever write the same row, and nothing else borrows `data` meanwhile.
+                let row = unsafe { std::slice::from_raw_parts_mut(rows.0.add(r * stride), stride) };
+                update(row, &g.grads[i * dim..(i + 1) * dim]);
+            }
+            g.clear();
+        });
+    }
+
+    /// The update of one row (`[weights | state]`) from its gradient, at the current step.
+    fn row_update(&self) -> impl Fn(&mut [f32], &[f32]) + Sync {
         let dim = self.dim;
-        match self.optimizer {
+        let optimizer = self.optimizer;
+        // Adam's bias corrections at this step, folded into its step size and epsilon.
+        let (step, eps_hat) = match optimizer {
             SparseOptimizer::Adam { lr, beta1, beta2, eps } => {
                 let t = self.step as i32;
-                let c1 = 1.0 - beta1.powi(t);
-                let c2 = 1.0 - beta2.powi(t);
-                let step = lr * c2.sqrt() / c1;
-                let eps_hat = eps * c2.sqrt();
-                for (i, &r) in g.touched.iter().enumerate() {
-                    if r == 0 {
-                        continue;
-                    }
-                    let row = &mut self.data[r as usize * self.stride..(r as usize + 1) * self.stride];
-                    let (w, state) = row.split_at_mut(dim);
-                    let (m, v) = state.split_at_mut(dim);
-                    let grad = &g.grads[i * dim..(i + 1) * dim];
-                    for k in 0..dim {
-                        m[k] = beta1 * m[k] + (1.0 - beta1) * grad[k];
-                        v[k] = beta2 * v[k] + (1.0 - beta2) * grad[k] * grad[k];
-                        w[k] -= step * m[k] / (v[k].sqrt() + eps_hat);
-                    }
+                let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+                (lr * c2.sqrt() / c1, eps * c2.sqrt())
+            }
+            SparseOptimizer::Adagrad { .. } => (0.0, 0.0),
+        };
+        move |row: &mut [f32], grad: &[f32]| match optimizer {
+            SparseOptimizer::Adam { beta1, beta2, .. } => {
+                let (w, state) = row.split_at_mut(dim);
+                let (m, v) = state.split_at_mut(dim);
+                for k in 0..dim {
+                    m[k] = beta1 * m[k] + (1.0 - beta1) * grad[k];
+                    v[k] = beta2 * v[k] + (1.0 - beta2) * grad[k] * grad[k];
+                    w[k] -= step * m[k] / (v[k].sqrt() + eps_hat);
                 }
             }
             SparseOptimizer::Adagrad { lr, eps, .. } => {
-                for (i, &r) in g.touched.iter().enumerate() {
-                    if r == 0 {
-                        continue;
-                    }
-                    let row = &mut self.data[r as usize * self.stride..(r as usize + 1) * self.stride];
-                    let (w, acc) = row.split_at_mut(dim);
-                    let grad = &g.grads[i * dim..(i + 1) * dim];
-                    for k in 0..dim {
-                        acc[k] += grad[k] * grad[k];
-                        w[k] -= lr * grad[k] / (acc[k].sqrt() + eps);
-                    }
+                let (w, acc) = row.split_at_mut(dim);
+                for k in 0..dim {
+                    acc[k] += grad[k] * grad[k];
+                    w[k] -= lr * grad[k] / (acc[k].sqrt() + eps);
                 }
             }
         }
-        g.clear();
     }
 }
+
+/// Rows whose cache lines are requested ahead of their update (the touched rows are scattered
+/// over a table far larger than the caches).
+const PREFETCH_AHEAD: usize = 8;
+
+/// Asks for the cache lines of `len` floats at `p` (a hint: never faults, may do nothing).
+#[inline(always)]
+fn prefetch(p: *const f32, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for line in (0..len).step_by(16) {
+        // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+        #[allow(unused_unsafe)]
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_add(line) as *const i8)
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
+}
+
+/// The table's buffer, shared by the tasks of [`Embedding::apply`] (each writes its own rows).
+struct RowsPtr(*mut f32);
+// SAFETY: only used in `Embedding::apply`, whose tasks write disjoint rows.
+unsafe impl Sync for RowsPtr {}
 
 #[cfg(test)]
 mod tests {
@@ -226,12 +329,12 @@ mod tests {
         let adam = SparseOptimizer::Adam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
         let mut e = table(adam);
         let before = e.raw().to_vec();
-        let mut g = SparseGrad::new(10, 3);
+        let mut g = SparseGrad::new(3);
         g.add(4, 1.0, &[1.0, -2.0, 0.5]);
         g.add(4, 1.0, &[1.0, 0.0, 0.5]);
         g.add(0, 1.0, &[1.0, 1.0, 1.0]);
         assert_eq!(g.get(4), Some(&[2.0, -2.0, 1.0][..]));
-        e.apply(&mut g);
+        e.apply(std::slice::from_mut(&mut g));
         assert!(g.touched().is_empty() && g.get(4).is_none());
         for r in 0..10u32 {
             let moved = e.weights(r) != &before[r as usize * 9..r as usize * 9 + 3];
@@ -245,13 +348,41 @@ mod tests {
         assert_eq!(e.weights(0), &[0.0, 0.0, 0.0]);
     }
 
+    /// The index grows past its initial size and keeps every row's sum (against a map), first
+    /// touch order, and an empty state after `clear`.
+    #[test]
+    fn sparse_grad_index_grows_and_clears() {
+        let mut g = SparseGrad::new(2);
+        let mut want = std::collections::BTreeMap::new();
+        let mut order = Vec::new();
+        for k in 0..40_000u32 {
+            let row = (k * 7919) % 9_973 * 2; // even rows only, like one partition of two
+            let v = (k % 13) as f32;
+            g.add(row, 0.5, &[v, -v]);
+            let e = want.entry(row).or_insert_with(|| {
+                order.push(row);
+                [0.0f32; 2]
+            });
+            e[0] += 0.5 * v;
+            e[1] += 0.5 * -v;
+        }
+        assert!(g.index.len() > 1 << 12);
+        assert_eq!(g.touched(), &order[..]);
+        for (row, sum) in &want {
+            assert_eq!(g.get(*row), Some(&sum[..]), "row {row}");
+        }
+        assert_eq!(g.get(1), None);
+        g.clear();
+        assert!(g.touched().is_empty() && g.get(order[0]).is_none() && g.index.iter().all(|&e| e == EMPTY));
+    }
+
     #[test]
     fn adagrad_step() {
         let mut e = table(SparseOptimizer::Adagrad { lr: 0.1, eps: 1e-10, initial_accumulator: 0.0 });
         let w0 = e.weights(2).to_vec();
-        let mut g = SparseGrad::new(10, 3);
+        let mut g = SparseGrad::new(3);
         g.add(2, 2.0, &[1.0, 0.0, -1.0]);
-        e.apply(&mut g);
+        e.apply(std::slice::from_mut(&mut g));
         let w = e.weights(2);
         assert!((w[0] - (w0[0] - 0.1)).abs() < 1e-6);
         assert!((w[1] - w0[1]).abs() < 1e-9);

@@ -8,11 +8,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Mutex;
+
 use super::embedding::{Embedding, SparseGrad, SparseOptimizer};
-use super::towers::{DenseAdam, TowerGrads, TowerSpec, Towers, EMB_DIM, INPUT};
-use crate::batches::{Batch, CommonTable, FieldCsr};
+use super::gather::{Gather, Users};
+use super::towers::{DenseAdam, TowerGrads, TowerSpec, Towers, EMB_DIM};
+use crate::batches::{Batch, CommonTable};
 use crate::rng::Rng;
-use crate::schema::{Side, FIELDS};
+use crate::schema::FIELDS;
 
 /// Which model (the paper's Table 2 comparison).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,68 +62,6 @@ pub struct ModelSpec {
     pub towers: TowerSpec,
 }
 
-/// Where field `f`'s lists live: user side (slot in the common table) or item side (batch).
-#[derive(Clone, Copy)]
-enum Source {
-    User(usize),
-    Item(usize),
-}
-
-fn sources() -> Vec<Source> {
-    let (mut u, mut i) = (0, 0);
-    FIELDS
-        .iter()
-        .map(|f| match f.side {
-            Side::User => {
-                u += 1;
-                Source::User(u - 1)
-            }
-            Side::Item => {
-                i += 1;
-                Source::Item(i - 1)
-            }
-        })
-        .collect()
-}
-
-/// The user-side fields come first in [`FIELDS`]: their pooled block is `x[.., ..USER_WIDTH]`.
-const USER_FIELDS: usize = 13;
-const USER_WIDTH: usize = USER_FIELDS * EMB_DIM;
-const _: () = {
-    let mut f = 0;
-    while f < FIELDS.len() {
-        assert!(matches!(FIELDS[f].side, Side::User) == (f < USER_FIELDS), "user fields must come first");
-        f += 1;
-    }
-};
-
-/// The distinct common rows of a batch (`rows`) and each sample's index into them (`local`).
-struct Users {
-    rows: Vec<u32>,
-    local: Vec<u32>,
-}
-
-impl Users {
-    fn of(batch: &Batch) -> Self {
-        let mut index = std::collections::HashMap::new();
-        let mut rows = Vec::new();
-        let mut local = Vec::with_capacity(batch.len());
-        let mut last: Option<(u32, u32)> = None;
-        for &r in &batch.common_row {
-            let l = match last {
-                Some((row, l)) if row == r => l,
-                _ => *index.entry(r).or_insert_with(|| {
-                    rows.push(r);
-                    rows.len() as u32 - 1
-                }),
-            };
-            last = Some((r, l));
-            local.push(l);
-        }
-        Self { rows, local }
-    }
-}
-
 /// Loss of one batch (sum over rows of each term, and the row counts they average over).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StepLoss {
@@ -142,8 +83,21 @@ pub struct Model {
     pub spec: ModelSpec,
     pub tables: Vec<Embedding>,
     pub towers: Towers,
-    grads: Vec<SparseGrad>,
-    sources: Vec<Source>,
+    /// Per table: the gradient partitions of the last backward (one per thread, see `gather`).
+    grads: Vec<Vec<SparseGrad>>,
+    gather: Gather,
+    scratch: Mutex<Scratch>,
+}
+
+/// Per-batch buffers, reused from step to step (they only grow).
+#[derive(Default)]
+struct Scratch {
+    /// Tower inputs (one per table) and their gradients (one per tower), `[n × INPUT]`.
+    x: [Vec<f32>; 2],
+    dx: [Vec<f32>; 2],
+    /// Pooled user side / its gradient, per distinct common row.
+    xu: Vec<f32>,
+    du: Vec<f32>,
 }
 
 #[inline]
@@ -234,8 +188,9 @@ impl Model {
 
     /// A model from existing parts (checkpoints): no random initialization.
     pub fn assemble(spec: ModelSpec, tables: Vec<Embedding>, towers: Towers) -> Self {
-        let grads = tables.iter().map(|_| SparseGrad::new(spec.hash_buckets, EMB_DIM)).collect();
-        Self { spec, tables, towers, grads, sources: sources() }
+        let grads = tables.iter().map(|_| Vec::new()).collect();
+        let gather = Gather::new(spec.pooling, spec.max_len.clone());
+        Self { spec, tables, towers, grads, gather, scratch: Mutex::default() }
     }
 
     /// Tables this spec needs: ESMM shares one; esmm_ns and naive_cvr keep one per tower.
@@ -246,110 +201,26 @@ impl Model {
         }
     }
 
-    /// Calls `visit(field, bucket, weight)` for the ids of `csr` row `r` that the model uses.
-    #[inline]
-    fn visit_row(&self, f: usize, csr: &FieldCsr, r: usize, mut visit: impl FnMut(u32, f32)) {
-        let ids = csr.ids(r);
-        let take = ids.len().min(self.spec.max_len[f]);
-        match csr.weights(r) {
-            Some(w) if self.spec.pooling == Pooling::Weighted => {
-                for k in 0..take {
-                    visit(ids[k], w[k]);
-                }
-            }
-            Some(w) if self.spec.pooling == Pooling::Mean => {
-                let scale = 1.0 / take.max(1) as f32;
-                for k in 0..take {
-                    visit(ids[k], w[k] * scale);
-                }
-            }
-            _ => {
-                for &id in &ids[..take] {
-                    visit(id, 1.0);
-                }
-            }
+    /// Pools the tower inputs of `batch` into `s.x` (one per table).
+    fn pool(&self, s: &mut Scratch, batch: &Batch, users: &Users) {
+        let Scratch { x, xu, .. } = s;
+        for (table, x) in self.tables.iter().zip(x.iter_mut()) {
+            self.gather.pool(table, batch, users, xu, x);
         }
     }
 
-    /// Calls `visit(row, field, bucket, weight)` for every user-side id of the distinct common
-    /// rows `users`, then `visit(i, field, ..)` for every item-side id of sample `i`.
-    fn walk(
-        &self,
-        batch: &Batch,
-        common: &CommonTable,
-        users: &[u32],
-        mut visit_user: impl FnMut(usize, usize, u32, f32),
-        mut visit_item: impl FnMut(usize, usize, u32, f32),
-    ) {
-        for (u, &row) in users.iter().enumerate() {
-            for f in 0..USER_FIELDS {
-                let Source::User(s) = self.sources[f] else { continue };
-                self.visit_row(f, &common.fields[s], row as usize, |id, w| visit_user(u, f, id, w));
-            }
-        }
-        for i in 0..batch.len() {
-            for f in USER_FIELDS..FIELDS.len() {
-                let Source::Item(s) = self.sources[f] else { continue };
-                self.visit_row(f, &batch.items[s], i, |id, w| visit_item(i, f, id, w));
-            }
-        }
-    }
-
-    /// Pooled inputs `[n × INPUT]` from table `t`; the user side is pooled once per distinct
-    /// common row of the batch (rows of one session share it).
-    fn pool(&self, t: usize, batch: &Batch, common: &CommonTable, users: &Users) -> Vec<f32> {
-        let table = &self.tables[t];
-        let mut xu = vec![0.0f32; users.rows.len() * USER_WIDTH];
-        let mut x = vec![0.0f32; batch.len() * INPUT];
-        let add = |dst: &mut [f32], id: u32, w: f32| {
-            for (d, &e) in dst.iter_mut().zip(table.weights(id)) {
-                *d += w * e;
-            }
-        };
-        self.walk(
-            batch,
-            common,
-            &users.rows,
-            |u, f, id, w| add(&mut xu[u * USER_WIDTH + f * EMB_DIM..u * USER_WIDTH + (f + 1) * EMB_DIM], id, w),
-            |i, f, id, w| add(&mut x[i * INPUT + f * EMB_DIM..i * INPUT + (f + 1) * EMB_DIM], id, w),
-        );
-        for (i, &u) in users.local.iter().enumerate() {
-            x[i * INPUT..i * INPUT + USER_WIDTH]
-                .copy_from_slice(&xu[u as usize * USER_WIDTH..(u as usize + 1) * USER_WIDTH]);
-        }
-        x
-    }
-
-    /// Scatters the input gradient `dx` to table `t`: the user part summed per distinct common
-    /// row first, so each user-side id is touched once per batch.
-    fn scatter(&mut self, t: usize, batch: &Batch, common: &CommonTable, users: &Users, dx: &[f32]) {
-        let mut du = vec![0.0f32; users.rows.len() * USER_WIDTH];
-        for (i, &u) in users.local.iter().enumerate() {
-            let dst = &mut du[u as usize * USER_WIDTH..(u as usize + 1) * USER_WIDTH];
-            for (d, &g) in dst.iter_mut().zip(&dx[i * INPUT..i * INPUT + USER_WIDTH]) {
-                *d += g;
-            }
-        }
-        let mut g = std::mem::replace(&mut self.grads[t], SparseGrad::new(0, EMB_DIM));
-        let cell = std::cell::RefCell::new(&mut g);
-        self.walk(
-            batch,
-            common,
-            &users.rows,
-            |u, f, id, w| {
-                cell.borrow_mut().add(id, w, &du[u * USER_WIDTH + f * EMB_DIM..u * USER_WIDTH + (f + 1) * EMB_DIM])
-            },
-            |i, f, id, w| cell.borrow_mut().add(id, w, &dx[i * INPUT + f * EMB_DIM..i * INPUT + (f + 1) * EMB_DIM]),
-        );
-        self.grads[t] = g;
+    fn logits_with(&self, s: &mut Scratch, batch: &Batch, common: &CommonTable) -> (Vec<f32>, Vec<f32>) {
+        self.pool(s, batch, &Users::of(batch, common));
+        let [xc, xv] = &s.x;
+        self.towers.forward(xc, if self.tables.len() == 2 { xv } else { xc }, batch.len())
     }
 
     /// Logits (zc, zv) of a batch.
     pub fn logits(&self, batch: &Batch, common: &CommonTable) -> (Vec<f32>, Vec<f32>) {
-        let users = Users::of(batch);
-        let xc = self.pool(0, batch, common, &users);
-        let xv = if self.tables.len() == 2 { self.pool(1, batch, common, &users) } else { xc.clone() };
-        self.towers.forward(&xc, &xv, batch.len())
+        match self.scratch.try_lock() {
+            Ok(mut s) => self.logits_with(&mut s, batch, common),
+            Err(_) => self.logits_with(&mut Scratch::default(), batch, common),
+        }
     }
 
     /// (pCTR, pCVR) per row.
@@ -363,36 +234,46 @@ impl Model {
     /// loss, the batch's pCTR and the tower gradients. [`Model::apply`] takes the step.
     pub fn backward(&mut self, batch: &Batch, common: &CommonTable) -> (StepLoss, Vec<f32>, TowerGrads) {
         let n = batch.len();
-        let users = Users::of(batch);
-        let xc = self.pool(0, batch, common, &users);
+        let users = Users::of(batch, common);
+        let mut scratch = std::mem::take(self.scratch.get_mut().unwrap_or_else(|e| e.into_inner()));
+        self.pool(&mut scratch, batch, &users);
+        let Scratch { x: [xc, xv], dx: [dxc, dxv], du, .. } = &mut scratch;
         let shared = self.tables.len() == 1;
-        let xv = if shared { None } else { Some(self.pool(1, batch, common, &users)) };
         let kind = self.spec.kind;
         let mut out = (StepLoss::default(), Vec::new());
-        let (dxc, dxv, tg) = self.towers.backward(&xc, xv.as_deref().unwrap_or(&xc), n, |zc, zv| {
+        let xv: &[f32] = if shared { xc } else { xv };
+        let tg = self.towers.backward(xc, xv, n, (dxc, dxv), |zc, zv| {
             let (gc, gv, loss) = loss_grads(kind, zc, zv, &batch.click, &batch.buy);
             out = (loss, zc.iter().map(|&z| sigmoid(z as f64) as f32).collect());
             (gc, gv)
         });
-        if shared {
-            let dx: Vec<f32> = dxc.iter().zip(&dxv).map(|(a, b)| a + b).collect();
-            self.scatter(0, batch, common, &users, &dx);
-        } else {
-            self.scatter(0, batch, common, &users, &dxc);
-            self.scatter(1, batch, common, &users, &dxv);
+        let parts = rayon::current_num_threads();
+        for g in &mut self.grads {
+            if g.len() != parts {
+                *g = (0..parts).map(|_| SparseGrad::new(EMB_DIM)).collect();
+            }
         }
+        let (dxc, dxv): (&[f32], &[f32]) = (dxc, dxv);
+        if shared {
+            self.gather.scatter(&mut self.grads[0], batch, &users, &[dxc, dxv], du);
+        } else {
+            self.gather.scatter(&mut self.grads[0], batch, &users, &[dxc], du);
+            self.gather.scatter(&mut self.grads[1], batch, &users, &[dxv], du);
+        }
+        *self.scratch.get_mut().unwrap_or_else(|e| e.into_inner()) = scratch;
         (out.0, out.1, tg)
     }
 
     /// Embedding gradient of `row` in table `t` after [`Model::backward`].
     pub fn embedding_grad(&self, t: usize, row: u32) -> Option<&[f32]> {
-        self.grads[t].get(row)
+        let parts = &self.grads[t];
+        parts.get(row as usize % parts.len().max(1))?.get(row)
     }
 
     /// One optimizer step with the gradients of the last [`Model::backward`].
     pub fn apply(&mut self, tower_grads: &TowerGrads) {
-        for (t, g) in self.tables.iter_mut().zip(self.grads.iter_mut()) {
-            t.apply(g);
+        for (t, parts) in self.tables.iter_mut().zip(self.grads.iter_mut()) {
+            t.apply(parts);
         }
         self.towers.apply(tower_grads);
     }

@@ -1,6 +1,7 @@
 //! Scoring a whole samples file in input order, batch by batch (predict, validation).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Result;
 
@@ -12,7 +13,7 @@ use crate::batches::{self, Batch, CommonTable, LoaderConfig, ShuffleUnit};
 pub fn score_file(
     model: &Model,
     samples: &Path,
-    common: &CommonTable,
+    common: &Arc<CommonTable>,
     batch_size: usize,
     mut f: impl FnMut(&Batch, &[f32], &[f32]) -> Result<()>,
 ) -> Result<()> {
@@ -22,6 +23,7 @@ pub fn score_file(
         shuffle_seed: None,
         shuffle_unit: ShuffleUnit::Rows,
         pool_row_groups: 1,
+        common: Some(Arc::clone(common)),
     });
     for batch in rx {
         let batch = batch?;

@@ -215,19 +215,20 @@ impl Towers {
     }
 
     /// One backward pass: `grad(zc, zv)` returns the loss gradients w.r.t. both logits; the
-    /// result is the input gradients (for `xc` and `xv`) and the parameter gradients.
+    /// input gradients (for `xc` and `xv`, `[n × INPUT]`) go to `dx` (buffers reused from step
+    /// to step), the parameter gradients are returned.
     pub fn backward(
         &mut self,
         xc: &[f32],
         xv: &[f32],
         n: usize,
+        dx: (&mut Vec<f32>, &mut Vec<f32>),
         grad: impl FnOnce(&[f32], &[f32]) -> (Vec<f32>, Vec<f32>),
-    ) -> (Vec<f32>, Vec<f32>, TowerGrads) {
-        let (dxc, dxv, g) = match &mut self.inner {
-            Inner::Dfdx(t) => t.backward(xc, xv, n, grad),
-            Inner::Gemm(t) => t.backward(xc, xv, n, grad),
-        };
-        (dxc, dxv, TowerGrads(g))
+    ) -> TowerGrads {
+        TowerGrads(match &mut self.inner {
+            Inner::Dfdx(t) => t.backward(xc, xv, n, dx, grad),
+            Inner::Gemm(t) => t.backward(xc, xv, n, dx, grad),
+        })
     }
 
     /// Adam on every tower parameter (in place for gemm; dfdx's are copied out and back).

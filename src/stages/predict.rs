@@ -66,7 +66,7 @@ fn run_inner(cfg: &PredictStage, shard: Option<Shard>) -> Result<StageReport> {
     }
     st.invalidate()?;
     let (model, _) = checkpoint::load::<serde_json::Value>(&cfg.model.join(MODEL_FILE))?;
-    let common = CommonTable::load(&dir.join(COMMON_FILE))?;
+    let common = Arc::new(CommonTable::load(&dir.join(COMMON_FILE))?);
     let samples = dir.join(SAMPLES_FILE);
     let batch_size = cfg.batch_size.max(1);
     let batches = batches::count_rows(&samples)?.div_ceil(batch_size as u64);
@@ -82,6 +82,7 @@ fn run_inner(cfg: &PredictStage, shard: Option<Shard>) -> Result<StageReport> {
         shuffle_seed: None,
         shuffle_unit: ShuffleUnit::Rows,
         pool_row_groups: 1,
+        common: Some(Arc::clone(&common)),
     });
     // Batches before `first` are decoded but not scored; the loader stops when we hang up.
     for (k, b) in (0..end).zip(rx) {

@@ -110,7 +110,7 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
         (Model::new(spec)?, TrainState::default())
     };
     st.invalidate()?;
-    let common = CommonTable::load(&path(Split::Train, COMMON_FILE))?;
+    let common = Arc::new(CommonTable::load(&path(Split::Train, COMMON_FILE))?);
     let train_rows = batches::count_rows(&path(Split::Train, SAMPLES_FILE))?;
 
     while state.epochs_done < cfg.train.epochs && !state.stopped_early {
@@ -192,7 +192,7 @@ impl Running {
 fn train_epoch(
     cfg: &TrainStage,
     model: &mut Model,
-    common: &CommonTable,
+    common: &Arc<CommonTable>,
     epoch: usize,
     train_rows: u64,
     train: &Path,
@@ -205,6 +205,7 @@ fn train_epoch(
         shuffle_seed: Some(epoch_seed(cfg.train.seed, epoch)),
         shuffle_unit: cfg.train.shuffle,
         pool_row_groups: cfg.train.shuffle_pool_row_groups,
+        common: Some(Arc::clone(common)),
     });
     let bar = crate::progress::rows(&format!("epoch {}", epoch + 1), train_rows);
     let mut running = Running { p: VecDeque::new(), y: VecDeque::new() };

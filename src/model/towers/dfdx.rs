@@ -101,8 +101,9 @@ impl DfdxTowers {
         xc: &[f32],
         xv: &[f32],
         n: usize,
+        (dxc, dxv): (&mut Vec<f32>, &mut Vec<f32>),
         grad: impl FnOnce(&[f32], &[f32]) -> (Vec<f32>, Vec<f32>),
-    ) -> (Vec<f32>, Vec<f32>, Vec<Vec<f32>>) {
+    ) -> Vec<Vec<f32>> {
         let tc = self.input(xc, n);
         let tv = self.input(xv, n);
         let zc = self.ctr.forward_mut(tc.leaky_trace());
@@ -112,11 +113,11 @@ impl DfdxTowers {
         let gv = self.dev.tensor_from_vec(gv, (n, Const::<1>));
         let surrogate = (zc * gc).sum::<(), _>() + (zv * gv).sum::<(), _>();
         let grads = surrogate.backward();
-        let dxc = grads.get(&tc).as_vec();
-        let dxv = grads.get(&tv).as_vec();
+        *dxc = grads.get(&tc).as_vec();
+        *dxv = grads.get(&tv).as_vec();
         let g = |p: &dyn AsVecGrad| p.grad(&grads);
         let mut pg: Vec<Vec<f32>> = each_param!(&self.ctr, g).into();
         pg.extend(each_param!(&self.cvr, g));
-        (dxc, dxv, pg)
+        pg
     }
 }

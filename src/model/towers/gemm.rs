@@ -250,8 +250,9 @@ impl GemmTowers {
         xc: &[f32],
         xv: &[f32],
         n: usize,
+        (dxc, dxv): (&mut Vec<f32>, &mut Vec<f32>),
         grad: impl FnOnce(&[f32], &[f32]) -> (Vec<f32>, Vec<f32>),
-    ) -> (Vec<f32>, Vec<f32>, Vec<Vec<f32>>) {
+    ) -> Vec<Vec<f32>> {
         let (join, par) = plan();
         let mut grads = match self.spare.take() {
             Some(g) => g,
@@ -262,15 +263,12 @@ impl GemmTowers {
         let [mc, mv] = &self.mlps;
         both(join, || mc.forward(xc, n, sc, par), || mv.forward(xv, n, sv, par));
         let (gc, gv) = grad(&sc.acts.last().unwrap()[..n], &sv.acts.last().unwrap()[..n]);
-        let mut dxc = vec![0.0; n * mc.sizes[0]];
-        let mut dxv = vec![0.0; n * mv.sizes[0]];
+        // Every element is overwritten by the input-gradient GEMM: no need to clear.
+        dxc.resize(n * mc.sizes[0], 0.0);
+        dxv.resize(n * mv.sizes[0], 0.0);
         let (grc, grv) = grads.split_at_mut(2 * mc.layers());
-        both(
-            join,
-            || mc.backward(xc, n, sc, &gc, &mut dxc, grc, par),
-            || mv.backward(xv, n, sv, &gv, &mut dxv, grv, par),
-        );
-        (dxc, dxv, grads)
+        both(join, || mc.backward(xc, n, sc, &gc, dxc, grc, par), || mv.backward(xv, n, sv, &gv, dxv, grv, par));
+        grads
     }
 
     /// Gives the gradient buffers of a finished step back for the next one.

@@ -1,0 +1,289 @@
+//! Between the embedding table(s) and the towers: gather-and-pool (forward) and scatter
+//! (backward), for [PaddleRec's field layout](crate::schema::FIELDS) (user fields first).
+//!
+//! - **Pool**: each (row, field) is summed in registers from its embedding rows and stored once
+//!   into the row's slice of the tower input `[n × INPUT]`. The user side is pooled once per
+//!   distinct common row of the batch (the rows of one session share it) and copied to its rows,
+//!   or pooled straight into the input when every row has a common row of its own.
+//! - **Scatter**: the input gradient (both towers' summed on the fly when they share a table) is
+//!   accumulated per embedding row; the user part is first summed per distinct common row, so a
+//!   session's user ids are touched once per batch.
+//!
+//! Parallel and deterministic: pooling is split over rows, each output element computed by one
+//! task in a fixed order; the scatter is split over partitions of the table's rows (`row mod
+//! P`, one [`SparseGrad`] each, which the optimizer then applies in parallel), every partition
+//! walking the batch in the same order. Each gradient is therefore summed in the same order and
+//! the results are bit-identical for any thread count.
+
+use rayon::prelude::*;
+
+use super::embedding::{Embedding, SparseGrad};
+use super::esmm::Pooling;
+use super::towers::{EMB_DIM, INPUT};
+use crate::batches::{Batch, CommonTable, FieldCsr};
+use crate::schema::{Side, FIELDS};
+
+/// The user-side fields come first in [`FIELDS`]: their pooled block is `x[.., ..USER_WIDTH]`.
+const USER_FIELDS: usize = 13;
+const USER_WIDTH: usize = USER_FIELDS * EMB_DIM;
+const _: () = {
+    let mut f = 0;
+    while f < FIELDS.len() {
+        assert!(matches!(FIELDS[f].side, Side::User) == (f < USER_FIELDS), "user fields must come first");
+        f += 1;
+    }
+};
+
+/// Rows per parallel task when pooling (small enough to balance, large enough to amortize).
+const CHUNK: usize = 64;
+
+/// Batch rows between a prefetch and the pooling that uses it.
+const PREFETCH_AHEAD: usize = 4;
+
+type Vector = [f32; EMB_DIM];
+
+/// The user side of a batch: the distinct common rows, where their lists live, and how the
+/// batch's rows map onto them.
+pub struct Users<'a> {
+    /// The user-side lists: gathered by the loader ([`Batch::users`]) or the whole table.
+    fields: &'a [FieldCsr],
+    /// Per distinct common row, its row in `fields`.
+    rows: Vec<u32>,
+    /// Per batch row: its index into `rows`.
+    local: std::borrow::Cow<'a, [u32]>,
+    /// Batch rows of each distinct common row (CSR over `members`, rows ascending).
+    starts: Vec<u32>,
+    members: Vec<u32>,
+}
+
+impl<'a> Users<'a> {
+    pub fn of(batch: &'a Batch, common: &'a CommonTable) -> Self {
+        let (fields, rows, local) = match &batch.users {
+            Some(u) => {
+                let distinct = u.fields.first().map_or(0, |f| f.offsets.len() - 1);
+                (&u.fields[..], (0..distinct as u32).collect(), std::borrow::Cow::Borrowed(&u.local[..]))
+            }
+            None => {
+                let mut index = std::collections::HashMap::new();
+                let mut rows = Vec::new();
+                let local: Vec<u32> = batch
+                    .common_row
+                    .iter()
+                    .map(|&r| {
+                        *index.entry(r).or_insert_with(|| {
+                            rows.push(r);
+                            rows.len() as u32 - 1
+                        })
+                    })
+                    .collect();
+                (&common.fields[..], rows, std::borrow::Cow::Owned(local))
+            }
+        };
+        let mut starts = vec![0u32; rows.len() + 1];
+        for &l in local.iter() {
+            starts[l as usize + 1] += 1;
+        }
+        for u in 0..rows.len() {
+            starts[u + 1] += starts[u];
+        }
+        let mut fill = starts.clone();
+        let mut members = vec![0u32; local.len()];
+        for (i, &l) in local.iter().enumerate() {
+            members[fill[l as usize] as usize] = i as u32;
+            fill[l as usize] += 1;
+        }
+        Self { fields, rows, local, starts, members }
+    }
+
+    /// Every batch row has its own common row (`local[i] == i`): no sharing to exploit.
+    fn identity(&self) -> bool {
+        self.rows.len() == self.local.len()
+    }
+}
+
+/// Which ids of a field the model reads and how it weighs them.
+pub struct Gather {
+    pooling: Pooling,
+    /// Ids kept per field (first ones), indexed like [`FIELDS`].
+    max_len: Vec<usize>,
+}
+
+#[inline]
+fn add_scaled(acc: &mut Vector, w: f32, e: &[f32]) {
+    let e = &e[..EMB_DIM];
+    for d in 0..EMB_DIM {
+        acc[d] += w * e[d];
+    }
+}
+
+/// The first `EMB_DIM` floats of `s`.
+#[inline]
+fn vector(s: &[f32]) -> Vector {
+    let mut v = [0.0f32; EMB_DIM];
+    v.copy_from_slice(&s[..EMB_DIM]);
+    v
+}
+
+/// `Σ sources[s][at..at + EMB_DIM]`, summed in source order.
+#[inline]
+fn summed(sources: &[&[f32]], at: usize) -> Vector {
+    let mut g = vector(&sources[0][at..]);
+    for s in &sources[1..] {
+        let s = &s[at..at + EMB_DIM];
+        for d in 0..EMB_DIM {
+            g[d] += s[d];
+        }
+    }
+    g
+}
+
+impl Gather {
+    pub fn new(pooling: Pooling, max_len: Vec<usize>) -> Self {
+        Self { pooling, max_len }
+    }
+
+    /// Calls `visit(bucket, weight)` for the ids of field `f` in `csr` row `r` the model uses.
+    #[inline(always)]
+    fn visit(&self, f: usize, csr: &FieldCsr, r: usize, mut visit: impl FnMut(u32, f32)) {
+        let ids = csr.ids(r);
+        let take = ids.len().min(self.max_len[f]);
+        match csr.weights(r) {
+            Some(w) if self.pooling == Pooling::Weighted => (0..take).for_each(|k| visit(ids[k], w[k])),
+            Some(w) if self.pooling == Pooling::Mean => {
+                let scale = 1.0 / take.max(1) as f32;
+                (0..take).for_each(|k| visit(ids[k], w[k] * scale));
+            }
+            _ => ids[..take].iter().for_each(|&id| visit(id, 1.0)),
+        }
+    }
+
+    /// Pooled embedding of field `f`, row `r`, into `dst` (`EMB_DIM` floats).
+    #[inline(always)]
+    fn pool_field(&self, table: &Embedding, f: usize, csr: &FieldCsr, r: usize, dst: &mut [f32]) {
+        let mut acc = [0.0f32; EMB_DIM];
+        self.visit(f, csr, r, |id, w| add_scaled(&mut acc, w, table.weights(id)));
+        dst.copy_from_slice(&acc);
+    }
+
+    /// Adds `w · grad()` to the rows of partition `part = (p, of)` among field `f`'s ids of
+    /// `csr` row `r` (`grad` evaluated at most once).
+    #[inline(always)]
+    fn scatter_field(
+        &self,
+        g: &mut SparseGrad,
+        (p, of): (usize, usize),
+        f: usize,
+        csr: &FieldCsr,
+        r: usize,
+        grad: impl Fn() -> Vector,
+    ) {
+        let mut got: Option<Vector> = None;
+        self.visit(f, csr, r, |id, w| {
+            if of == 1 || id as usize % of == p {
+                g.add(id, w, got.get_or_insert_with(&grad));
+            }
+        });
+    }
+
+    /// Prefetches the embedding rows batch row `i` will read (the table is far larger than the
+    /// caches; a few rows ahead, the misses overlap instead of queueing).
+    #[inline]
+    fn prefetch_row(&self, table: &Embedding, batch: &Batch, users: &Users, i: usize) {
+        if users.identity() {
+            for f in 0..USER_FIELDS {
+                self.visit(f, &users.fields[f], users.rows[i] as usize, |id, _| table.prefetch_weights(id));
+            }
+        }
+        for (j, csr) in batch.items.iter().enumerate() {
+            self.visit(USER_FIELDS + j, csr, i, |id, _| table.prefetch_weights(id));
+        }
+    }
+
+    /// Tower input `x = [n × INPUT]` from `table`; `xu` is scratch for the user side.
+    pub fn pool(&self, table: &Embedding, batch: &Batch, users: &Users, xu: &mut Vec<f32>, x: &mut Vec<f32>) {
+        let user_block = |row: usize, dst: &mut [f32]| {
+            for (f, d) in dst.chunks_exact_mut(EMB_DIM).enumerate() {
+                self.pool_field(table, f, &users.fields[f], row, d);
+            }
+        };
+        let identity = users.identity();
+        if !identity {
+            xu.resize(users.rows.len() * USER_WIDTH, 0.0);
+            xu.par_chunks_mut(USER_WIDTH * CHUNK).enumerate().for_each(|(c, block)| {
+                for (k, dst) in block.chunks_exact_mut(USER_WIDTH).enumerate() {
+                    user_block(users.rows[c * CHUNK + k] as usize, dst);
+                }
+            });
+        }
+        x.resize(batch.len() * INPUT, 0.0);
+        let n = batch.len();
+        x.par_chunks_mut(INPUT * CHUNK).enumerate().for_each(|(c, block)| {
+            for (k, row) in block.chunks_exact_mut(INPUT).enumerate() {
+                let i = c * CHUNK + k;
+                if i + PREFETCH_AHEAD < n {
+                    self.prefetch_row(table, batch, users, i + PREFETCH_AHEAD);
+                }
+                let (user, item) = row.split_at_mut(USER_WIDTH);
+                if identity {
+                    user_block(users.rows[i] as usize, user);
+                } else {
+                    let u = users.local[i] as usize;
+                    user.copy_from_slice(&xu[u * USER_WIDTH..(u + 1) * USER_WIDTH]);
+                }
+                for (j, d) in item.chunks_exact_mut(EMB_DIM).enumerate() {
+                    let f = USER_FIELDS + j;
+                    self.pool_field(table, f, &batch.items[j], i, d);
+                }
+            }
+        });
+    }
+
+    /// Accumulates the input gradient `Σ sources` (each `[n × INPUT]`) into `parts`, the
+    /// gradient partitions of one table (partition `p` owns the rows `≡ p mod parts.len()`);
+    /// `du` is scratch for the per-common-row sums.
+    pub fn scatter(
+        &self,
+        parts: &mut [SparseGrad],
+        batch: &Batch,
+        users: &Users,
+        sources: &[&[f32]],
+        du: &mut Vec<f32>,
+    ) {
+        let identity = users.identity();
+        if !identity {
+            du.resize(users.rows.len() * USER_WIDTH, 0.0);
+            du.par_chunks_mut(USER_WIDTH * CHUNK).enumerate().for_each(|(c, block)| {
+                for (k, dst) in block.chunks_exact_mut(USER_WIDTH).enumerate() {
+                    let u = c * CHUNK + k;
+                    dst.fill(0.0);
+                    for &i in &users.members[users.starts[u] as usize..users.starts[u + 1] as usize] {
+                        for (j, d) in dst.chunks_exact_mut(EMB_DIM).enumerate() {
+                            let g = summed(sources, i as usize * INPUT + j * EMB_DIM);
+                            for k in 0..EMB_DIM {
+                                d[k] += g[k];
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        let n_parts = parts.len();
+        let du: &[f32] = du;
+        parts.par_iter_mut().enumerate().for_each(|(p, g)| {
+            for (u, &row) in users.rows.iter().enumerate() {
+                for f in 0..USER_FIELDS {
+                    self.scatter_field(g, (p, n_parts), f, &users.fields[f], row as usize, || match identity {
+                        true => summed(sources, u * INPUT + f * EMB_DIM),
+                        false => vector(&du[u * USER_WIDTH + f * EMB_DIM..]),
+                    });
+                }
+            }
+            for i in 0..batch.len() {
+                for (j, csr) in batch.items.iter().enumerate() {
+                    let f = USER_FIELDS + j;
+                    self.scatter_field(g, (p, n_parts), f, csr, i, || summed(sources, i * INPUT + f * EMB_DIM));
+                }
+            }
+        });
+    }
+}
