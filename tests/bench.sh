@@ -129,9 +129,10 @@ for t in $THREADS; do
     sps=$(grep '"event":"epoch"' "$W/train_$b$t.err" | tail -1 | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["samples_per_second"])')
     row train "esmm ($b)" "$t" "$TRAIN_ROWS" "$SECS" "$sps" samples/s "$RSS_MB" "epoch loop; stage wall $(rate "$TRAIN_ROWS" "$SECS") rows/s"
     measure predict_$b$t "$BIN" predict --model "$m" --data "$P/split" --split test --out "$m/pred.parquet" \
-      --threads "$t" --force
-    row predict "esmm ($b)" "$t" "$TEST_ROWS" "$SECS" "$(rate "$TEST_ROWS" "$SECS")" samples/s "$RSS_MB" \
-      "stage wall incl. model load and Parquet I/O"
+      --threads "$t" --force --log-format json
+    sps=$(grep '"event":"scored"' "$W/predict_$b$t.err" | tail -1 | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["samples_per_second"])')
+    row predict "esmm ($b)" "$t" "$TEST_ROWS" "$SECS" "$sps" samples/s "$RSS_MB" \
+      "scoring loop incl. Parquet read/write; stage wall incl. model load $(rate "$TEST_ROWS" "$SECS") rows/s"
     measure evaluate_$b$t "$BIN" evaluate --predictions "$m/pred.parquet" --out "$m/metrics" --threads "$t" --force
     row evaluate "esmm ($b)" "$t" "$TEST_ROWS" "$SECS" "$(rate "$TEST_ROWS" "$SECS")" rows/s "$RSS_MB"
   done

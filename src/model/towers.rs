@@ -18,6 +18,7 @@
 mod dfdx;
 mod gemm;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::schema::FIELDS;
@@ -248,9 +249,15 @@ impl Towers {
                 tw.set_params(&params);
             }
             Inner::Gemm(tw) => {
-                for ((p, g), (m, v)) in tw.params_mut().zip(&grads.0).zip(moments) {
-                    adam_update(adam, c1, c2, p, g, m, v);
-                }
+                // Element-wise, so splitting it over threads changes no result.
+                const CHUNK: usize = 1 << 14;
+                let tensors: Vec<_> = tw.params_mut().zip(&grads.0).zip(moments).collect();
+                tensors.into_par_iter().for_each(|((p, g), (m, v))| {
+                    let chunks = p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK));
+                    chunks.zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK))).for_each(|((p, g), (m, v))| {
+                        adam_update(adam, c1, c2, p, g, m, v);
+                    });
+                });
             }
         }
     }

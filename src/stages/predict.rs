@@ -74,6 +74,7 @@ fn run_inner(cfg: &PredictStage, shard: Option<Shard>) -> Result<StageReport> {
         None => (0, batches),
         Some(s) => (batches * s.index as u64 / s.count as u64, batches * (s.index as u64 + 1) / s.count as u64),
     };
+    let started = std::time::Instant::now();
     let mut writer = ParquetOut::create(&out, schema::predictions_schema(), 1 << 17)?;
     let split_name = cfg.split.name();
     let rx = batches::spawn(LoaderConfig {
@@ -106,6 +107,11 @@ fn run_inner(cfg: &PredictStage, shard: Option<Shard>) -> Result<StageReport> {
             .write(&RecordBatch::try_new(schema::predictions_schema(), cols).context("building predictions batch")?)?;
     }
     let rows = writer.close()?;
+    // The scoring loop alone (Parquet read and write included, model and common table load not).
+    let rate = rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    crate::log::event("scored", serde_json::json!({ "rows": rows, "samples_per_second": rate }), || {
+        format!("predict: {rows} rows scored at {rate:.0} samples/s")
+    });
     let mut counts = BTreeMap::from([("rows".to_string(), rows)]);
     if let Some(s) = shard {
         counts.extend([("shard_index".to_string(), s.index as u64), ("shard_count".to_string(), s.count as u64)]);
