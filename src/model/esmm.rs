@@ -1,14 +1,14 @@
-//! ESMM forward and backward: per-field pooling of embedding rows (user side through
-//! `common_row`), the two towers, the loss computed stably from logits, and the scatter of the
-//! input gradient back to the rows the batch touched.
+//! ESMM forward and backward: the pooled embeddings (`gather.rs`), the two towers, the loss
+//! computed stably from logits, the input gradient scattered back to the rows the batch touched
+//! (`gather.rs`), and the optimizer step.
 //!
 //! pCTR = σ(zc), pCVR = σ(zv), pCTCVR = pCTR·pCVR;
 //! esmm / esmm_ns: loss = BCE(pCTR, click) + BCE(pCTCVR, click∧buy), batch means;
 //! naive_cvr:      loss = BCE(pCTR, click) over all rows + BCE(pCVR, buy) over clicked rows.
 
-use serde::{Deserialize, Serialize};
-
 use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
 
 use super::embedding::{Embedding, SparseGrad, SparseOptimizer};
 use super::gather::{Gather, Users};
