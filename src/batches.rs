@@ -46,11 +46,26 @@ impl FieldCsr {
         (!self.weights.is_empty()).then(|| &self.weights[self.offsets[row]..self.offsets[row + 1]])
     }
 
+    /// An empty CSR with room for `rows` rows and `ids` ids (weights too when `weighted`).
+    fn with_capacity(rows: usize, ids: usize, weighted: bool) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        Self { offsets, ids: Vec::with_capacity(ids), weights: Vec::with_capacity(if weighted { ids } else { 0 }) }
+    }
+
     fn push_from(&mut self, other: &FieldCsr, row: usize) {
         let (a, b) = (other.offsets[row], other.offsets[row + 1]);
-        self.ids.extend_from_slice(&other.ids[a..b]);
-        if !other.weights.is_empty() {
-            self.weights.extend_from_slice(&other.weights[a..b]);
+        // Most lists hold a few ids: element pushes beat a memmove call per list.
+        if b - a <= 4 {
+            self.ids.extend(other.ids[a..b].iter().copied());
+            if !other.weights.is_empty() {
+                self.weights.extend(other.weights[a..b].iter().copied());
+            }
+        } else {
+            self.ids.extend_from_slice(&other.ids[a..b]);
+            if !other.weights.is_empty() {
+                self.weights.extend_from_slice(&other.weights[a..b]);
+            }
         }
         self.offsets.push(self.ids.len());
     }
@@ -231,7 +246,8 @@ impl Batch {
             .fields
             .iter()
             .map(|src| {
-                let mut dst = FieldCsr::new();
+                let len: usize = distinct.iter().map(|&r| src.offsets[r + 1] - src.offsets[r]).sum();
+                let mut dst = FieldCsr::with_capacity(distinct.len(), len, !src.weights.is_empty());
                 for &r in &distinct {
                     dst.push_from(src, r);
                 }
@@ -240,6 +256,21 @@ impl Batch {
             .collect();
         self.users = Some(BatchUsers { local, fields });
         Ok(())
+    }
+
+    /// An empty batch with room for as many rows and ids as this one holds (the next batch
+    /// of a stream is about as large: no regrowing, no fresh pages per batch).
+    fn empty_like(&self) -> Self {
+        let n = self.len();
+        Self {
+            sample_id: Vec::with_capacity(n),
+            click: Vec::with_capacity(n),
+            buy: Vec::with_capacity(n),
+            common_row: Vec::with_capacity(n),
+            scenario: Vec::with_capacity(n),
+            items: self.items.iter().map(|f| FieldCsr::with_capacity(n, f.ids.len(), !f.weights.is_empty())).collect(),
+            users: None,
+        }
     }
 
     fn push_row(&mut self, from: &Batch, r: usize) {
@@ -351,8 +382,11 @@ pub fn load(cfg: &LoaderConfig, mut emit: impl FnMut(Batch) -> bool) -> Result<(
         }
         for r in units.into_iter().flat_map(|(a, b)| a..b) {
             carry.push_row(&pool, r);
-            if carry.len() == cfg.batch_size && !emit(std::mem::replace(&mut carry, Batch::empty()))? {
-                return Ok(());
+            if carry.len() == cfg.batch_size {
+                let next = carry.empty_like();
+                if !emit(std::mem::replace(&mut carry, next))? {
+                    return Ok(());
+                }
             }
         }
     }
