@@ -6,11 +6,10 @@
 //! into the batch ([`BatchUsers`]), so compute reads them from a few contiguous kilobytes
 //! instead of chasing rows across the whole table.
 
-use std::sync::Arc;
-
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -230,26 +229,18 @@ impl Batch {
 
     /// Copies the user side of the batch's common rows out of `common` into [`Batch::users`].
     pub fn gather_users(&mut self, common: &CommonTable) -> Result<()> {
-        let mut index = std::collections::HashMap::with_capacity(self.len());
-        let mut distinct = Vec::new();
-        let mut local = Vec::with_capacity(self.len());
-        for &r in &self.common_row {
-            if r as usize >= common.rows {
-                bail!("common_row {r} is outside the common table ({} rows)", common.rows);
-            }
-            local.push(*index.entry(r).or_insert_with(|| {
-                distinct.push(r as usize);
-                distinct.len() as u32 - 1
-            }));
+        if let Some(r) = self.common_row.iter().find(|&&r| r as usize >= common.rows) {
+            bail!("common_row {r} is outside the common table ({} rows)", common.rows);
         }
+        let (distinct, local) = distinct_rows(&self.common_row);
         let fields = common
             .fields
             .iter()
             .map(|src| {
-                let len: usize = distinct.iter().map(|&r| src.offsets[r + 1] - src.offsets[r]).sum();
+                let len: usize = distinct.iter().map(|&r| src.offsets[r as usize + 1] - src.offsets[r as usize]).sum();
                 let mut dst = FieldCsr::with_capacity(distinct.len(), len, !src.weights.is_empty());
                 for &r in &distinct {
-                    dst.push_from(src, r);
+                    dst.push_from(src, r as usize);
                 }
                 dst
             })
@@ -283,6 +274,29 @@ impl Batch {
             a.push_from(o, r);
         }
     }
+}
+
+/// The distinct values of `rows` in order of first appearance, and each entry's index into
+/// them (a run of equal values, as a session's rows are, costs one lookup).
+pub fn distinct_rows(rows: &[u32]) -> (Vec<u32>, Vec<u32>) {
+    let mut index = std::collections::HashMap::with_capacity(rows.len());
+    let mut distinct = Vec::new();
+    let mut last: Option<(u32, u32)> = None;
+    let local = rows
+        .iter()
+        .map(|&r| {
+            let l = match last {
+                Some((row, l)) if row == r => l,
+                _ => *index.entry(r).or_insert_with(|| {
+                    distinct.push(r);
+                    distinct.len() as u32 - 1
+                }),
+            };
+            last = Some((r, l));
+            l
+        })
+        .collect();
+    (distinct, local)
 }
 
 /// What the shuffle permutes inside the pool.

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use super::embedding::{Embedding, SparseGrad};
 use super::esmm::Pooling;
 use super::towers::{EMB_DIM, INPUT};
-use crate::batches::{Batch, CommonTable, FieldCsr};
+use crate::batches::{distinct_rows, Batch, CommonTable, FieldCsr};
 use crate::schema::{Side, FIELDS};
 
 /// The user-side fields come first in [`FIELDS`]: their pooled block is `x[.., ..USER_WIDTH]`.
@@ -64,18 +64,7 @@ impl<'a> Users<'a> {
                 (&u.fields[..], (0..distinct as u32).collect(), std::borrow::Cow::Borrowed(&u.local[..]))
             }
             None => {
-                let mut index = std::collections::HashMap::new();
-                let mut rows = Vec::new();
-                let local: Vec<u32> = batch
-                    .common_row
-                    .iter()
-                    .map(|&r| {
-                        *index.entry(r).or_insert_with(|| {
-                            rows.push(r);
-                            rows.len() as u32 - 1
-                        })
-                    })
-                    .collect();
+                let (rows, local) = distinct_rows(&batch.common_row);
                 (&common.fields[..], rows, std::borrow::Cow::Owned(local))
             }
         };
