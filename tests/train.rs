@@ -25,7 +25,10 @@ fn prepare_raw(root: &Path) -> PathBuf {
 }
 
 fn train_to(data: &Path, out: &Path, kind: ModelKind, epochs: usize, resume: bool) -> esmm::stages::StageReport {
-    let model = ModelConfig { kind, ..Default::default() };
+    train_model(data, out, ModelConfig { kind, ..Default::default() }, epochs, resume)
+}
+
+fn train_model(data: &Path, out: &Path, model: ModelConfig, epochs: usize, resume: bool) -> esmm::stages::StageReport {
     let params = TrainConfig { epochs, batch_size: 256, early_stopping_patience: 0, ..Default::default() };
     train::run(&train::TrainStage {
         data: data.into(),
@@ -153,6 +156,26 @@ fn baselines_train_too() {
         predict_to(&out, &data, &out.join("p.parquet"));
         assert_eq!(read_rows(&out.join("p.parquet")).len(), 2_000);
     }
+    // Id admission: counted on the split files, kept in the checkpoint (2 epochs + resume to 3
+    // = 3 epochs, bit for bit) and used by predict.
+    let admission = ModelConfig { min_sessions: 3, ..Default::default() };
+    let report = train_model(&data, &root.join("a1"), admission.clone(), 3, false);
+    let admitted = report.counts["admitted_ids"];
+    train_model(&data, &root.join("a2"), admission.clone(), 2, false);
+    train_model(&data, &root.join("a2"), admission, 3, true);
+    assert!(same_weights(&root.join("a1/checkpoint.bin"), &root.join("a2/checkpoint.bin")));
+    let (model, _) = esmm::model::checkpoint::load::<serde_json::Value>(&root.join("a2/model.bin")).unwrap();
+    assert!(model.vocab().enabled() && model.vocab().admitted() as u64 == admitted);
+    assert_eq!(model.tables[0].rows, (1 << 16) + esmm::schema::FIELDS.len());
+    // Fewer ids than training saw (all admitted at 1 session), but not none.
+    let seen = train_model(&data, &root.join("a0"), ModelConfig { min_sessions: 1, ..Default::default() }, 1, false)
+        .counts["admitted_ids"];
+    assert!(admitted > 100 && admitted < seen, "{admitted} of {seen}");
+    for (m, p) in [("a1", "pa1.parquet"), ("a2", "pa2.parquet")] {
+        predict_to(&root.join(m), &data, &root.join(p));
+    }
+    assert!(std::fs::read(root.join("pa1.parquet")).unwrap() == std::fs::read(root.join("pa2.parquet")).unwrap());
+    assert_eq!(read_rows(&root.join("pa1.parquet")).len(), 2_000);
 }
 
 /// Checkpoints hold the same weights and optimizer state (headers differ in timings only).

@@ -43,6 +43,9 @@ pub struct ModelConfig {
     pub embedding_learning_rate: Option<f32>,
     /// Embeddings start uniform in [-init_scale, init_scale].
     pub init_scale: f32,
+    /// Ids seen in fewer training sessions than this share one out-of-vocabulary row per field
+    /// (0 = off: every id its own row, PaddleRec parity).
+    pub min_sessions: u32,
     pub seed: u64,
 }
 
@@ -61,6 +64,7 @@ impl Default for ModelConfig {
             learning_rate: 0.001,
             embedding_learning_rate: None,
             init_scale: 0.05,
+            min_sessions: 0,
             seed: 1,
         }
     }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::embedding::Embedding;
 use super::esmm::{Model, ModelSpec};
 use super::towers::Towers;
+use super::vocab::Vocab;
 use crate::manifest::{AtomicFile, FileEntry};
 
 const MAGIC: &[u8; 8] = b"ESMMCKP1";
@@ -30,24 +31,33 @@ pub struct Header<S> {
     tower_lens: Vec<usize>,
 }
 
-fn write_f32s(out: &mut impl Write, v: &[f32]) -> Result<()> {
+/// A length-prefixed little-endian array of `N`-byte values.
+fn write_array<T, const N: usize>(out: &mut impl Write, v: &[T], bytes: impl Fn(&T) -> [u8; N]) -> Result<()> {
     out.write_all(&(v.len() as u64).to_le_bytes())?;
-    let mut buf = Vec::with_capacity(v.len() * 4);
+    let mut buf = Vec::with_capacity(v.len() * N);
     for x in v {
-        buf.extend_from_slice(&x.to_le_bytes());
+        buf.extend_from_slice(&bytes(x));
     }
     out.write_all(&buf)?;
     Ok(())
 }
 
-fn read_f32s(inp: &mut impl Read) -> Result<Vec<f32>> {
+fn read_array<T, const N: usize>(inp: &mut impl Read, value: impl Fn([u8; N]) -> T) -> Result<Vec<T>> {
     let mut n = [0u8; 8];
     inp.read_exact(&mut n)?;
     let n = u64::from_le_bytes(n) as usize;
-    ensure!(n <= 1 << 34, "corrupt checkpoint: array of {n} floats");
-    let mut buf = vec![0u8; n * 4];
+    ensure!(n <= (1 << 36) / N, "corrupt checkpoint: array of {n} values");
+    let mut buf = vec![0u8; n * N];
     inp.read_exact(&mut buf)?;
-    Ok(buf.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    Ok(buf.chunks_exact(N).map(|c| value(c.try_into().expect("chunks of N bytes"))).collect())
+}
+
+fn write_f32s(out: &mut impl Write, v: &[f32]) -> Result<()> {
+    write_array(out, v, |x| x.to_le_bytes())
+}
+
+fn read_f32s(inp: &mut impl Read) -> Result<Vec<f32>> {
+    read_array(inp, f32::from_le_bytes)
 }
 
 /// Writes `model` and `state` to `path` (temp name, renamed when complete).
@@ -76,6 +86,9 @@ pub fn save<S: Serialize>(
     out.write_all(&json)?;
     for t in &model.tables {
         write_f32s(&mut out, t.raw())?;
+    }
+    if model.vocab().enabled() {
+        write_array(&mut out, model.vocab().parts().2, |w| w.to_le_bytes())?;
     }
     for group in [&params[..], m, v] {
         for p in group {
@@ -110,8 +123,13 @@ pub fn load<S: for<'de> Deserialize<'de>>(path: &Path) -> Result<(Model, Header<
         t.set_raw(read_f32s(&mut inp)?)?;
         tables.push(t);
     }
-    let towers = Towers::with_spec(&header.spec.towers, header.spec.dense, || 0.0)?;
-    let mut model = Model::assemble(header.spec.clone(), tables, towers);
+    let spec = &header.spec;
+    let vocab = match spec.min_sessions {
+        0 => Vocab::off(),
+        m => Vocab::from_parts(m, spec.hash_buckets as u32, read_array(&mut inp, u64::from_le_bytes)?)?,
+    };
+    let towers = Towers::with_spec(&spec.towers, spec.dense, || 0.0)?;
+    let mut model = Model::assemble(spec.clone(), tables, towers, vocab)?;
     let n = header.tower_lens.len();
     let mut arrays = Vec::with_capacity(3 * n);
     for _ in 0..3 * n {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::embedding::{Embedding, SparseGrad, SparseOptimizer};
 use super::gather::{Gather, Users};
 use super::towers::{DenseAdam, TowerGrads, TowerSpec, Towers, EMB_DIM};
+use super::vocab::Vocab;
 use crate::batches::{Batch, CommonTable};
 use crate::rng::Rng;
 use crate::schema::FIELDS;
@@ -60,6 +61,17 @@ pub struct ModelSpec {
     /// Tower backend and hidden sizes (absent in older checkpoints: dfdx, `[256, 64]`).
     #[serde(default)]
     pub towers: TowerSpec,
+    /// Ids seen in fewer training sessions share their field's row (0 = off; see `vocab`).
+    #[serde(default)]
+    pub min_sessions: u32,
+}
+
+impl ModelSpec {
+    /// Embedding rows per table: the hash buckets, plus one out-of-vocabulary row per field
+    /// when admission is on.
+    pub fn table_rows(&self) -> usize {
+        self.hash_buckets + Vocab::extra_rows(self.min_sessions)
+    }
 }
 
 /// Loss of one batch (sum over rows of each term, and the row counts they average over).
@@ -175,22 +187,32 @@ pub fn loss_grads(kind: ModelKind, zc: &[f32], zv: &[f32], click: &[u8], buy: &[
 }
 
 impl Model {
-    pub fn new(spec: ModelSpec) -> anyhow::Result<Self> {
+    /// A freshly initialized model; `vocab` is the id admission counted for `spec.min_sessions`.
+    pub fn new(spec: ModelSpec, vocab: Vocab) -> anyhow::Result<Self> {
         anyhow::ensure!(spec.max_len.len() == FIELDS.len(), "max_len needs one entry per field");
         let mut rng = Rng::new(spec.seed);
         let n_tables = Self::table_count(spec.kind);
         let tables: Vec<Embedding> = (0..n_tables)
-            .map(|_| Embedding::new(spec.hash_buckets, EMB_DIM, spec.sparse, spec.init_scale, || rng.f64() as f32))
+            .map(|_| Embedding::new(spec.table_rows(), EMB_DIM, spec.sparse, spec.init_scale, || rng.f64() as f32))
             .collect();
         let towers = Towers::with_spec(&spec.towers, spec.dense, || rng.normal() as f32)?;
-        Ok(Self::assemble(spec, tables, towers))
+        Self::assemble(spec, tables, towers, vocab)
     }
 
     /// A model from existing parts (checkpoints): no random initialization.
-    pub fn assemble(spec: ModelSpec, tables: Vec<Embedding>, towers: Towers) -> Self {
+    pub fn assemble(spec: ModelSpec, tables: Vec<Embedding>, towers: Towers, vocab: Vocab) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            vocab.parts().0 == spec.min_sessions && tables.iter().all(|t| t.rows == spec.table_rows()),
+            "the embedding tables and the id admission do not match the model spec"
+        );
         let grads = tables.iter().map(|_| Vec::new()).collect();
-        let gather = Gather::new(spec.pooling, spec.max_len.clone());
-        Self { spec, tables, towers, grads, gather, scratch: Mutex::default() }
+        let gather = Gather::new(spec.pooling, spec.max_len.clone(), vocab);
+        Ok(Self { spec, tables, towers, grads, gather, scratch: Mutex::default() })
+    }
+
+    /// The id admission the model was trained with.
+    pub fn vocab(&self) -> &Vocab {
+        self.gather.vocab()
     }
 
     /// Tables this spec needs: ESMM shares one; esmm_ns and naive_cvr keep one per tower.

@@ -20,6 +20,7 @@ use rayon::prelude::*;
 use super::embedding::{Embedding, SparseGrad};
 use super::esmm::Pooling;
 use super::towers::{EMB_DIM, INPUT};
+use super::vocab::Vocab;
 use crate::batches::{distinct_rows, Batch, CommonTable, FieldCsr};
 use crate::schema::{Side, FIELDS};
 
@@ -95,6 +96,8 @@ pub struct Gather {
     pooling: Pooling,
     /// Ids kept per field (first ones), indexed like [`FIELDS`].
     max_len: Vec<usize>,
+    /// Which table row each id reads.
+    vocab: Vocab,
 }
 
 #[inline]
@@ -127,22 +130,41 @@ fn summed(sources: &[&[f32]], at: usize) -> Vector {
 }
 
 impl Gather {
-    pub fn new(pooling: Pooling, max_len: Vec<usize>) -> Self {
-        Self { pooling, max_len }
+    pub fn new(pooling: Pooling, max_len: Vec<usize>, vocab: Vocab) -> Self {
+        Self { pooling, max_len, vocab }
     }
 
-    /// Calls `visit(bucket, weight)` for the ids of field `f` in `csr` row `r` the model uses.
+    pub fn vocab(&self) -> &Vocab {
+        &self.vocab
+    }
+
+    /// Calls `visit(table row, weight)` for the ids of field `f` in `csr` row `r` the model
+    /// uses. With id admission, admitted ids visit their own rows and the field's shared row is
+    /// visited once with the weights of all ids (see [`Vocab`]).
     #[inline(always)]
     fn visit(&self, f: usize, csr: &FieldCsr, r: usize, mut visit: impl FnMut(u32, f32)) {
         let ids = csr.ids(r);
         let take = ids.len().min(self.max_len[f]);
-        match csr.weights(r) {
-            Some(w) if self.pooling == Pooling::Weighted => (0..take).for_each(|k| visit(ids[k], w[k])),
-            Some(w) if self.pooling == Pooling::Mean => {
-                let scale = 1.0 / take.max(1) as f32;
-                (0..take).for_each(|k| visit(ids[k], w[k] * scale));
+        let (weights, scale) = match (csr.weights(r), self.pooling) {
+            (Some(w), Pooling::Weighted) => (Some(w), 1.0),
+            (Some(w), Pooling::Mean) => (Some(w), 1.0 / take.max(1) as f32),
+            _ => (None, 1.0),
+        };
+        let weight = |k: usize| weights.map_or(1.0, |w| w[k] * scale);
+        if !self.vocab.enabled() {
+            (0..take).for_each(|k| visit(ids[k], weight(k)));
+            return;
+        }
+        let mut total = 0.0;
+        for k in 0..take {
+            let w = weight(k);
+            total += w;
+            if self.vocab.admits(ids[k]) {
+                visit(ids[k], w);
             }
-            _ => ids[..take].iter().for_each(|&id| visit(id, 1.0)),
+        }
+        if take > 0 {
+            visit(self.vocab.field_row(f), total);
         }
     }
 

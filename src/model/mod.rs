@@ -7,10 +7,12 @@ pub mod esmm;
 mod gather;
 pub mod infer;
 pub mod towers;
+pub mod vocab;
 
 pub use embedding::{Embedding, SparseOptimizer};
 pub use esmm::{Model, ModelKind, ModelSpec, Pooling, StepLoss};
 pub use towers::{Backend, DenseAdam, TowerSpec, EMB_DIM, HIDDEN, INPUT};
+pub use vocab::Vocab;
 
 #[cfg(test)]
 mod gradcheck {
@@ -66,7 +68,16 @@ mod gradcheck {
             init_scale: 0.3,
             seed: 7,
             towers: TowerSpec::default(),
+            min_sessions: 0,
         }
+    }
+
+    /// Id admission over the 40 buckets: even ids get rows of their own, odd ones only their
+    /// field's shared row (rows 40..63).
+    fn even_ids() -> (ModelSpec, Vocab) {
+        let mut words = vec![0u64; 1];
+        (0..40).step_by(2).for_each(|id| words[0] |= 1 << id);
+        (ModelSpec { min_sessions: 1, ..spec(ModelKind::Esmm) }, Vocab::from_parts(1, 40, words).unwrap())
     }
 
     fn close(num: f64, ana: f64, what: &str) {
@@ -78,15 +89,24 @@ mod gradcheck {
         let (batch, common) = data();
         let cases = [ModelKind::Esmm, ModelKind::NaiveCvr, ModelKind::EsmmNs]
             .into_iter()
-            .flat_map(|k| [(k, Pooling::Weighted), (k, Pooling::Mean), (k, Pooling::Sum)]);
-        for (kind, pooling) in cases {
-            let mut m = Model::new(ModelSpec { pooling, ..spec(kind) }).unwrap();
+            .flat_map(|k| [(k, Pooling::Weighted), (k, Pooling::Mean), (k, Pooling::Sum)])
+            .map(|(k, p)| (k, p, false))
+            .chain([(ModelKind::Esmm, Pooling::Mean, true), (ModelKind::EsmmNs, Pooling::Weighted, true)]);
+        for (kind, pooling, admission) in cases {
+            let (spec, vocab) = match admission {
+                true => (ModelSpec { kind, ..even_ids().0 }, even_ids().1),
+                false => (spec(kind), Vocab::off()),
+            };
+            let mut m = Model::new(ModelSpec { pooling, ..spec }, vocab).unwrap();
             let (_, _, tg) = m.backward(&batch, &common);
             let eps = 1e-2f32;
             let mut checked = 0;
+            let mut shared_rows = 0;
             for t in 0..m.tables.len() {
-                for row in 1..40u32 {
+                for row in 1..m.spec.table_rows() as u32 {
                     let Some(g) = m.embedding_grad(t, row).map(|g| g.to_vec()) else { continue };
+                    assert!(!admission || row >= 40 || row % 2 == 0, "odd id {row} has a gradient of its own");
+                    shared_rows += (row >= 40) as usize;
                     for k in [0, 5, 11] {
                         let w0 = m.tables[t].weights(row)[k];
                         m.tables[t].weights_mut(row)[k] = w0 + eps;
@@ -104,6 +124,7 @@ mod gradcheck {
                 }
             }
             assert!(checked >= 60, "{checked}");
+            assert_eq!(shared_rows, if admission { m.tables.len() * FIELDS.len() } else { 0 });
             // Tower weights: the last layer and the first layer of each tower.
             let p0 = m.towers.params();
             for (tensor, idx) in [(4usize, 3usize), (5, 0), (0, 100), (10, 7), (11, 0), (6, 2000)] {
@@ -124,17 +145,17 @@ mod gradcheck {
         }
     }
 
-    /// Twenty steps of `kind` on `batch` inside a pool of `threads` threads: the tables and
-    /// tower parameters afterwards.
+    /// Twenty steps of the model `spec`, `vocab` on `batch` inside a pool of `threads`
+    /// threads: the tables and tower parameters afterwards.
     fn train_in_pool(
-        kind: ModelKind,
+        (spec, vocab): &(ModelSpec, Vocab),
         batch: &Batch,
         common: &CommonTable,
         threads: usize,
     ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
-            let mut m = Model::new(spec(kind)).unwrap();
+            let mut m = Model::new(spec.clone(), vocab.clone()).unwrap();
             for _ in 0..20 {
                 m.train_step(batch, common);
             }
@@ -143,21 +164,25 @@ mod gradcheck {
     }
 
     /// The gradient partitions (one per thread) and the parallel pooling change nothing: the
-    /// same model after 20 steps with 1, 2 and 3 threads, bit for bit; and a batch whose user
-    /// side the loader gathered trains exactly like one joined through the common table.
+    /// same model after 20 steps with 1, 2 and 3 threads, bit for bit (with and without id
+    /// admission); and a batch whose user side the loader gathered trains exactly like one
+    /// joined through the common table.
     #[test]
     fn threads_and_gathered_users_give_identical_models() {
         let (batch, common) = data();
         let mut gathered = batch.clone();
         gathered.gather_users(&common).unwrap();
         assert!(gathered.users.as_ref().is_some_and(|u| u.local == [0, 1, 1, 0]));
-        for kind in [ModelKind::Esmm, ModelKind::EsmmNs] {
-            let one = train_in_pool(kind, &batch, &common, 1);
-            assert!(one.0[0] != Model::new(spec(kind)).unwrap().tables[0].raw(), "{kind:?}: the steps moved the table");
+        let models = [(spec(ModelKind::Esmm), Vocab::off()), (spec(ModelKind::EsmmNs), Vocab::off()), even_ids()];
+        for model in &models {
+            let kind = model.0.kind;
+            let one = train_in_pool(model, &batch, &common, 1);
+            let fresh = Model::new(model.0.clone(), model.1.clone()).unwrap();
+            assert!(one.0[0] != fresh.tables[0].raw(), "{kind:?}: the steps moved the table");
             for threads in [2, 3] {
-                assert!(train_in_pool(kind, &batch, &common, threads) == one, "{kind:?}: {threads} threads");
+                assert!(train_in_pool(model, &batch, &common, threads) == one, "{kind:?}: {threads} threads");
             }
-            assert!(train_in_pool(kind, &gathered, &common, 2) == one, "{kind:?}: gathered user side");
+            assert!(train_in_pool(model, &gathered, &common, 2) == one, "{kind:?}: gathered user side");
         }
         let mut bad = batch.clone();
         bad.common_row[2] = 2;
@@ -169,7 +194,7 @@ mod gradcheck {
     #[test]
     fn labels_never_reach_the_inputs() {
         let (mut batch, common) = data();
-        let m = Model::new(spec(ModelKind::Esmm)).unwrap();
+        let m = Model::new(spec(ModelKind::Esmm), Vocab::off()).unwrap();
         let before = m.logits(&batch, &common);
         batch.click.iter_mut().for_each(|c| *c ^= 1);
         batch.buy.iter_mut().for_each(|b| *b ^= 1);
@@ -183,7 +208,7 @@ mod gradcheck {
     #[test]
     fn a_step_lowers_the_loss_and_padding_never_moves() {
         let (batch, common) = data();
-        let mut m = Model::new(spec(ModelKind::Esmm)).unwrap();
+        let mut m = Model::new(spec(ModelKind::Esmm), Vocab::off()).unwrap();
         let before = m.loss(&batch, &common);
         for _ in 0..20 {
             m.train_step(&batch, &common);

@@ -18,7 +18,7 @@ use crate::batches::{self, CommonTable, LoaderConfig};
 use crate::config::{ModelConfig, TrainConfig};
 use crate::manifest;
 use crate::metrics::{self, Scored};
-use crate::model::{checkpoint, infer, Model, ModelSpec};
+use crate::model::{checkpoint, infer, Model, ModelSpec, Vocab};
 use crate::parquet_out::ParquetOut;
 use crate::schema::{self, Split, CHECKPOINT_FILE, COMMON_FILE, EPOCHS_FILE, MODEL_FILE, SAMPLES_FILE};
 
@@ -98,19 +98,36 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
         init_scale: cfg.model.init_scale,
         seed: cfg.model.seed,
         towers: cfg.model.towers(),
+        min_sessions: cfg.model.min_sessions,
     };
-    let (mut model, mut state) = if cfg.resume {
+    let (model, mut state) = if cfg.resume {
         let ckpt = cfg.out.join(CHECKPOINT_FILE);
         let (model, header) = checkpoint::load::<TrainState>(&ckpt).context("--resume")?;
         if header.config_hash != resume_key || header.inputs != st.inputs {
             bail!("--resume: {} was written for another config or other data; rerun without --resume", ckpt.display());
         }
-        (model, header.state)
+        (Some(model), header.state)
     } else {
-        (Model::new(spec)?, TrainState::default())
+        (None, TrainState::default())
     };
     st.invalidate()?;
     let common = Arc::new(CommonTable::load(&path(Split::Train, COMMON_FILE))?);
+    let mut model = match model {
+        Some(m) => m,
+        None => {
+            let (vocab, report) =
+                Vocab::count(&path(Split::Train, SAMPLES_FILE), &common, spec.hash_buckets, spec.min_sessions)?;
+            if vocab.enabled() {
+                crate::log::event("vocab", serde_json::to_value(report)?, || {
+                    format!(
+                        "ids seen in >= {} training sessions: {} of {} get their own row",
+                        spec.min_sessions, report.admitted, report.seen
+                    )
+                });
+            }
+            Model::new(spec, vocab)?
+        }
+    };
     let train_rows = batches::count_rows(&path(Split::Train, SAMPLES_FILE))?;
 
     while state.epochs_done < cfg.train.epochs && !state.stopped_early {
@@ -157,12 +174,15 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
         write_epochs(&cfg.out.join(EPOCHS_FILE), &state.history)?;
     }
     let outputs: Vec<PathBuf> = [MODEL_FILE, CHECKPOINT_FILE, EPOCHS_FILE].iter().map(|f| cfg.out.join(f)).collect();
-    let counts = BTreeMap::from([
+    let mut counts = BTreeMap::from([
         ("epochs".to_string(), state.epochs_done as u64),
         ("best_epoch".to_string(), state.best_epoch.unwrap_or(0) as u64),
         ("train_rows".to_string(), train_rows),
         ("stopped_early".to_string(), state.stopped_early as u64),
     ]);
+    if model.vocab().enabled() {
+        counts.insert("admitted_ids".to_string(), model.vocab().admitted() as u64);
+    }
     st.finish(&outputs, counts, BTreeMap::new(), cfg.threads)
 }
 
