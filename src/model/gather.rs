@@ -145,16 +145,18 @@ impl Gather {
     fn visit(&self, f: usize, csr: &FieldCsr, r: usize, mut visit: impl FnMut(u32, f32)) {
         let ids = csr.ids(r);
         let take = ids.len().min(self.max_len[f]);
-        let (weights, scale) = match (csr.weights(r), self.pooling) {
-            (Some(w), Pooling::Weighted) => (Some(w), 1.0),
-            (Some(w), Pooling::Mean) => (Some(w), 1.0 / take.max(1) as f32),
-            _ => (None, 1.0),
-        };
-        let weight = |k: usize| weights.map_or(1.0, |w| w[k] * scale);
+        let weights = csr.weights(r).filter(|_| self.pooling != Pooling::Sum);
+        let scale = if self.pooling == Pooling::Mean { 1.0 / take.max(1) as f32 } else { 1.0 };
         if !self.vocab.enabled() {
-            (0..take).for_each(|k| visit(ids[k], weight(k)));
+            // one loop per case: the hot path of every lookup, kept free of per-id branches
+            match weights {
+                Some(w) if self.pooling == Pooling::Weighted => (0..take).for_each(|k| visit(ids[k], w[k])),
+                Some(w) => (0..take).for_each(|k| visit(ids[k], w[k] * scale)),
+                None => ids[..take].iter().for_each(|&id| visit(id, 1.0)),
+            }
             return;
         }
+        let weight = |k: usize| weights.map_or(1.0, |w| w[k] * scale);
         let mut total = 0.0;
         for k in 0..take {
             let w = weight(k);
