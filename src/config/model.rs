@@ -43,7 +43,8 @@ pub struct ModelConfig {
     pub embedding_learning_rate: Option<f32>,
     /// Embeddings start uniform in [-init_scale, init_scale].
     pub init_scale: f32,
-    /// Ids seen in fewer training sessions than this share one out-of-vocabulary row per field
+    /// Id admission: every field gets a shared row that its ids add to their own; ids seen in
+    /// fewer training sessions than this read only the shared row
     /// (0 = off: every id its own row, PaddleRec parity).
     pub min_sessions: u32,
     pub seed: u64,

@@ -61,13 +61,14 @@ pub struct ModelSpec {
     /// Tower backend and hidden sizes (absent in older checkpoints: dfdx, `[256, 64]`).
     #[serde(default)]
     pub towers: TowerSpec,
-    /// Ids seen in fewer training sessions share their field's row (0 = off; see `vocab`).
+    /// Id admission (0 = off, see `vocab`): every id also reads its field's shared row, ids seen
+    /// in fewer training sessions read only that.
     #[serde(default)]
     pub min_sessions: u32,
 }
 
 impl ModelSpec {
-    /// Embedding rows per table: the hash buckets, plus one out-of-vocabulary row per field
+    /// Embedding rows per table: the hash buckets, plus one shared row per field
     /// when admission is on.
     pub fn table_rows(&self) -> usize {
         self.hash_buckets + Vocab::extra_rows(self.min_sessions)

@@ -23,8 +23,7 @@ use anyhow::{ensure, Result};
 use crate::batches::{self, Batch, CommonTable, FieldCsr, LoaderConfig, ShuffleUnit};
 use crate::schema::FIELDS;
 
-/// The admitted ids of a table of `buckets` rows; out-of-vocabulary ids of field `f` use row
-/// `buckets + f`.
+/// The admitted ids of a table of `buckets` rows; field `f`'s shared row is `buckets + f`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Vocab {
     /// 0 = admission off: every id is its own row.
