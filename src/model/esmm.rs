@@ -203,7 +203,9 @@ impl Model {
     /// A model from existing parts (checkpoints): no random initialization.
     pub fn assemble(spec: ModelSpec, tables: Vec<Embedding>, towers: Towers, vocab: Vocab) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            vocab.parts().0 == spec.min_sessions && tables.iter().all(|t| t.rows == spec.table_rows()),
+            vocab.parts().0 == spec.min_sessions
+                && (!vocab.enabled() || vocab.parts().1 as usize == spec.hash_buckets)
+                && tables.iter().all(|t| t.rows == spec.table_rows()),
             "the embedding tables and the id admission do not match the model spec"
         );
         let grads = tables.iter().map(|_| Vec::new()).collect();

@@ -76,27 +76,18 @@ impl SessionCounts {
         }
     }
 
-    fn admit(&self, min_sessions: u32) -> (Vocab, VocabReport) {
+    /// The ids seen in at least `min_sessions` sessions, and how many ids were seen at all.
+    fn admit(&self, min_sessions: u32) -> (Vocab, usize) {
         let mut admitted = vec![0u64; self.counts.len().div_ceil(64)];
-        let mut report = VocabReport::default();
+        let mut seen = 0;
         for (id, &n) in self.counts.iter().enumerate() {
-            report.seen += (n > 0) as usize;
+            seen += (n > 0) as usize;
             if n >= min_sessions {
                 admitted[id / 64] |= 1 << (id % 64);
-                report.admitted += 1;
             }
         }
-        (Vocab { min_sessions, buckets: self.counts.len() as u32, admitted }, report)
+        (Vocab { min_sessions, buckets: self.counts.len() as u32, admitted }, seen)
     }
-}
-
-/// What counting found (for the stage log).
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
-pub struct VocabReport {
-    /// Distinct ids seen in training.
-    pub seen: usize,
-    /// Of those, seen in at least `min_sessions` sessions.
-    pub admitted: usize,
 }
 
 impl Vocab {
@@ -119,15 +110,11 @@ impl Vocab {
     }
 
     /// Counts the sessions of every id in the training split (`samples`, `common`) and admits
-    /// those seen in at least `min_sessions` (0: admission off).
-    pub fn count(
-        samples: &Path,
-        common: &CommonTable,
-        buckets: usize,
-        min_sessions: u32,
-    ) -> Result<(Self, VocabReport)> {
+    /// those seen in at least `min_sessions` (0: admission off); also returns how many distinct
+    /// ids training saw.
+    pub fn count(samples: &Path, common: &CommonTable, buckets: usize, min_sessions: u32) -> Result<(Self, usize)> {
         if min_sessions == 0 {
-            return Ok((Self::off(), VocabReport::default()));
+            return Ok((Self::off(), 0));
         }
         ensure!(buckets < u32::MAX as usize - FIELDS.len(), "hash_buckets too large for admission");
         let mut c = SessionCounts::new(buckets);
@@ -164,7 +151,7 @@ impl Vocab {
         self.buckets + f as u32
     }
 
-    /// The bitset words and the header values, for checkpoints.
+    /// The threshold, the table's hash buckets and the bitset words (checkpoints).
     pub fn parts(&self) -> (u32, u32, &[u64]) {
         (self.min_sessions, self.buckets, &self.admitted)
     }
@@ -212,8 +199,8 @@ mod tests {
         let count = |id: usize| c.counts[id];
         assert_eq!([count(5), count(6), count(7), count(8)], [2, 1, 1, 3]);
         assert_eq!([count(20), count(21), count(22)], [1, 2, 1]);
-        let (v, report) = c.admit(2);
-        assert_eq!((report.seen, report.admitted), (7, 3));
+        let (v, seen) = c.admit(2);
+        assert_eq!(seen, 7);
         let admitted: Vec<u32> = (0..1000).filter(|&id| v.admits(id)).collect();
         assert_eq!(admitted, [5, 8, 21]);
         assert_eq!(v.admitted(), 3);

@@ -115,13 +115,14 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
     let mut model = match model {
         Some(m) => m,
         None => {
-            let (vocab, report) =
+            let (vocab, seen) =
                 Vocab::count(&path(Split::Train, SAMPLES_FILE), &common, spec.hash_buckets, spec.min_sessions)?;
             if vocab.enabled() {
-                crate::log::event("vocab", serde_json::to_value(report)?, || {
+                let admitted = vocab.admitted();
+                crate::log::event("vocab", serde_json::json!({ "seen": seen, "admitted": admitted }), || {
                     format!(
-                        "ids seen in >= {} training sessions: {} of {} get their own row",
-                        spec.min_sessions, report.admitted, report.seen
+                        "ids seen in >= {} training sessions: {admitted} of {seen} get their own row",
+                        spec.min_sessions
                     )
                 });
             }
