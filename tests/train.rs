@@ -167,6 +167,19 @@ fn baselines_train_too() {
     let (model, _) = esmm::model::checkpoint::load::<serde_json::Value>(&root.join("a2/model.bin")).unwrap();
     assert!(model.vocab().enabled() && model.vocab().admitted() as u64 == admitted);
     assert_eq!(model.tables[0].rows, (1 << 16) + esmm::schema::FIELDS.len());
+    // A damaged model file is an error naming it, never a panic or a half-loaded model.
+    let bytes = std::fs::read(root.join("a2/model.bin")).unwrap();
+    let n = bytes.len();
+    for (cut, want) in [(5, "is not an esmm checkpoint"), (12, "truncated"), (n / 3, "truncated"), (n - 1, "truncated")]
+    {
+        let damaged = root.join(format!("cut{cut}.bin"));
+        std::fs::write(&damaged, &bytes[..cut]).unwrap();
+        let e = format!("{:#}", esmm::model::checkpoint::load::<serde_json::Value>(&damaged).err().unwrap());
+        assert!(e.contains(&format!("cut{cut}.bin")) && e.contains(want), "{e}");
+    }
+    std::fs::write(root.join("long.bin"), [&bytes[..], b"x"].concat()).unwrap();
+    let e = format!("{:#}", esmm::model::checkpoint::load::<serde_json::Value>(&root.join("long.bin")).err().unwrap());
+    assert!(e.contains("long.bin is corrupt: bytes after the last array"), "{e}");
     // Fewer ids than training saw (all admitted at 1 session), but not none.
     let seen = train_model(&data, &root.join("a0"), ModelConfig { min_sessions: 1, ..Default::default() }, 1, false)
         .counts["admitted_ids"];

@@ -10,8 +10,8 @@ use polars::prelude as pl;
 use super::tables::{variants, METRICS_DIR, MODEL_DIR, PREDICTIONS_DIR, PREDICTIONS_FILE};
 use crate::metrics::Scored;
 use crate::schema::{
-    BUY, CLICK, EPOCH, EPOCHS_FILE, METRIC, METRICS_FILE, MODEL, P_CTR, P_CVR, RUN_ID, SLICE, SPLIT, TASK, TRAIN_LOSS,
-    VALID_AUC_CTCVR, VALID_AUC_CTR, VALID_AUC_CVR, VALID_LOSS, VALUE,
+    EPOCH, EPOCHS_FILE, METRIC, METRICS_FILE, MODEL, RUN_ID, SLICE, SPLIT, TASK, TRAIN_LOSS, VALID_AUC_CTCVR,
+    VALID_AUC_CTR, VALID_AUC_CVR, VALID_LOSS, VALUE,
 };
 
 /// The model name evaluate gives the planted ground truth.
@@ -151,19 +151,6 @@ pub fn read_epochs(path: &Path) -> Result<Epochs> {
         auc_cvr: f(VALID_AUC_CVR)?,
         auc_ctcvr: f(VALID_AUC_CTCVR)?,
     })
-}
-
-/// Labels and scores of a predictions file.
-pub fn read_predictions(path: &Path) -> Result<Scored> {
-    let df = frame(path, &[CLICK, BUY, P_CTR, P_CVR])?;
-    let f = |n| floats(&df, n, path);
-    let (click, buy, p_ctr, p_cvr) = (f(CLICK)?, f(BUY)?, f(P_CTR)?, f(P_CVR)?);
-    let mut s = Scored::default();
-    for i in 0..df.height() {
-        let get = |v: &[Option<f64>]| v[i].with_context(|| format!("{}: null value in row {i}", path.display()));
-        s.push(get(&click)? as u8, get(&buy)? as u8, get(&p_ctr)? as f32, get(&p_cvr)? as f32);
-    }
-    Ok(s)
 }
 
 /// The three tasks of a scored split as (task, scores, labels): CTR on every row, CVR on the

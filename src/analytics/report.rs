@@ -198,7 +198,7 @@ pub fn build(dir: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     let scored: Vec<(String, crate::metrics::Scored)> = runs
         .iter()
         .filter_map(|r| r.predictions.as_ref().map(|p| (r.label(), p)))
-        .map(|(label, p)| Ok((label, inputs::read_predictions(p)?)))
+        .map(|(label, p)| Ok((label, crate::metrics::inputs::read_predictions(p)?.scored)))
         .collect::<Result<_>>()?;
     if !scored.is_empty() {
         let per_run: Vec<(String, Vec<(&'static str, Vec<f32>, Vec<bool>)>)> =

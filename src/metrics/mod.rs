@@ -1,6 +1,7 @@
 //! Exact metrics over a whole split: AUC (sort-based, ties averaged), logloss, calibration.
 
 pub mod auc;
+pub mod inputs;
 pub mod tasks;
 
 pub use auc::{auc, soft_auc};

@@ -46,7 +46,7 @@ fn read_array<T, const N: usize>(inp: &mut impl Read, value: impl Fn([u8; N]) ->
     let mut n = [0u8; 8];
     inp.read_exact(&mut n)?;
     let n = u64::from_le_bytes(n) as usize;
-    ensure!(n <= (1 << 36) / N, "corrupt checkpoint: array of {n} values");
+    ensure!(n <= (1 << 36) / N, "an array of {n} values");
     let mut buf = vec![0u8; n * N];
     inp.read_exact(&mut buf)?;
     Ok(buf.chunks_exact(N).map(|c| value(c.try_into().expect("chunks of N bytes"))).collect())
@@ -103,37 +103,50 @@ pub fn load<S: for<'de> Deserialize<'de>>(path: &Path) -> Result<(Model, Header<
     let file = File::open(path).with_context(|| format!("opening checkpoint {}", path.display()))?;
     let mut inp = BufReader::with_capacity(1 << 20, file);
     let mut magic = [0u8; 8];
-    inp.read_exact(&mut magic).with_context(|| format!("reading {}", path.display()))?;
-    if &magic != MAGIC {
+    if inp.read_exact(&mut magic).is_err() || &magic != MAGIC {
         bail!("{} is not an esmm checkpoint", path.display());
     }
+    let loaded = read_body(&mut inp).and_then(|loaded| {
+        let mut rest = [0u8; 1];
+        ensure!(inp.read(&mut rest)? == 0, "bytes after the last array");
+        Ok(loaded)
+    });
+    loaded.map_err(|e| match e.downcast_ref::<std::io::Error>() {
+        Some(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            anyhow::anyhow!("checkpoint {} is truncated (the file ends inside its data)", path.display())
+        }
+        _ => e.context(format!("checkpoint {} is corrupt", path.display())),
+    })
+}
+
+/// Everything after the magic bytes: header, tables, admitted ids, tower parameters.
+fn read_body<S: for<'de> Deserialize<'de>>(inp: &mut impl Read) -> Result<(Model, Header<S>)> {
     let mut len = [0u8; 8];
     inp.read_exact(&mut len)?;
     let len = u64::from_le_bytes(len) as usize;
-    ensure!(len < 1 << 30, "corrupt checkpoint header");
+    ensure!(len < 1 << 30, "header of {len} bytes");
     let mut json = vec![0u8; len];
     inp.read_exact(&mut json)?;
-    let header: Header<S> =
-        serde_json::from_slice(&json).with_context(|| format!("checkpoint header of {}", path.display()))?;
+    let header: Header<S> = serde_json::from_slice(&json).context("header")?;
     let want = Model::table_count(header.spec.kind);
-    ensure!(header.tables.len() == want, "checkpoint has {} tables, the model {want}", header.tables.len());
+    ensure!(header.tables.len() == want, "{} tables, the model has {want}", header.tables.len());
     let mut tables = Vec::with_capacity(want);
     for meta in &header.tables {
         let mut t = meta.meta();
-        t.set_raw(read_f32s(&mut inp)?)?;
+        t.set_raw(read_f32s(inp)?)?;
         tables.push(t);
     }
     let spec = &header.spec;
     let vocab = match spec.min_sessions {
         0 => Vocab::off(),
-        m => Vocab::from_parts(m, spec.hash_buckets as u32, read_array(&mut inp, u64::from_le_bytes)?)?,
+        m => Vocab::from_parts(m, spec.hash_buckets as u32, read_array(inp, u64::from_le_bytes)?)?,
     };
     let towers = Towers::with_spec(&spec.towers, spec.dense, || 0.0)?;
     let mut model = Model::assemble(spec.clone(), tables, towers, vocab)?;
     let n = header.tower_lens.len();
     let mut arrays = Vec::with_capacity(3 * n);
     for _ in 0..3 * n {
-        arrays.push(read_f32s(&mut inp)?);
+        arrays.push(read_f32s(inp)?);
     }
     let v = arrays.split_off(2 * n);
     let m = arrays.split_off(n);

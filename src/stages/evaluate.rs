@@ -5,7 +5,7 @@
 //! impression). Writes long-format `metrics.parquet` and `summary.md`, and flags likely label
 //! leakage (AUC ≥ 0.99) and collapsed models (near-constant predictions).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -13,16 +13,14 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
-use polars::prelude as pl;
 use serde::Serialize;
 
 use super::{StageReport, StageRun};
 use crate::manifest::AtomicFile;
+use crate::metrics::inputs::{read_predictions, read_truth};
 use crate::metrics::{soft_auc, Scored, TaskMetric};
 use crate::parquet_out::ParquetOut;
-use crate::schema::{
-    self, BUY, CLICK, METRICS_FILE, P_CTR, P_CVR, SAMPLE_ID, SCENARIO, SPLIT, SUMMARY_FILE, TRUTH_HEADER,
-};
+use crate::schema::{self, METRICS_FILE, SUMMARY_FILE};
 
 pub struct EvaluateStage {
     pub predictions: PathBuf,
@@ -54,59 +52,6 @@ pub struct MetricRow {
     pub metric: TaskMetric,
 }
 
-/// The predictions file, read with polars (any Parquet with these columns works).
-struct Predictions {
-    split: String,
-    sample_id: Vec<u64>,
-    scenario: Vec<u64>,
-    scored: Scored,
-}
-
-fn read_predictions(path: &Path) -> Result<Predictions> {
-    let p = pl::PlRefPath::try_from_path(path)?;
-    let df = pl::LazyFrame::scan_parquet(p, Default::default())?
-        .select([
-            pl::col(SAMPLE_ID),
-            pl::col(SPLIT),
-            pl::col(CLICK),
-            pl::col(BUY),
-            pl::col(P_CTR),
-            pl::col(P_CVR),
-            pl::col(SCENARIO),
-        ])
-        .collect()
-        .with_context(|| format!("reading {} with polars", path.display()))?;
-    let u64s = |name: &str| -> Result<Vec<u64>> { Ok(df.column(name)?.u64()?.into_no_null_iter().collect()) };
-    let u8s = |name: &str| -> Result<Vec<u8>> { Ok(df.column(name)?.u8()?.into_no_null_iter().collect()) };
-    let f32s = |name: &str| -> Result<Vec<f32>> { Ok(df.column(name)?.f32()?.into_no_null_iter().collect()) };
-    let split = df.column(SPLIT)?.str()?.get(0).unwrap_or("").to_string();
-    let (click, buy, p_ctr, p_cvr) = (u8s(CLICK)?, u8s(BUY)?, f32s(P_CTR)?, f32s(P_CVR)?);
-    let mut scored = Scored::default();
-    for i in 0..click.len() {
-        scored.push(click[i], buy[i], p_ctr[i], p_cvr[i]);
-    }
-    Ok(Predictions { split, sample_id: u64s(SAMPLE_ID)?, scenario: u64s(SCENARIO)?, scored })
-}
-
-/// Planted probabilities by sample id: (p_click, p_buy_given_click).
-fn read_truth(path: &Path) -> Result<HashMap<u64, (f32, f32)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut lines = text.lines().enumerate();
-    match lines.next() {
-        Some((_, h)) if h.starts_with(TRUTH_HEADER) => {}
-        _ => bail!("{}: expected the header `{TRUTH_HEADER}`", path.display()),
-    }
-    let mut out = HashMap::new();
-    for (i, line) in lines {
-        let c: Vec<&str> = line.split(',').collect();
-        let parsed = (|| Some((c.first()?.parse().ok()?, c.get(3)?.parse().ok()?, c.get(4)?.parse().ok()?)))();
-        let (sid, p, q): (u64, f32, f32) =
-            parsed.with_context(|| format!("{}:{}: malformed truth line", path.display(), i + 1))?;
-        out.insert(sid, (p, q));
-    }
-    Ok(out)
-}
-
 pub fn run(cfg: &EvaluateStage) -> Result<StageReport> {
     let mut inputs = vec![cfg.predictions.clone()];
     inputs.extend(cfg.truth.clone());
@@ -127,23 +72,38 @@ pub fn run(cfg: &EvaluateStage) -> Result<StageReport> {
         }));
     };
     add("all", &cfg.model_name, with_spread(&preds.scored));
-    let mut scenarios: Vec<u64> = preds.scenario.clone();
-    scenarios.sort_unstable();
-    scenarios.dedup();
-    if scenarios.len() > 1 && scenarios.len() <= 16 {
-        for s in &scenarios {
-            add(&format!("301={s}"), &cfg.model_name, preds.scored.filter(|i| preds.scenario[i] == *s).metrics());
+    if let Some(scenario) = &preds.scenario {
+        let mut scenarios = scenario.clone();
+        scenarios.sort_unstable();
+        scenarios.dedup();
+        if scenarios.len() > 1 && scenarios.len() <= 16 {
+            for s in &scenarios {
+                add(&format!("301={s}"), &cfg.model_name, preds.scored.filter(|i| scenario[i] == *s).metrics());
+            }
         }
     }
     if let Some(truth_path) = &cfg.truth {
         let truth = read_truth(truth_path)?;
         let mut oracle = preds.scored.clone();
         let mut q = Vec::with_capacity(oracle.len());
+        let file = truth_path.display();
         for (i, sid) in preds.sample_id.iter().enumerate() {
-            let &(p, b) = truth.get(sid).with_context(|| format!("sample_id {sid} not in {}", truth_path.display()))?;
-            oracle.p_ctr[i] = p;
-            oracle.p_cvr[i] = b;
-            q.push(b);
+            let t =
+                truth.get(sid).with_context(|| format!("{file}: no line for sample_id {sid} of the predictions"))?;
+            let (click, buy) = (preds.scored.click[i], preds.scored.buy[i]);
+            if (t.click, t.buy) != (click, buy) {
+                bail!(
+                    "{file}: sample_id {sid} has click,buy = {},{} there but {},{} in {}: the truth of other data",
+                    t.click as u8,
+                    t.buy as u8,
+                    click as u8,
+                    buy as u8,
+                    cfg.predictions.display()
+                );
+            }
+            oracle.p_ctr[i] = t.p_click;
+            oracle.p_cvr[i] = t.p_buy_given_click;
+            q.push(t.p_buy_given_click);
         }
         add("all", "oracle", oracle.metrics());
         let n = q.len() as u64;
