@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type, UInt32Type, UInt64Type, UInt8Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -50,6 +50,15 @@ impl FieldCsr {
         let mut offsets = Vec::with_capacity(rows + 1);
         offsets.push(0);
         Self { offsets, ids: Vec::with_capacity(ids), weights: Vec::with_capacity(if weighted { ids } else { 0 }) }
+    }
+
+    /// The first id `>= limit` as (row, id), if any: ids index an embedding table of `limit` rows.
+    fn first_id_at_least(&self, limit: usize) -> Option<(usize, u32)> {
+        if (self.ids.iter().fold(0, |m, &v| m.max(v)) as usize) < limit {
+            return None;
+        }
+        let at = self.ids.iter().position(|&v| v as usize >= limit)?;
+        Some((self.offsets.partition_point(|&o| o <= at) - 1, self.ids[at]))
     }
 
     fn push_from(&mut self, other: &FieldCsr, row: usize) {
@@ -130,6 +139,21 @@ fn side_lists(batch: &RecordBatch, side: Side) -> Result<Vec<FieldCsr>> {
         .collect()
 }
 
+/// Fails on the first id of `lists` (one per field of `side`) outside an embedding table of
+/// `buckets` rows, naming the column and the row (`row_name(row)`).
+fn check_ids(lists: &[FieldCsr], side: Side, buckets: usize, row_name: impl Fn(usize) -> String) -> Result<()> {
+    for (f, csr) in side_fields(side).into_iter().zip(lists) {
+        if let Some((row, id)) = csr.first_id_at_least(buckets) {
+            bail!(
+                "{}: column {}: id {id} is outside the {buckets} hash buckets (data hashed with other settings?)",
+                row_name(row),
+                schema::ids_column(f)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The user side of one split, in memory (Ali-CCP: ~730 k rows).
 pub struct CommonTable {
     /// One entry per user-side field, in [`FIELDS`] order.
@@ -138,15 +162,18 @@ pub struct CommonTable {
 }
 
 impl CommonTable {
-    pub fn load(path: &Path) -> Result<Self> {
+    /// Loads `path`; every id must index a table of `buckets` rows.
+    pub fn load(path: &Path, buckets: usize) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(8192).build()?;
         let mut fields: Vec<FieldCsr> = side_fields(Side::User).iter().map(|_| FieldCsr::new()).collect();
         let mut rows = 0;
         for batch in reader {
             let batch = batch.with_context(|| format!("reading {}", path.display()))?;
+            let lists = side_lists(&batch, Side::User).with_context(|| format!("decoding {}", path.display()))?;
+            check_ids(&lists, Side::User, buckets, |r| format!("{}: row {}", path.display(), rows + r))?;
             rows += batch.num_rows();
-            for (acc, part) in fields.iter_mut().zip(side_lists(&batch, Side::User)?) {
+            for (acc, part) in fields.iter_mut().zip(lists) {
                 acc.append(part);
             }
         }
@@ -192,7 +219,11 @@ impl Batch {
     }
 
     fn from_record_batch(b: &RecordBatch) -> Result<Self> {
-        let prim = |name: &str| column(b, name);
+        let prim = |name: &str| -> Result<&ArrayRef> {
+            let c = column(b, name)?;
+            ensure!(c.null_count() == 0, "column {name} has {} null values", c.null_count());
+            Ok(c)
+        };
         Ok(Self {
             sample_id: prim(schema::SAMPLE_ID)?
                 .as_primitive_opt::<UInt64Type>()
@@ -320,6 +351,8 @@ pub struct LoaderConfig {
     pub shuffle_unit: ShuffleUnit,
     /// Row groups held in the shuffle pool.
     pub pool_row_groups: usize,
+    /// Rows of the embedding tables: every item-side id must be below it.
+    pub buckets: usize,
     /// The split's user side: when given, every batch carries its gathered [`Batch::users`].
     pub common: Option<Arc<CommonTable>>,
 }
@@ -374,7 +407,11 @@ pub fn load(cfg: &LoaderConfig, mut emit: impl FnMut(Batch) -> bool) -> Result<(
         let mut pool = Batch::empty();
         for rb in reader {
             let rb = rb.with_context(|| format!("reading {}", cfg.path.display()))?;
-            pool.append(Batch::from_record_batch(&rb).with_context(|| format!("decoding {}", cfg.path.display()))?);
+            let b = Batch::from_record_batch(&rb).with_context(|| format!("decoding {}", cfg.path.display()))?;
+            check_ids(&b.items, Side::Item, cfg.buckets, |r| {
+                format!("{}: sample_id {}", cfg.path.display(), b.sample_id[r])
+            })?;
+            pool.append(b);
         }
         // Units: runs of one common row (sessions) or single rows, permuted when shuffling.
         let mut units: Vec<(usize, usize)> = match cfg.shuffle_unit {
@@ -408,4 +445,143 @@ pub fn load(cfg: &LoaderConfig, mut emit: impl FnMut(Batch) -> bool) -> Result<(
         emit(carry)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{UInt32Array, UInt64Array, UInt8Array};
+    use arrow::datatypes::{Schema, SchemaRef};
+
+    use super::*;
+    use crate::columns::ListColumns;
+    use crate::parquet_out::ParquetOut;
+    use crate::testutil::temp_dir;
+
+    /// Writes `rows` rows of `schema` (leading scalar columns from `scalars`), with one id per row
+    /// in the side's first field: `ids[r]`.
+    fn write(path: &Path, schema: SchemaRef, side: Side, scalars: Vec<ArrayRef>, ids: &[u32]) {
+        let mut lists = ListColumns::new(side);
+        let f = side_fields(side)[0];
+        for &id in ids {
+            lists.push(f, id as u64, id, 1.0);
+            lists.end_row();
+        }
+        let mut cols = scalars;
+        cols.extend(lists.into_arrays());
+        let mut out = ParquetOut::create(path, schema.clone(), 2).unwrap();
+        out.write(&RecordBatch::try_new(schema, cols).unwrap()).unwrap();
+        out.close().unwrap();
+    }
+
+    fn samples(path: &Path, schema: SchemaRef, item_ids: &[u32], sample_id: ArrayRef) {
+        let n = item_ids.len();
+        let scalars: Vec<ArrayRef> = vec![
+            sample_id,
+            Arc::new(UInt8Array::from(vec![0; n])),
+            Arc::new(UInt8Array::from(vec![0; n])),
+            Arc::new(UInt64Array::from(vec![9; n])),
+            Arc::new(UInt32Array::from(vec![0; n])),
+            Arc::new(UInt64Array::from(vec![0; n])),
+        ];
+        write(path, schema, Side::Item, scalars, item_ids);
+    }
+
+    fn loader(path: &Path) -> LoaderConfig {
+        LoaderConfig {
+            path: path.to_path_buf(),
+            batch_size: 2,
+            shuffle_seed: Some(3),
+            shuffle_unit: ShuffleUnit::Rows,
+            pool_row_groups: 2,
+            buckets: 100,
+            common: None,
+        }
+    }
+
+    fn load_err(cfg: &LoaderConfig) -> String {
+        format!("{:#}", load(cfg, |_| true).err().expect("an error"))
+    }
+
+    #[test]
+    fn ids_outside_the_table_and_null_keys_are_named_errors() {
+        let dir = temp_dir("batches");
+        let ok = dir.join("ok.parquet");
+        samples(
+            &ok,
+            schema::samples_schema(),
+            &[1, 99, 0, 42, 7],
+            Arc::new(UInt64Array::from(vec![10, 11, 12, 13, 14])),
+        );
+        let mut rows = 0;
+        load(&loader(&ok), |b| {
+            rows += b.len();
+            true
+        })
+        .unwrap();
+        assert_eq!(rows, 5);
+
+        // The same rows as polars writes them by default (zstd pages).
+        let zstd = dir.join("zstd.parquet");
+        let rows_of = |path: &Path| {
+            let mut ids = Vec::new();
+            load(&LoaderConfig { shuffle_seed: None, ..loader(path) }, |b| {
+                ids.extend(b.sample_id.iter().zip(b.items[0].ids.iter()).map(|(&s, &i)| (s, i)));
+                true
+            })
+            .unwrap();
+            ids
+        };
+        {
+            use parquet::arrow::ArrowWriter;
+            use parquet::basic::{Compression, ZstdLevel};
+            use parquet::file::properties::WriterProperties;
+            let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(File::open(&ok).unwrap())
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(|b| b.unwrap())
+                .collect();
+            let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+            let mut w = ArrowWriter::try_new(File::create(&zstd).unwrap(), batches[0].schema(), Some(props)).unwrap();
+            for b in &batches {
+                w.write(b).unwrap();
+            }
+            w.close().unwrap();
+        }
+        assert_eq!(rows_of(&zstd), rows_of(&ok));
+        assert_eq!(rows_of(&ok).len(), 5);
+
+        let big = dir.join("big.parquet");
+        samples(
+            &big,
+            schema::samples_schema(),
+            &[1, 99, 0, 100, 7],
+            Arc::new(UInt64Array::from(vec![10, 11, 12, 13, 14])),
+        );
+        let e = load_err(&loader(&big));
+        let col = schema::ids_column(side_fields(Side::Item)[0]);
+        assert!(
+            e.contains("big.parquet: sample_id 13") && e.contains(&format!("{col}: id 100 is outside the 100")),
+            "{e}"
+        );
+
+        // A nullable file with a null sample id (another tool's output): an error, not a 0.
+        let nulls = dir.join("nulls.parquet");
+        let fields: Vec<_> =
+            schema::samples_schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+        let nullable = Arc::new(Schema::new(fields));
+        samples(&nulls, nullable, &[1, 2, 3], Arc::new(UInt64Array::from(vec![Some(1), None, Some(3)])));
+        let e = load_err(&loader(&nulls));
+        assert!(e.contains("nulls.parquet") && e.contains("column sample_id has 1 null values"), "{e}");
+
+        // The user side: the common table names its row.
+        let common = dir.join("common.parquet");
+        let md5: ArrayRef = Arc::new(UInt64Array::from(vec![1, 2, 3, 4, 5]));
+        write(&common, schema::common_schema(), Side::User, vec![md5], &[5, 6, 7, 250, 8]);
+        assert_eq!(CommonTable::load(&common, 251).unwrap().rows, 5);
+        let e = format!("{:#}", CommonTable::load(&common, 250).err().unwrap());
+        let col = schema::ids_column(side_fields(Side::User)[0]);
+        assert!(e.contains("common.parquet: row 3") && e.contains(&format!("{col}: id 250 is outside")), "{e}");
+        std::fs::remove_dir_all(dir).ok();
+    }
 }

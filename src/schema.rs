@@ -96,6 +96,8 @@ pub const SAMPLES_FILE: &str = "samples.parquet";
 pub const COMMON_FILE: &str = "common.parquet";
 /// Every stage writes this last, beside its outputs; its presence means "complete".
 pub const MANIFEST_FILE: &str = "_manifest.json";
+/// Key of the hash-bucket count in the ingest manifest's config and the split manifest's counts.
+pub const HASH_BUCKETS: &str = "hash_buckets";
 
 /// Rows per Parquet row group of the common table (its rows hold hundreds of ids each).
 pub const COMMON_ROW_GROUP_ROWS: usize = 4096;

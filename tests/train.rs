@@ -188,6 +188,27 @@ fn baselines_train_too() {
         predict_to(&root.join(m), &data, &root.join(p));
     }
     assert!(std::fs::read(root.join("pa1.parquet")).unwrap() == std::fs::read(root.join("pa2.parquet")).unwrap());
+    // Data hashed into other buckets than the model's: refused, not scored into garbage.
+    let rehashed = root.join("rehashed");
+    std::fs::create_dir_all(rehashed.join("test")).unwrap();
+    for f in ["test/samples.parquet", "test/common.parquet"] {
+        std::fs::copy(data.join(f), rehashed.join(f)).unwrap();
+    }
+    let mut m = common::manifest(&data);
+    m["counts"][esmm::schema::HASH_BUCKETS] = 4096.into();
+    std::fs::write(rehashed.join(esmm::schema::MANIFEST_FILE), m.to_string()).unwrap();
+    let e = predict::run(&predict::PredictStage {
+        model: root.join("a1"),
+        data: rehashed.clone(),
+        split: Split::Test,
+        out: root.join("pr.parquet"),
+        batch_size: 1000,
+        threads: 1,
+        force: true,
+    })
+    .err()
+    .unwrap();
+    assert!(format!("{e:#}").contains("was hashed into 4096 buckets"), "{e:#}");
     assert_eq!(read_rows(&root.join("pa1.parquet")).len(), 2_000);
 }
 

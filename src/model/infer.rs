@@ -23,6 +23,7 @@ pub fn score_file(
         shuffle_seed: None,
         shuffle_unit: ShuffleUnit::Rows,
         pool_row_groups: 1,
+        buckets: model.spec.hash_buckets,
         common: Some(Arc::clone(common)),
     });
     for batch in rx {

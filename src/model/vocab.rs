@@ -125,6 +125,7 @@ impl Vocab {
             shuffle_seed: None,
             shuffle_unit: ShuffleUnit::Rows,
             pool_row_groups: 1,
+            buckets,
             common: None,
         };
         batches::load(&cfg, |b| {

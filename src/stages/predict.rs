@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray, UInt64Array, UInt8Array};
 use serde::Serialize;
 
@@ -53,7 +53,7 @@ pub fn run_shard(cfg: &PredictStage, shard: Shard) -> Result<StageReport> {
 
 fn run_inner(cfg: &PredictStage, shard: Option<Shard>) -> Result<StageReport> {
     manifest::require(&cfg.model, "train")?;
-    manifest::require(&cfg.data, "split")?;
+    let split = manifest::require(&cfg.data, "split")?;
     let dir = cfg.data.join(cfg.split.name());
     let inputs = [cfg.model.join(MODEL_FILE), dir.join(SAMPLES_FILE), dir.join(COMMON_FILE)];
     let out = shard.map_or_else(|| cfg.out.clone(), |s| s.part_path(&cfg.out));
@@ -66,7 +66,15 @@ fn run_inner(cfg: &PredictStage, shard: Option<Shard>) -> Result<StageReport> {
     }
     st.invalidate()?;
     let (model, _) = checkpoint::load::<serde_json::Value>(&cfg.model.join(MODEL_FILE))?;
-    let common = Arc::new(CommonTable::load(&dir.join(COMMON_FILE))?);
+    if let Some(&b) = split.counts.get(schema::HASH_BUCKETS).filter(|&&b| b != model.spec.hash_buckets as u64) {
+        bail!(
+            "{} was hashed into {b} buckets, the model in {} into {}: predict on data ingested like its training data",
+            cfg.data.display(),
+            cfg.model.display(),
+            model.spec.hash_buckets
+        );
+    }
+    let common = Arc::new(CommonTable::load(&dir.join(COMMON_FILE), model.spec.hash_buckets)?);
     let samples = dir.join(SAMPLES_FILE);
     let batch_size = cfg.batch_size.max(1);
     let batches = batches::count_rows(&samples)?.div_ceil(batch_size as u64);
@@ -83,6 +91,7 @@ fn run_inner(cfg: &PredictStage, shard: Option<Shard>) -> Result<StageReport> {
         shuffle_seed: None,
         shuffle_unit: ShuffleUnit::Rows,
         pool_row_groups: 1,
+        buckets: model.spec.hash_buckets,
         common: Some(Arc::clone(&common)),
     });
     // Batches before `first` are decoded but not scored; the loader stops when we hang up.

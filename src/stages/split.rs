@@ -62,8 +62,11 @@ impl ValidRule {
 pub fn run(cfg: &SplitStage) -> Result<StageReport> {
     cfg.params.validate()?;
     let sources = Sources::find(&cfg.input)?;
-    let hash_buckets =
-        sources.config.get("hash_buckets").and_then(|v| v.as_u64()).context("ingest manifest lacks hash_buckets")?;
+    let hash_buckets = sources
+        .config
+        .get(schema::HASH_BUCKETS)
+        .and_then(|v| v.as_u64())
+        .context("ingest manifest lacks hash_buckets")?;
     let inputs: Vec<PathBuf> = Split::SOURCES.iter().flat_map(|&s| sources.files(s)).collect();
     let mut st = StageRun::begin("split", &cfg.out, &cfg.params, &inputs)?;
     st.read_lock(&cfg.input)?;
@@ -107,7 +110,7 @@ pub fn run(cfg: &SplitStage) -> Result<StageReport> {
         }
     }
 
-    let mut counts = BTreeMap::from([("hash_buckets".to_string(), hash_buckets)]);
+    let mut counts = BTreeMap::from([(schema::HASH_BUCKETS.to_string(), hash_buckets)]);
     if let Some(n) = sources.parts {
         counts.insert("ingest_shards".into(), n as u64);
     }

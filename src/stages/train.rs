@@ -76,7 +76,8 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
     cfg.model.validate()?;
     cfg.train.validate()?;
     let split = manifest::require(&cfg.data, "split")?;
-    let hash_buckets = *split.counts.get("hash_buckets").context("split manifest lacks hash_buckets (rerun split)")?;
+    let hash_buckets =
+        *split.counts.get(schema::HASH_BUCKETS).context("split manifest lacks hash_buckets (rerun split)")?;
     let path = |s: Split, f: &str| cfg.data.join(s.name()).join(f);
     let inputs = [path(Split::Train, SAMPLES_FILE), path(Split::Train, COMMON_FILE), path(Split::Valid, SAMPLES_FILE)];
     let params = Params { model: &cfg.model, train: &cfg.train, hash_buckets };
@@ -111,7 +112,7 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
         (None, TrainState::default())
     };
     st.invalidate()?;
-    let common = Arc::new(CommonTable::load(&path(Split::Train, COMMON_FILE))?);
+    let common = Arc::new(CommonTable::load(&path(Split::Train, COMMON_FILE), spec.hash_buckets)?);
     let mut model = match model {
         Some(m) => m,
         None => {
@@ -226,6 +227,7 @@ fn train_epoch(
         shuffle_seed: Some(epoch_seed(cfg.train.seed, epoch)),
         shuffle_unit: cfg.train.shuffle,
         pool_row_groups: cfg.train.shuffle_pool_row_groups,
+        buckets: model.spec.hash_buckets,
         common: Some(Arc::clone(common)),
     });
     let bar = crate::progress::rows(&format!("epoch {}", epoch + 1), train_rows);
