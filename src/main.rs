@@ -196,6 +196,8 @@ enum Command {
     },
     /// Exact metrics of a predictions file (AUC, logloss, calibration per task and scenario).
     Evaluate {
+        /// Predictions Parquet: columns sample_id, split, click, buy, p_ctr, p_cvr (any castable
+        /// types; scenario optional, for slices). Default with --config: paths.predictions/test.parquet.
         #[arg(long, value_name = "FILE.parquet")]
         predictions: Option<PathBuf>,
         /// Output directory (metrics.parquet, summary.md).
