@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::Command;
 
+use common::mutate::{lines_in, mutate, mutation, render, skipped_rows};
 use common::{read_rows, temp_dir, u, Value};
-use esmm::aliccp::{Effect, Reason};
+use esmm::aliccp::Reason;
 use esmm::config::IngestConfig;
 use esmm::stages::ingest::{run, IngestStage};
 use proptest::prelude::*;
@@ -59,59 +60,9 @@ fn skeleton_lines_n(n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// One mutation: which file (0 common, 1 skeleton), line, position, operation, byte.
-type Mutation = (usize, usize, usize, u8, u8);
-
-const NASTY: &[u8] = b",\x01\x02\x03\n\r09afg-.e \xff\xef";
-
-fn mutate(lines: &mut [Vec<u8>], touched: &mut Vec<usize>, cut_file: &mut Option<usize>, m: &Mutation) {
-    let (_, line, pos, op, byte) = *m;
-    let li = line % lines.len();
-    let l = &mut lines[li];
-    let pos = pos % (l.len() + 1);
-    match op % 5 {
-        0 if pos < l.len() => {
-            l.remove(pos);
-        }
-        1 if pos < l.len() => l.insert(pos, l[pos]),
-        2 if pos < l.len() => l[pos] = NASTY[byte as usize % NASTY.len()],
-        3 => l.truncate(pos),
-        4 => *cut_file = Some(li * 1000 + pos),
-        _ => l.insert(pos, NASTY[byte as usize % NASTY.len()]),
-    }
-    touched.push(li);
-}
-
-/// The file text; a cut file ends inside line `li` after `pos` bytes (no final newline).
-fn render(lines: &[Vec<u8>], cut: Option<usize>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (i, l) in lines.iter().enumerate() {
-        if let Some(c) = cut.filter(|c| c / 1000 == i) {
-            out.extend_from_slice(&l[..(c % 1000).min(l.len())]);
-            return out;
-        }
-        out.extend_from_slice(l);
-        out.push(b'\n');
-    }
-    out
-}
-
-fn lines_in(text: &[u8]) -> u64 {
-    let n = text.iter().filter(|&&b| b == b'\n').count() as u64;
-    n + u64::from(!text.is_empty() && !text.ends_with(b"\n"))
-}
-
 fn ingest(raw: &Path, out: &Path, strict: bool) -> anyhow::Result<esmm::stages::StageReport> {
     let params = IngestConfig { strict, hash_buckets: 1 << 16, ..Default::default() };
     run(&IngestStage { raw: raw.to_path_buf(), out: out.to_path_buf(), params, threads: 1, force: true })
-}
-
-fn skipped_rows(skipped: &BTreeMap<String, u64>, prefix: &str) -> u64 {
-    Reason::ALL
-        .iter()
-        .filter(|r| r.effect() == Effect::SkipRow)
-        .map(|r| skipped.get(&format!("{prefix}{}", r.name())).copied().unwrap_or(0))
-        .sum()
 }
 
 type Row = BTreeMap<String, Value>;
@@ -134,10 +85,6 @@ fn write_raw(dir: &Path, common: &[u8], skeleton: &[u8]) {
     std::fs::write(dir.join("sample_skeleton_train.csv"), skeleton).unwrap();
     std::fs::write(dir.join("common_features_test.csv"), clean.0).unwrap();
     std::fs::write(dir.join("sample_skeleton_test.csv"), clean.1).unwrap();
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    (0usize..2, 0usize..64, 0usize..200, any::<u8>(), any::<u8>())
 }
 
 proptest! {

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: temp dirs, raw fixtures, reading Parquet back.
 #![allow(dead_code)]
 
+pub mod mutate;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
