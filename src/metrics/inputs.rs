@@ -1,9 +1,9 @@
-//! What the metrics are computed from, read and checked: a predictions Parquet (§3: any file
-//! with these columns and castable types — ours, or one written by DuckDB, polars or Spark) and
-//! the generator's planted-truth CSV. A value the metrics cannot use (a null, a label other than
-//! 0/1, a probability outside [0, 1] or NaN, rows of two splits, a truth line that does not
-//! parse or disagrees with the predictions' labels) is an error naming the file, the row or line
-//! and the column — never a silently skewed AUC.
+//! What the metrics are computed from, read and checked: a predictions Parquet (any file with
+//! the predictions contract's columns in castable types — ours, or one written by DuckDB, polars
+//! or Spark) and the generator's planted-truth CSV. A value the metrics cannot use (a null, a
+//! label other than 0/1, a probability outside [0, 1] or NaN, rows of two splits, a truth line
+//! that does not parse or disagrees with the predictions' labels) is an error naming the file,
+//! the row or line and the column — never a silently skewed AUC.
 
 use std::collections::HashMap;
 use std::fs::File;
