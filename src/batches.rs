@@ -505,13 +505,12 @@ mod tests {
     #[test]
     fn ids_outside_the_table_and_null_keys_are_named_errors() {
         let dir = temp_dir("batches");
+        // Five rows, sample ids 10..=14, one item id each.
+        let five = |path: &Path, item_ids: [u32; 5]| {
+            samples(path, schema::samples_schema(), &item_ids, Arc::new(UInt64Array::from(vec![10, 11, 12, 13, 14])))
+        };
         let ok = dir.join("ok.parquet");
-        samples(
-            &ok,
-            schema::samples_schema(),
-            &[1, 99, 0, 42, 7],
-            Arc::new(UInt64Array::from(vec![10, 11, 12, 13, 14])),
-        );
+        five(&ok, [1, 99, 0, 42, 7]);
 
         // The same rows as polars writes them by default (zstd pages).
         let zstd = dir.join("zstd.parquet");
@@ -545,12 +544,7 @@ mod tests {
         assert_eq!(rows_of(&ok).len(), 5);
 
         let big = dir.join("big.parquet");
-        samples(
-            &big,
-            schema::samples_schema(),
-            &[1, 99, 0, 100, 7],
-            Arc::new(UInt64Array::from(vec![10, 11, 12, 13, 14])),
-        );
+        five(&big, [1, 99, 0, 100, 7]);
         let e = load_err(&loader(&big));
         let col = schema::ids_column(side_fields(Side::Item)[0]);
         assert!(

@@ -161,7 +161,11 @@ impl Vocab {
         if min_sessions == 0 {
             return Ok(Self::off());
         }
-        ensure!(admitted.len() == (buckets as usize).div_ceil(64), "corrupt checkpoint: vocabulary size");
+        ensure!(
+            admitted.len() == (buckets as usize).div_ceil(64),
+            "an admission bitset of {} words for {buckets} hash buckets",
+            admitted.len()
+        );
         Ok(Self { min_sessions, buckets, admitted })
     }
 }
