@@ -100,6 +100,18 @@ impl Rng {
         r * (std::f64::consts::TAU * self.f64()).cos()
     }
 
+    /// Unit-variance draw: standard normal for `df = 0`, else Student-t with `df` (> 2) degrees
+    /// of freedom scaled to variance 1 (heavier tails, same spread).
+    pub fn unit_tail(&mut self, df: u32) -> f64 {
+        if df == 0 {
+            return self.normal();
+        }
+        let z = self.normal();
+        let chi2: f64 = (0..df).map(|_| self.normal().powi(2)).sum();
+        let nu = df as f64;
+        z / (chi2 / nu).sqrt() * ((nu - 2.0) / nu).sqrt()
+    }
+
     /// Geometric count of failures `0, 1, 2, ...` with the given mean (0 for mean <= 0).
     pub fn geometric(&mut self, mean: f64) -> u64 {
         if mean.is_nan() || mean <= 0.0 {

@@ -136,11 +136,25 @@ pub fn skeleton_file(split: Split) -> String {
 pub fn common_features_file(split: Split) -> String {
     format!("common_features_{split}.csv")
 }
-/// Planted ground truth written by `generate`: `sample_id,click,buy,p_click,p_buy_given_click`.
+/// Planted ground truth written by `generate`: `sample_id,click,buy,p_click,p_buy_given_click`,
+/// then the semi-oracle's two probabilities ([`TRUTH_SEMI`]: without the items' own effects).
 pub fn truth_file(split: Split) -> String {
     format!("truth_{split}.csv")
 }
 pub const TRUTH_HEADER: &str = "sample_id,click,buy,p_click,p_buy_given_click";
+/// Model names `evaluate` gives the planted truth and the semi-oracle in the metrics table.
+pub const ORACLE: &str = "oracle";
+pub const SEMI_ORACLE: &str = "semi_oracle";
+
+/// Whether a metrics row's model is one of the planted truths rather than a trained model.
+pub fn is_planted(model: &str) -> bool {
+    model == ORACLE || model == SEMI_ORACLE
+}
+
+/// Optional truth columns after [`TRUTH_HEADER`]: the semi-oracle, each row's probabilities
+/// without the item's individual bias, clickbait and latent effects (what no model can learn
+/// for items seen a few times): every world tells its learnable ceiling.
+pub const TRUTH_SEMI: &str = "p_click_semi,p_buy_given_click_semi";
 
 fn list_of(item: DataType) -> DataType {
     DataType::List(Arc::new(Field::new("item", item, false)))
@@ -225,6 +239,9 @@ pub fn metrics_schema() -> SchemaRef {
 
 /// Columns of the per-epoch training log.
 pub const EPOCH: &str = "epoch";
+/// Training steps done at an evaluation, and epochs done (fractional) at it.
+pub const STEP: &str = "step";
+pub const EPOCH_PROGRESS: &str = "epoch_progress";
 pub const TRAIN_LOSS: &str = "train_loss";
 pub const VALID_LOSS: &str = "valid_loss";
 pub const VALID_AUC_CTR: &str = "valid_auc_ctr";
@@ -235,6 +252,8 @@ pub fn epochs_schema() -> SchemaRef {
     let f = |n: &str, t: DataType| Field::new(n, t, true);
     Arc::new(Schema::new(vec![
         Field::new(EPOCH, DataType::UInt32, false),
+        Field::new(STEP, DataType::UInt64, false),
+        Field::new(EPOCH_PROGRESS, DataType::Float64, false),
         f(TRAIN_LOSS, DataType::Float64),
         f(VALID_LOSS, DataType::Float64),
         f(VALID_AUC_CTR, DataType::Float64),

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::inputs::{self, MetricRow, Run, ORACLE};
+use super::inputs::{self, MetricRow, Run};
 use super::plot::Canvas;
 use super::sql::{self, Cell};
 use super::{curves, figures, tables};
 use crate::manifest::AtomicFile;
+use crate::schema::{is_planted, ORACLE, SEMI_ORACLE};
 
 pub const REPORT_FILE: &str = "report.md";
 /// Equal-count bins of the reliability diagrams (deciles, as in `sql/calibration.sql`).
@@ -24,7 +25,8 @@ const ROC_POINTS: usize = 400;
 /// The shipped data-profile query, run on the split tables of the directory.
 const PROFILE_SQL: &str = include_str!("../../sql/profile.sql");
 
-/// Model kinds in the paper's row order; other kinds follow alphabetically, the oracle last.
+/// Model kinds in the paper's row order; other kinds follow alphabetically, the semi-oracle and
+/// the oracle last.
 const KIND_ORDER: [&str; 3] = ["naive_cvr", "esmm_ns", "esmm"];
 /// Table 2 columns: (task in the metrics table, header).
 const TABLE2_TASKS: [(&str, &str); 4] = [
@@ -57,7 +59,12 @@ fn mean_std(v: &[f64]) -> (f64, Option<f64>) {
 
 fn kind_rank(kind: &str) -> (usize, String) {
     let pos = KIND_ORDER.iter().position(|k| *k == kind);
-    (pos.unwrap_or(if kind == ORACLE { usize::MAX } else { KIND_ORDER.len() }), kind.to_string())
+    let last = match kind {
+        SEMI_ORACLE => usize::MAX - 1,
+        ORACLE => usize::MAX,
+        _ => KIND_ORDER.len(),
+    };
+    (pos.unwrap_or(last), kind.to_string())
 }
 
 /// The paper-style table from the metrics rows of every run (one `Vec<MetricRow>` per metrics
@@ -89,8 +96,8 @@ pub fn table2(metrics: &[Vec<MetricRow>]) -> String {
         let mut order: Vec<&String> = kinds.keys().collect();
         order.sort_by_key(|k| kind_rank(k));
         for kind in order {
-            // The oracle (the planted truth) is the same in every run's table: one value, no spread.
-            let oracle = kind == ORACLE;
+            // The oracles (the planted truth) are the same in every run's table: one value, no spread.
+            let oracle = is_planted(kind);
             let n = runs.get(&(split.clone(), kind.clone())).map_or(0, |r| r.len());
             let n = if oracle { "–".to_string() } else { n.to_string() };
             let cells: Vec<String> = cols

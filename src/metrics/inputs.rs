@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use polars::prelude as pl;
 
 use super::Scored;
-use crate::schema::{BUY, CLICK, P_CTR, P_CVR, SAMPLE_ID, SCENARIO, SPLIT, TRUTH_HEADER};
+use crate::schema::{BUY, CLICK, P_CTR, P_CVR, SAMPLE_ID, SCENARIO, SPLIT, TRUTH_HEADER, TRUTH_SEMI};
 
 /// A predictions file: one split's rows with labels and the two predicted probabilities.
 pub struct Predictions {
@@ -113,18 +113,26 @@ pub struct Truth {
     pub buy: bool,
     pub p_click: f32,
     pub p_buy_given_click: f32,
+    /// The semi-oracle's `(p_click, p_buy_given_click)` when the file has [`TRUTH_SEMI`].
+    pub semi: Option<(f32, f32)>,
 }
 
-/// Reads a `truth_<split>.csv` (header [`TRUTH_HEADER`], extra columns allowed) by sample id.
+/// Reads a `truth_<split>.csv` (header [`TRUTH_HEADER`], optionally followed by [`TRUTH_SEMI`];
+/// extra columns allowed) by sample id.
 pub fn read_truth(path: &Path) -> Result<HashMap<u64, Truth>> {
     let file = path.display();
     let reader = BufReader::new(File::open(path).with_context(|| format!("opening {file}"))?);
     let mut lines = reader.lines();
-    match lines.next().transpose().with_context(|| format!("reading {file}"))? {
-        Some(h) if h.starts_with(TRUTH_HEADER) => {}
+    let with_semi = format!("{TRUTH_HEADER},{TRUTH_SEMI}");
+    let has_semi = match lines.next().transpose().with_context(|| format!("reading {file}"))? {
+        Some(h) if h.starts_with(TRUTH_HEADER) => {
+            let semi: Vec<&str> = TRUTH_SEMI.split(',').collect();
+            h.trim_end_matches('\r').split(',').skip(5).take(2).eq(semi)
+        }
         _ => bail!("{file}: expected the header `{TRUTH_HEADER}`"),
-    }
-    let names: Vec<&str> = TRUTH_HEADER.split(',').collect();
+    };
+    let header = if has_semi { with_semi.as_str() } else { TRUTH_HEADER };
+    let names: Vec<&str> = header.split(',').collect();
     let mut out = HashMap::new();
     for (i, line) in lines.enumerate() {
         let lineno = i + 2;
@@ -135,7 +143,7 @@ pub fn read_truth(path: &Path) -> Result<HashMap<u64, Truth>> {
         }
         let c: Vec<&str> = line.split(',').collect();
         if c.len() < names.len() {
-            bail!("{file}:{lineno}: {} fields, expected at least {} ({TRUTH_HEADER})", c.len(), names.len());
+            bail!("{file}:{lineno}: {} fields, expected at least {} ({header})", c.len(), names.len());
         }
         let bad =
             |k: usize, want: &str| anyhow::anyhow!("{file}:{lineno}: field `{}`: `{}` is not {want}", names[k], c[k]);
@@ -149,7 +157,8 @@ pub fn read_truth(path: &Path) -> Result<HashMap<u64, Truth>> {
             Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
             _ => Err(bad(k, "a probability in [0, 1]")),
         };
-        let t = Truth { click: label(1)?, buy: label(2)?, p_click: prob(3)?, p_buy_given_click: prob(4)? };
+        let semi = if has_semi { Some((prob(5)?, prob(6)?)) } else { None };
+        let t = Truth { click: label(1)?, buy: label(2)?, p_click: prob(3)?, p_buy_given_click: prob(4)?, semi };
         if out.insert(sid, t).is_some() {
             bail!("{file}:{lineno}: sample_id {sid} appears a second time");
         }
@@ -278,8 +287,16 @@ mod tests {
         };
         let t = read_truth(&file("ok.csv", "7,1,0,0.25,0.5,x\r\n8,0,1,1,0\r\n\r\n")).unwrap();
         assert_eq!(t.len(), 2);
-        assert_eq!(t[&7], Truth { click: true, buy: false, p_click: 0.25, p_buy_given_click: 0.5 });
+        assert_eq!(t[&7], Truth { click: true, buy: false, p_click: 0.25, p_buy_given_click: 0.5, semi: None });
         assert!(t[&8].buy && !t[&8].click);
+        // the semi-oracle's columns, when the header names them
+        let p = dir.join("semi.csv");
+        std::fs::write(&p, format!("{TRUTH_HEADER},{TRUTH_SEMI}\n7,1,0,0.25,0.5,0.2,0.4\n")).unwrap();
+        assert_eq!(read_truth(&p).unwrap()[&7].semi, Some((0.2, 0.4)));
+        std::fs::write(&p, format!("{TRUTH_HEADER},{TRUTH_SEMI}\n7,1,0,0.25,0.5,0.2\n")).unwrap();
+        assert!(err(read_truth(&p)).contains("semi.csv:2: 6 fields, expected at least 7"));
+        std::fs::write(&p, format!("{TRUTH_HEADER},{TRUTH_SEMI}\n7,1,0,0.25,0.5,0.2,2\n")).unwrap();
+        assert!(err(read_truth(&p)).contains("field `p_buy_given_click_semi`: `2` is not a probability"));
         for (body, want) in [
             ("7,1,0,0.25,0.5\n8,0,0\n", "short.csv:3: 3 fields, expected at least 5"),
             ("7,1,0,0.25,0.5\nx,0,0,0.1,0.1\n", "sid.csv:3: field `sample_id`: `x` is not an unsigned integer"),

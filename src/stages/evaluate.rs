@@ -1,7 +1,8 @@
 //! `esmm evaluate`: exact metrics of a predictions file — AUC (sort-based, ties averaged),
 //! logloss and calibration for CTR, CVR (clicked rows) and CTCVR, overall and per scenario
 //! (`301`). With `--truth` (the generator's planted probabilities) the oracle's metrics sit
-//! beside the model's, plus the CVR AUC over the entire space (against p(buy | click) for every
+//! beside the model's (and the semi-oracle's, without the items' own effects, when the truth
+//! file has it), plus the CVR AUC over the entire space (against p(buy | click) for every
 //! impression). Writes long-format `metrics.parquet` and `summary.md`, and flags likely label
 //! leakage (AUC ≥ 0.99) and collapsed models (near-constant predictions).
 
@@ -20,7 +21,7 @@ use crate::manifest::AtomicFile;
 use crate::metrics::inputs::{read_predictions, read_truth};
 use crate::metrics::{soft_auc, Scored, TaskMetric};
 use crate::parquet_out::ParquetOut;
-use crate::schema::{self, METRICS_FILE, SUMMARY_FILE};
+use crate::schema::{self, METRICS_FILE, ORACLE, SEMI_ORACLE, SUMMARY_FILE};
 
 pub struct EvaluateStage {
     pub predictions: PathBuf,
@@ -85,6 +86,7 @@ pub fn run(cfg: &EvaluateStage) -> Result<StageReport> {
     if let Some(truth_path) = &cfg.truth {
         let truth = read_truth(truth_path)?;
         let mut oracle = preds.scored.clone();
+        let mut semi = Some(preds.scored.clone());
         let mut q = Vec::with_capacity(oracle.len());
         let file = truth_path.display();
         for (i, sid) in preds.sample_id.iter().enumerate() {
@@ -104,13 +106,23 @@ pub fn run(cfg: &EvaluateStage) -> Result<StageReport> {
             oracle.p_ctr[i] = t.p_click;
             oracle.p_cvr[i] = t.p_buy_given_click;
             q.push(t.p_buy_given_click);
+            // the semi-oracle only when every line has it
+            match (&mut semi, t.semi) {
+                (Some(s), Some((c, v))) => (s.p_ctr[i], s.p_cvr[i]) = (c, v),
+                _ => semi = None,
+            }
         }
-        add("all", "oracle", oracle.metrics());
         let n = q.len() as u64;
         let es =
             |p: &[f32]| TaskMetric { task: "cvr_entire_space", metric: "auc", value: soft_auc(p, &q), n, positives: 0 };
         add("all", &cfg.model_name, vec![es(&preds.scored.p_cvr)]);
-        add("all", "oracle", vec![es(&q)]);
+        for (name, scored) in [(ORACLE, Some(&oracle)), (SEMI_ORACLE, semi.as_ref())] {
+            if let Some(scored) = scored {
+                let mut m = scored.metrics();
+                m.push(es(&scored.p_cvr));
+                add("all", name, m);
+            }
+        }
     }
     let flags = suspects(&rows, &cfg.model_name);
     write_metrics(&cfg.out.join(METRICS_FILE), &cfg.run_id, &rows)?;
@@ -195,13 +207,20 @@ fn summary(run_id: &str, split: &str, model: &str, rows: &[MetricRow], flags: &[
         rows.iter().find(|r| r.model == m && r.slice == slice && r.metric.task == task && r.metric.metric == metric)
     };
     let fmt = |r: Option<&MetricRow>| r.and_then(|r| r.metric.value).map_or("–".to_string(), |v| format!("{v:.4}"));
-    let has_oracle = rows.iter().any(|r| r.model == "oracle");
+    let has = |name: &str| rows.iter().any(|r| r.model == name);
+    let (has_oracle, has_semi) = (has(ORACLE), has(SEMI_ORACLE));
     let _ = writeln!(
         s,
-        "| task | rows | positives | AUC | logloss | calibration |{}",
-        if has_oracle { " oracle AUC | oracle logloss |" } else { "" }
+        "| task | rows | positives | AUC | logloss | calibration |{}{}",
+        if has_oracle { " oracle AUC | oracle logloss |" } else { "" },
+        if has_semi { " semi-oracle AUC |" } else { "" }
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|{}", if has_oracle { "---:|---:|" } else { "" });
+    let _ = writeln!(
+        s,
+        "|---|---:|---:|---:|---:|---:|{}{}",
+        if has_oracle { "---:|---:|" } else { "" },
+        if has_semi { "---:|" } else { "" }
+    );
     for task in ["ctr", "cvr", "ctcvr", "cvr_entire_space"] {
         let Some(auc) = get(model, "all", task, "auc") else { continue };
         let _ = write!(
@@ -214,12 +233,11 @@ fn summary(run_id: &str, split: &str, model: &str, rows: &[MetricRow], flags: &[
             fmt(get(model, "all", task, "calibration"))
         );
         if has_oracle {
-            let _ = write!(
-                s,
-                " {} | {} |",
-                fmt(get("oracle", "all", task, "auc")),
-                fmt(get("oracle", "all", task, "logloss"))
-            );
+            let _ =
+                write!(s, " {} | {} |", fmt(get(ORACLE, "all", task, "auc")), fmt(get(ORACLE, "all", task, "logloss")));
+        }
+        if has_semi {
+            let _ = write!(s, " {} |", fmt(get(SEMI_ORACLE, "all", task, "auc")));
         }
         s.push('\n');
     }

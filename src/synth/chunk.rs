@@ -225,7 +225,7 @@ pub fn render_chunk(world: &World, plan: &ChunkPlan) -> ChunkOut {
     let mut out = ChunkOut {
         skeleton: Vec::with_capacity(rows as usize * 320),
         common: Vec::with_capacity(sessions * (world.history_mean.min(3000.0) as usize * 27 + 256)),
-        truth: Vec::with_capacity(rows as usize * 40),
+        truth: Vec::with_capacity(rows as usize * 64),
         stats: ChunkStats::default(),
     };
     let mut sess = Session::default();
@@ -260,6 +260,10 @@ pub fn render_chunk(world: &World, plan: &ChunkPlan) -> ChunkOut {
             push_prob(t, p_click);
             t.push(b',');
             push_prob(t, p_buy);
+            t.push(b',');
+            push_prob(t, sigmoid(world.b_click_semi + imp.zc_semi));
+            t.push(b',');
+            push_prob(t, sigmoid(world.b_buy_semi + imp.zv_semi));
             t.push(b'\n');
             sample_id += 1;
         }

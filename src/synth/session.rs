@@ -156,6 +156,10 @@ pub struct Impression {
     pub brand_hit: u32,
     pub zc: f64,
     pub zv: f64,
+    /// The same logits without the item's own effects (bias, clickbait and latent parts
+    /// beyond its category, shop and brand): the semi-oracle's.
+    pub zc_semi: f64,
+    pub zv_semi: f64,
 }
 
 /// The user side of one md5 and its history (distinct categories, shops, brands, intention
@@ -288,6 +292,8 @@ impl Session {
             brand_hit: hit(&self.brands, it.brand),
             zc: 0.0,
             zv: 0.0,
+            zc_semi: 0.0,
+            zv_semi: 0.0,
         };
         imp.n_nodes = world.nodes(item, &mut imp.nodes);
         let (mut node_w, mut terms) = (0.0, 0);
@@ -301,24 +307,24 @@ impl Session {
         let combo = [w(&self.cats, imp.cat_hit), w(&self.shops, imp.shop_hit), w(&self.brands, imp.brand_hit), node_w];
         let s = self.scenario as usize;
         let (cc, cv) = (&model::COMBO_CTR, &model::COMBO_CVR);
-        imp.zc = user.ctr_bias as f64
-            + it.ctr_bias as f64
-            + model::SCENARIO_CTR[s]
-            + dot(&user.p, &it.q)
-            + (0..4).map(|k| cc[k] * combo[k]).sum::<f64>();
-        imp.zv = user.cvr_bias as f64
-            + it.cvr_bias as f64
-            + model::SCENARIO_CVR[s]
-            + dot(&user.p2, &it.q2)
-            + (0..4).map(|k| cv[k] * combo[k]).sum::<f64>();
+        let (combo_c, combo_v) =
+            ((0..4).map(|k| cc[k] * combo[k]).sum::<f64>(), (0..4).map(|k| cv[k] * combo[k]).sum::<f64>());
+        imp.zc = user.ctr_bias as f64 + it.ctr_bias as f64 + model::SCENARIO_CTR[s] + dot(&user.p, &it.q) + combo_c;
+        imp.zv = user.cvr_bias as f64 + it.cvr_bias as f64 + model::SCENARIO_CVR[s] + dot(&user.p2, &it.q2) + combo_v;
+        let q = world.cat_vec[it.cat as usize];
+        let q2 = q.map(|x| (model::SHARED_FACTOR * x as f64) as f32);
+        imp.zc_semi = user.ctr_bias as f64 + it.ctr_group as f64 + model::SCENARIO_CTR[s] + dot(&user.p, &q) + combo_c;
+        imp.zv_semi =
+            user.cvr_bias as f64 + it.cvr_group as f64 + model::SCENARIO_CVR[s] + dot(&user.p2, &q2) + combo_v;
         imp
     }
 }
 
 /// Logits without intercepts `(z_click, z_buy)` of `rows` impressions of a fixed stream that
-/// is never written (used to calibrate the intercepts).
-pub fn calibration_sample(world: &World, rows: usize) -> Vec<(f64, f64)> {
+/// is never written (used to calibrate the intercepts), and the semi-oracle's logits of the same.
+pub fn calibration_sample(world: &World, rows: usize) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
     let mut out = Vec::with_capacity(rows);
+    let mut semi = Vec::with_capacity(rows);
     let mut sess = Session::default();
     let mut index = 0u64;
     while out.len() < rows {
@@ -328,10 +334,11 @@ pub fn calibration_sample(world: &World, rows: usize) -> Vec<(f64, f64)> {
         for _ in 0..(len as usize).min(rows - out.len()) {
             let imp = sess.impression(world, &mut rng);
             out.push((imp.zc, imp.zv));
+            semi.push((imp.zc_semi, imp.zv_semi));
         }
         index += 1;
     }
-    out
+    (out, semi)
 }
 
 #[cfg(test)]

@@ -42,6 +42,10 @@ pub struct ItemInfo {
     pub ctr_bias: f32,
     /// Item part of the buy-given-click logit (includes `-CLICKBAIT_CVR * attract`).
     pub cvr_bias: f32,
+    /// The group parts of `ctr_bias` / `cvr_bias` (category, shop, brand, shop clickbait):
+    /// what the semi-oracle knows of the item.
+    pub ctr_group: f32,
+    pub cvr_group: f32,
     pub q: [f32; DIM],
     pub q2: [f32; DIM],
 }
@@ -110,9 +114,14 @@ pub struct World {
     pub weights: WeightTable,
     pub rows_per_md5: f64,
     pub history_mean: f64,
+    /// Latent factor per category: an item's `q` without its own part (the semi-oracle's).
+    pub cat_vec: Vec<[f32; DIM]>,
     /// Calibrated intercepts of the click and buy-given-click logits.
     pub b_click: f64,
     pub b_buy: f64,
+    /// The same for the semi-oracle's logits (calibrated to the same rates on its own terms).
+    pub b_click_semi: f64,
+    pub b_buy_semi: f64,
 }
 
 fn normal_vec(rng: &mut Rng, sd: f64) -> [f32; DIM] {
@@ -123,14 +132,26 @@ fn normal_vec(rng: &mut Rng, sd: f64) -> [f32; DIM] {
     v
 }
 
+/// `v + sd·ε` per coordinate, `ε` of unit variance with the given tail (see [`Rng::unit_tail`]).
+fn plus_individual(mut v: [f32; DIM], rng: &mut Rng, sd: f64, df: u32) -> [f32; DIM] {
+    for x in &mut v {
+        *x += (sd * rng.unit_tail(df)) as f32;
+    }
+    v
+}
+
+/// The second-task factor `ρ·v + sd·ε` (`ρ` = [`model::SHARED_FACTOR`]), summed in f64.
+fn shared_individual(v: [f32; DIM], rng: &mut Rng, sd: f64, df: u32) -> [f32; DIM] {
+    v.map(|x| (model::SHARED_FACTOR * x as f64 + sd * rng.unit_tail(df)) as f32)
+}
+
 impl World {
     /// Builds the world of `params` and calibrates its intercepts to the target rates.
     pub fn build(params: &GenerateConfig) -> Result<Self> {
         let mut world = Self::build_uncalibrated(params)?;
-        let sample = session::calibration_sample(&world, model::CALIBRATION_ROWS);
-        let (b_click, b_buy) = calibrate(&sample, params.ctr, params.cvr);
-        world.b_click = b_click;
-        world.b_buy = b_buy;
+        let (sample, semi) = session::calibration_sample(&world, model::CALIBRATION_ROWS);
+        (world.b_click, world.b_buy) = calibrate(&sample, params.ctr, params.cvr);
+        (world.b_click_semi, world.b_buy_semi) = calibrate(&semi, params.ctr, params.cvr);
         Ok(world)
     }
 
@@ -144,7 +165,7 @@ impl World {
         if params.rows_per_md5 > MAX_ROWS_PER_MD5 {
             bail!("generate.rows_per_md5 must be at most {MAX_ROWS_PER_MD5}, got {}", params.rows_per_md5);
         }
-        let indiv = params.individual_sd;
+        let (indiv, df) = (params.individual_sd, params.individual_df);
         let seed = params.seed;
         let mut rng = Rng::new(hash_words(&[seed, TAG_WORLD]));
         let n_items = params.items as usize;
@@ -172,18 +193,14 @@ impl World {
             let cat = cat_alias.sample(&mut rng);
             let shop = shop_alias.sample(&mut rng);
             let brand = brand_alias.sample(&mut rng);
-            let attract = shop_bait[shop] + indiv * rng.normal();
-            let ctr_bias = cat_c[cat] + shop_c[shop] + brand_c[brand] + indiv * rng.normal() + attract;
+            let attract = shop_bait[shop] + indiv * rng.unit_tail(df);
+            let ctr_group = cat_c[cat] + shop_c[shop] + brand_c[brand] + shop_bait[shop];
+            let cvr_group = cat_v[cat] + shop_v[shop] + brand_v[brand] - model::CLICKBAIT_CVR * shop_bait[shop];
+            let ctr_bias = cat_c[cat] + shop_c[shop] + brand_c[brand] + indiv * rng.unit_tail(df) + attract;
             let cvr_bias =
-                cat_v[cat] + shop_v[shop] + brand_v[brand] + indiv * rng.normal() - model::CLICKBAIT_CVR * attract;
-            let mut q = cat_vec[cat];
-            for x in &mut q {
-                *x += (indiv * rng.normal()) as f32;
-            }
-            let mut q2 = [0f32; DIM];
-            for (y, x) in q2.iter_mut().zip(q) {
-                *y = (model::SHARED_FACTOR * x as f64 + indiv * rng.normal()) as f32;
-            }
+                cat_v[cat] + shop_v[shop] + brand_v[brand] + indiv * rng.unit_tail(df) - model::CLICKBAIT_CVR * attract;
+            let q = plus_individual(cat_vec[cat], &mut rng, indiv, df);
+            let q2 = shared_individual(q, &mut rng, indiv, df);
             let n_nodes = node_count(rng.next_u64());
             items.push(ItemInfo {
                 cat: cat as u32,
@@ -193,6 +210,8 @@ impl World {
                 attract: attract as f32,
                 ctr_bias: ctr_bias as f32,
                 cvr_bias: cvr_bias as f32,
+                ctr_group: ctr_group as f32,
+                cvr_group: cvr_group as f32,
                 q,
                 q2,
             });
@@ -233,16 +252,10 @@ impl World {
                 uc += prof_c[f][v];
                 uv += prof_v[f][v];
             }
-            uc += indiv * rng.normal();
-            uv += indiv * rng.normal();
-            let mut p = age_vec[profile[1] as usize];
-            for x in &mut p {
-                *x += (indiv * rng.normal()) as f32;
-            }
-            let mut p2 = [0f32; DIM];
-            for (y, x) in p2.iter_mut().zip(p) {
-                *y = (model::SHARED_FACTOR * x as f64 + indiv * rng.normal()) as f32;
-            }
+            uc += indiv * rng.unit_tail(df);
+            uv += indiv * rng.unit_tail(df);
+            let p = plus_individual(age_vec[profile[1] as usize], &mut rng, indiv, df);
+            let p2 = shared_individual(p, &mut rng, indiv, df);
             let n_fav = 2 + rng.below(7) as u8;
             let mut fav = [0u32; 8];
             for f in fav.iter_mut().take(n_fav as usize) {
@@ -286,8 +299,11 @@ impl World {
             weights: WeightTable::new(4096),
             rows_per_md5: params.rows_per_md5,
             history_mean: params.history_mean,
+            cat_vec,
             b_click: 0.0,
             b_buy: 0.0,
+            b_click_semi: 0.0,
+            b_buy_semi: 0.0,
         })
     }
 
