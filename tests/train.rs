@@ -30,16 +30,73 @@ fn train_to(data: &Path, out: &Path, kind: ModelKind, epochs: usize, resume: boo
 
 fn train_model(data: &Path, out: &Path, model: ModelConfig, epochs: usize, resume: bool) -> esmm::stages::StageReport {
     let params = TrainConfig { epochs, batch_size: 256, early_stopping_patience: 0, ..Default::default() };
-    train::run(&train::TrainStage {
-        data: data.into(),
-        out: out.into(),
-        model,
-        train: params,
-        threads: 2,
-        force: true,
-        resume,
-    })
-    .unwrap()
+    train_with(data, out, model, params, resume)
+}
+
+fn train_with(
+    data: &Path,
+    out: &Path,
+    model: ModelConfig,
+    train: TrainConfig,
+    resume: bool,
+) -> esmm::stages::StageReport {
+    train::run(&train::TrainStage { data: data.into(), out: out.into(), model, train, threads: 2, force: true, resume })
+        .unwrap()
+}
+
+/// (epoch, step, epoch_progress, valid CTCVR AUC) per row of an `epochs.parquet`.
+fn evaluations(model_dir: &Path) -> Vec<(u64, u64, f64, f64)> {
+    read_rows(&model_dir.join("epochs.parquet"))
+        .iter()
+        .map(|r| (u(r, "epoch"), u(r, "step"), f(r, "epoch_progress"), f(r, "valid_auc_ctcvr")))
+        .collect()
+}
+
+/// Validation every N steps: one log row per evaluation (and one per epoch end), the best
+/// evaluation's model in model.bin, early stopping counted in evaluations, and `--resume`
+/// still bit-identical; shrinkage toward the shared rows trains, saves and resumes too.
+#[test]
+fn validation_by_steps_keeps_the_best_evaluation() {
+    let root = temp_dir("steps");
+    let data = prepare(&root, GenerateConfig { train_rows: 8_000, test_rows: 2_000, ..small_world() });
+    let model = ModelConfig { min_sessions: 1, shrink_sessions: 5.0, ..Default::default() };
+    let steps = TrainConfig {
+        epochs: 2,
+        batch_size: 256,
+        eval_every_steps: 7,
+        early_stopping_patience: 0,
+        ..Default::default()
+    };
+    let report = train_with(&data, &root.join("s1"), model.clone(), steps.clone(), false);
+    let per_epoch = report.counts["steps"] / 2;
+    let evals = evaluations(&root.join("s1"));
+    // every 7th step, plus each epoch's end unless a 7th step ends it
+    let want = (1..=2 * per_epoch).filter(|s| s % 7 == 0 || s % per_epoch == 0).count();
+    assert_eq!(evals.len(), want, "{evals:?}");
+    assert!(evals.windows(2).all(|w| w[0].1 < w[1].1 && w[0].2 < w[1].2));
+    assert_eq!((evals[0].0, evals[0].1), (1, 7));
+    assert!((evals.last().unwrap().2 - 2.0).abs() < 1e-9 && evals.last().unwrap().0 == 2);
+    let best = evals.iter().max_by(|a, b| a.3.total_cmp(&b.3)).unwrap();
+    assert_eq!(report.counts["best_step"], best.1);
+    let (_, header) = esmm::model::checkpoint::load::<serde_json::Value>(&root.join("s1/model.bin")).unwrap();
+    assert_eq!(header.state["stop"]["best_step"], best.1);
+    assert_eq!(header.state["steps"], best.1, "model.bin holds the model of the best step");
+    // 1 epoch + resume to 2 = 2 epochs, bit for bit, with the same evaluations
+    train_with(&data, &root.join("s2"), model.clone(), TrainConfig { epochs: 1, ..steps.clone() }, false);
+    train_with(&data, &root.join("s2"), model.clone(), steps.clone(), true);
+    assert!(same_weights(&root.join("s1/checkpoint.bin"), &root.join("s2/checkpoint.bin")));
+    assert!(same_weights(&root.join("s1/model.bin"), &root.join("s2/model.bin")));
+    let strip = |v: Vec<(u64, u64, f64, f64)>| v.into_iter().map(|e| (e.0, e.1, e.3.to_bits())).collect::<Vec<_>>();
+    assert_eq!(strip(evaluations(&root.join("s2"))), strip(evals.clone()));
+    // patience 2 in evaluations: stops two evaluations after the best one, mid-epoch or not
+    let patient = TrainConfig { early_stopping_patience: 2, epochs: 20, ..steps };
+    let r = train_with(&data, &root.join("s3"), model, patient, false);
+    let evals = evaluations(&root.join("s3"));
+    assert_eq!(r.counts["stopped_early"], 1);
+    let best = evals.iter().position(|e| e.1 == r.counts["best_step"]).unwrap();
+    assert_eq!(evals.len(), best + 3, "{evals:?}");
+    predict_to(&root.join("s3"), &data, &root.join("p3.parquet"));
+    assert_eq!(read_rows(&root.join("p3.parquet")).len(), 2_000);
 }
 
 fn predict_to(model: &Path, data: &Path, out: &Path) {

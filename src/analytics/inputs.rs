@@ -10,12 +10,9 @@ use polars::prelude as pl;
 use super::tables::{variants, METRICS_DIR, MODEL_DIR, PREDICTIONS_DIR, PREDICTIONS_FILE};
 use crate::metrics::Scored;
 use crate::schema::{
-    EPOCH, EPOCHS_FILE, METRIC, METRICS_FILE, MODEL, RUN_ID, SLICE, SPLIT, TASK, TRAIN_LOSS, VALID_AUC_CTCVR,
-    VALID_AUC_CTR, VALID_AUC_CVR, VALID_LOSS, VALUE,
+    is_planted, EPOCH, EPOCHS_FILE, EPOCH_PROGRESS, METRIC, METRICS_FILE, MODEL, RUN_ID, SLICE, SPLIT, TASK,
+    TRAIN_LOSS, VALID_AUC_CTCVR, VALID_AUC_CTR, VALID_AUC_CVR, VALID_LOSS, VALUE,
 };
-
-/// The model name evaluate gives the planted ground truth.
-pub const ORACLE: &str = "oracle";
 
 /// One run of the directory: `model<suffix>/`, `predictions<suffix>/`, `metrics<suffix>/`.
 #[derive(Clone, Debug)]
@@ -25,7 +22,7 @@ pub struct Run {
     pub epochs: Option<PathBuf>,
     pub predictions: Option<PathBuf>,
     pub metrics: Option<PathBuf>,
-    /// Model kind and run id from the metrics table (the first non-oracle row).
+    /// Model kind and run id from the metrics table (the first row of a trained model).
     pub kind: Option<String>,
     pub run_id: Option<String>,
 }
@@ -69,7 +66,7 @@ pub fn discover(dir: &Path) -> Result<Vec<Run>> {
         let run = slot(&mut runs, &suffix);
         run.metrics = existing(d.join(METRICS_FILE));
         if let Some(m) = &run.metrics {
-            if let Some(row) = read_metrics(m)?.into_iter().find(|r| r.model != ORACLE) {
+            if let Some(row) = read_metrics(m)?.into_iter().find(|r| !is_planted(&r.model)) {
                 run.kind = Some(row.model);
                 run.run_id = Some(row.run_id);
             }
@@ -128,9 +125,11 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>> {
         .collect())
 }
 
-/// The per-epoch log of `train`.
+/// The per-evaluation log of `train`.
 #[derive(Clone, Debug, Default)]
 pub struct Epochs {
+    /// Epochs of training done at each evaluation (fractional between epoch ends; the epoch
+    /// number in logs written before evaluations by step).
     pub epoch: Vec<f64>,
     pub train_loss: Vec<Option<f64>>,
     pub valid_loss: Vec<Option<f64>>,
@@ -140,11 +139,14 @@ pub struct Epochs {
 }
 
 pub fn read_epochs(path: &Path) -> Result<Epochs> {
-    let cols = [EPOCH, TRAIN_LOSS, VALID_LOSS, VALID_AUC_CTR, VALID_AUC_CVR, VALID_AUC_CTCVR];
-    let df = frame(path, &cols)?;
+    let mut cols = [EPOCH_PROGRESS, TRAIN_LOSS, VALID_LOSS, VALID_AUC_CTR, VALID_AUC_CVR, VALID_AUC_CTCVR];
+    let df = frame(path, &cols).or_else(|_| {
+        cols[0] = EPOCH;
+        frame(path, &cols)
+    })?;
     let f = |n| floats(&df, n, path);
     Ok(Epochs {
-        epoch: f(EPOCH)?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect(),
+        epoch: f(cols[0])?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect(),
         train_loss: f(TRAIN_LOSS)?,
         valid_loss: f(VALID_LOSS)?,
         auc_ctr: f(VALID_AUC_CTR)?,

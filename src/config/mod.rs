@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::schema::{field_index, FIELDS};
 
 pub mod model;
+pub mod preset;
 pub use model::{ModelConfig, PaddleHyper, PaddleRunner, TrainConfig};
 
 /// The whole file.
@@ -91,6 +92,10 @@ pub struct GenerateConfig {
     /// impressions here, too few to identify such effects, while the oracle knows them: larger
     /// values widen the gap no model can close (at 0.2 the test CTR AUC gap measured 0.012 wider).
     pub individual_sd: f64,
+    /// Tail of those individual effects: 0 = normal, else Student-t with this many degrees of
+    /// freedom (3..=30, scaled to sd `individual_sd`): a few entities with very strong effects,
+    /// as real ids have.
+    pub individual_df: u32,
 }
 
 impl Default for GenerateConfig {
@@ -106,6 +111,7 @@ impl Default for GenerateConfig {
             items: 30_000,
             history_mean: 480.0,
             individual_sd: 0.05,
+            individual_df: 0,
         }
     }
 }
@@ -125,6 +131,9 @@ impl GenerateConfig {
         }
         if !(self.individual_sd >= 0.0 && self.individual_sd <= 2.0) {
             bail!("generate.individual_sd must be in [0, 2], got {}", self.individual_sd);
+        }
+        if self.individual_df != 0 && !(3..=30).contains(&self.individual_df) {
+            bail!("generate.individual_df must be 0 (normal) or in 3..=30, got {}", self.individual_df);
         }
         Ok(())
     }
@@ -249,6 +258,10 @@ impl PipelineConfig {
         } else {
             serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?
         };
+        if let Some(preset) = config.model.preset {
+            let given: serde_yaml::Value = serde_yaml::from_str(text)?;
+            preset.apply(&given, &mut config.model, &mut config.train);
+        }
         model::apply_paddle(
             config.hyper_parameters.as_ref(),
             config.runner.as_ref(),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
+use super::preset::Preset;
 use crate::batches::ShuffleUnit;
 use crate::model::{Backend, DenseAdam, ModelKind, Pooling, SparseOptimizer, TowerSpec, EMB_DIM, HIDDEN};
 use crate::schema::{field_index, FIELDS};
@@ -22,6 +23,9 @@ pub enum SparseKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
+    /// A named set of defaults for the keys the file does not give (`paddlerec`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
     /// `esmm`, `naive_cvr` or `esmm_ns`.
     pub kind: ModelKind,
     /// Tower backend: `gemm` (default, any hidden sizes) or `dfdx` (the reference, compiled for [256, 64]).
@@ -47,12 +51,16 @@ pub struct ModelConfig {
     /// fewer training sessions than this read only the shared row
     /// (0 = off: every id its own row, PaddleRec parity).
     pub min_sessions: u32,
+    /// Shrinkage toward the field's shared row (needs `min_sessions >= 1`; 0 = off): an
+    /// admitted id seen in `n` training sessions weighs its own row by `n / (n + shrink_sessions)`.
+    pub shrink_sessions: f32,
     pub seed: u64,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
+            preset: None,
             kind: ModelKind::Esmm,
             backend: Backend::Gemm,
             embedding_dim: EMB_DIM,
@@ -66,6 +74,7 @@ impl Default for ModelConfig {
             embedding_learning_rate: None,
             init_scale: 0.05,
             min_sessions: 0,
+            shrink_sessions: 0.0,
             seed: 1,
         }
     }
@@ -84,6 +93,11 @@ impl ModelConfig {
             ensure!(lr > 0.0 && lr.is_finite(), "model.embedding_learning_rate must be > 0");
         }
         ensure!(self.init_scale >= 0.0 && self.init_scale.is_finite(), "model.init_scale must be >= 0");
+        ensure!(self.shrink_sessions >= 0.0 && self.shrink_sessions.is_finite(), "model.shrink_sessions must be >= 0");
+        ensure!(
+            self.shrink_sessions == 0.0 || self.min_sessions >= 1,
+            "model.shrink_sessions needs id admission (model.min_sessions >= 1)"
+        );
         for (f, &n) in &self.max_len_per_field {
             ensure!(field_index(f.as_bytes()).is_some(), "model.max_len_per_field: unknown field `{f}`");
             ensure!(n > 0, "model.max_len_per_field.{f} must be >= 1");
@@ -130,7 +144,13 @@ pub struct TrainConfig {
     /// `sessions` (keep the rows of one md5 together: the user side is pooled once per
     /// session) or `rows`.
     pub shuffle: ShuffleUnit,
-    /// Stop after this many epochs without a better valid CTCVR AUC (0 = never).
+    /// Validations per epoch, evenly spaced in steps, the last at the epoch's end (1 = only
+    /// at each epoch's end); the best evaluation's model is kept.
+    pub evals_per_epoch: usize,
+    /// Validate every this many training steps (batches) instead, besides each epoch's end
+    /// (0 = use `evals_per_epoch`).
+    pub eval_every_steps: usize,
+    /// Stop after this many evaluations without a better valid CTCVR AUC (0 = never).
     pub early_stopping_patience: usize,
     /// Seed of the per-epoch shuffle.
     pub seed: u64,
@@ -143,6 +163,8 @@ impl Default for TrainConfig {
             batch_size: 1024,
             shuffle_pool_row_groups: 4,
             shuffle: ShuffleUnit::Sessions,
+            evals_per_epoch: 1,
+            eval_every_steps: 0,
             early_stopping_patience: 2,
             seed: 1,
         }
@@ -150,10 +172,21 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Steps between validations (0 = only at each epoch's end) for an epoch of `rows` rows.
+    pub fn eval_interval(&self, rows: u64) -> usize {
+        let steps = rows.div_ceil(self.batch_size.max(1) as u64) as usize;
+        match (self.eval_every_steps, self.evals_per_epoch) {
+            (0, 0 | 1) => 0,
+            (0, k) => steps.div_ceil(k).max(1),
+            (every, _) => every,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         ensure!(self.epochs >= 1, "train.epochs must be >= 1");
         ensure!(self.batch_size >= 1, "train.batch_size must be >= 1");
         ensure!(self.shuffle_pool_row_groups >= 1, "train.shuffle_pool_row_groups must be >= 1");
+        ensure!(self.evals_per_epoch >= 1, "train.evals_per_epoch must be >= 1");
         Ok(())
     }
 }

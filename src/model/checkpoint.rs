@@ -88,7 +88,11 @@ pub fn save<S: Serialize>(
         write_f32s(&mut out, t.raw())?;
     }
     if model.vocab().enabled() {
-        write_array(&mut out, model.vocab().parts().2, |w| w.to_le_bytes())?;
+        let (_, _, admitted, scale) = model.vocab().parts();
+        write_array(&mut out, admitted, |w| w.to_le_bytes())?;
+        if model.spec.shrink_sessions > 0.0 {
+            write_f32s(&mut out, scale)?;
+        }
     }
     for group in [&params[..], m, v] {
         for p in group {
@@ -139,7 +143,11 @@ fn read_body<S: for<'de> Deserialize<'de>>(inp: &mut impl Read) -> Result<(Model
     let spec = &header.spec;
     let vocab = match spec.min_sessions {
         0 => Vocab::off(),
-        m => Vocab::from_parts(m, spec.hash_buckets as u32, read_array(inp, u64::from_le_bytes)?)?,
+        m => {
+            let admitted = read_array(inp, u64::from_le_bytes)?;
+            let scale = if spec.shrink_sessions > 0.0 { read_f32s(inp)? } else { Vec::new() };
+            Vocab::from_parts(m, spec.hash_buckets as u32, admitted, scale)?
+        }
     };
     let towers = Towers::with_spec(&spec.towers, spec.dense, || 0.0)?;
     let mut model = Model::assemble(spec.clone(), tables, towers, vocab)?;

@@ -65,6 +65,10 @@ pub struct ModelSpec {
     /// in fewer training sessions read only that.
     #[serde(default)]
     pub min_sessions: u32,
+    /// Shrinkage of admitted ids toward their field's shared row (0 = off): an id seen in `n`
+    /// training sessions weighs its own row by `n / (n + shrink_sessions)`.
+    #[serde(default)]
+    pub shrink_sessions: f32,
 }
 
 impl ModelSpec {
@@ -205,6 +209,7 @@ impl Model {
         anyhow::ensure!(
             vocab.parts().0 == spec.min_sessions
                 && (!vocab.enabled() || vocab.parts().1 as usize == spec.hash_buckets)
+                && (!vocab.enabled() || vocab.parts().3.is_empty() == (spec.shrink_sessions <= 0.0))
                 && tables.iter().all(|t| t.rows == spec.table_rows()),
             "the embedding tables and the id admission do not match the model spec"
         );

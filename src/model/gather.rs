@@ -161,8 +161,8 @@ impl Gather {
         for k in 0..take {
             let w = weight(k);
             total += w;
-            if self.vocab.admits(ids[k]) {
-                visit(ids[k], w);
+            if let Some(s) = self.vocab.own_weight(ids[k]) {
+                visit(ids[k], w * s);
             }
         }
         if take > 0 {

@@ -69,6 +69,7 @@ mod gradcheck {
             seed: 7,
             towers: TowerSpec::default(),
             min_sessions: 0,
+            shrink_sessions: 0.0,
         }
     }
 
@@ -77,7 +78,15 @@ mod gradcheck {
     fn even_ids() -> (ModelSpec, Vocab) {
         let mut words = vec![0u64; 1];
         (0..40).step_by(2).for_each(|id| words[0] |= 1 << id);
-        (ModelSpec { min_sessions: 1, ..spec(ModelKind::Esmm) }, Vocab::from_parts(1, 40, words).unwrap())
+        (ModelSpec { min_sessions: 1, ..spec(ModelKind::Esmm) }, Vocab::from_parts(1, 40, words, vec![]).unwrap())
+    }
+
+    /// [`even_ids`] with shrinkage: the own row of even id `i` weighs `(i + 1) / (i + 3)`.
+    fn even_ids_shrunk() -> (ModelSpec, Vocab) {
+        let (spec, vocab) = even_ids();
+        let scale = (0..40).map(|i| if i % 2 == 0 { (i + 1) as f32 / (i + 3) as f32 } else { 0.0 }).collect();
+        let vocab = Vocab::from_parts(1, 40, vocab.parts().2.to_vec(), scale).unwrap();
+        (ModelSpec { shrink_sessions: 2.0, ..spec }, vocab)
     }
 
     fn close(num: f64, ana: f64, what: &str) {
@@ -90,12 +99,17 @@ mod gradcheck {
         let cases = [ModelKind::Esmm, ModelKind::NaiveCvr, ModelKind::EsmmNs]
             .into_iter()
             .flat_map(|k| [(k, Pooling::Weighted), (k, Pooling::Mean), (k, Pooling::Sum)])
-            .map(|(k, p)| (k, p, false))
-            .chain([(ModelKind::Esmm, Pooling::Mean, true), (ModelKind::EsmmNs, Pooling::Weighted, true)]);
-        for (kind, pooling, admission) in cases {
-            let (spec, vocab) = match admission {
-                true => (ModelSpec { kind, ..even_ids().0 }, even_ids().1),
-                false => (spec(kind), Vocab::off()),
+            .map(|(k, p)| (k, p, None))
+            .chain([
+                (ModelKind::Esmm, Pooling::Mean, Some(even_ids())),
+                (ModelKind::EsmmNs, Pooling::Weighted, Some(even_ids())),
+                (ModelKind::Esmm, Pooling::Weighted, Some(even_ids_shrunk())),
+            ]);
+        for (kind, pooling, vocab) in cases {
+            let admission = vocab.is_some();
+            let (spec, vocab) = match vocab {
+                Some((s, v)) => (ModelSpec { kind, ..s }, v),
+                None => (spec(kind), Vocab::off()),
             };
             let mut m = Model::new(ModelSpec { pooling, ..spec }, vocab).unwrap();
             let (_, _, tg) = m.backward(&batch, &common);
@@ -173,7 +187,12 @@ mod gradcheck {
         let mut gathered = batch.clone();
         gathered.gather_users(&common).unwrap();
         assert!(gathered.users.as_ref().is_some_and(|u| u.local == [0, 1, 1, 0]));
-        let models = [(spec(ModelKind::Esmm), Vocab::off()), (spec(ModelKind::EsmmNs), Vocab::off()), even_ids()];
+        let models = [
+            (spec(ModelKind::Esmm), Vocab::off()),
+            (spec(ModelKind::EsmmNs), Vocab::off()),
+            even_ids(),
+            even_ids_shrunk(),
+        ];
         for model in &models {
             let kind = model.0.kind;
             let one = train_in_pool(model, &batch, &common, 1);

@@ -31,6 +31,10 @@ pub struct Vocab {
     buckets: u32,
     /// Bit `id` set = admitted.
     admitted: Vec<u64>,
+    /// Shrinkage (`shrink_sessions = k > 0`): per bucket, the weight `n / (n + k)` of an
+    /// admitted id's own row (`n` = its training sessions), so rarely seen ids stay near their
+    /// field's shared row and learn away from it more slowly; empty = weight 1.
+    scale: Vec<f32>,
 }
 
 /// Sessions per id: `last[id]` is 1 + the session that counted `id` last (0 = none yet), so an
@@ -76,8 +80,9 @@ impl SessionCounts {
         }
     }
 
-    /// The ids seen in at least `min_sessions` sessions, and how many ids were seen at all.
-    fn admit(&self, min_sessions: u32) -> (Vocab, usize) {
+    /// The ids seen in at least `min_sessions` sessions (with their own rows' weights when
+    /// `shrink > 0`), and how many ids were seen at all.
+    fn admit(&self, min_sessions: u32, shrink: f32) -> (Vocab, usize) {
         let mut admitted = vec![0u64; self.counts.len().div_ceil(64)];
         let mut seen = 0;
         for (id, &n) in self.counts.iter().enumerate() {
@@ -86,7 +91,15 @@ impl SessionCounts {
                 admitted[id / 64] |= 1 << (id % 64);
             }
         }
-        (Vocab { min_sessions, buckets: self.counts.len() as u32, admitted }, seen)
+        let scale = match shrink > 0.0 {
+            true => self
+                .counts
+                .iter()
+                .map(|&n| if n >= min_sessions { n as f32 / (n as f32 + shrink) } else { 0.0 })
+                .collect(),
+            false => Vec::new(),
+        };
+        (Vocab { min_sessions, buckets: self.counts.len() as u32, admitted, scale }, seen)
     }
 }
 
@@ -110,9 +123,15 @@ impl Vocab {
     }
 
     /// Counts the sessions of every id in the training split (`samples`, `common`) and admits
-    /// those seen in at least `min_sessions` (0: admission off); also returns how many distinct
-    /// ids training saw.
-    pub fn count(samples: &Path, common: &CommonTable, buckets: usize, min_sessions: u32) -> Result<(Self, usize)> {
+    /// those seen in at least `min_sessions` (0: admission off), their own rows weighted by
+    /// `n / (n + shrink)` when `shrink > 0`; also returns how many distinct ids training saw.
+    pub fn count(
+        samples: &Path,
+        common: &CommonTable,
+        buckets: usize,
+        min_sessions: u32,
+        shrink: f32,
+    ) -> Result<(Self, usize)> {
         if min_sessions == 0 {
             return Ok((Self::off(), 0));
         }
@@ -132,13 +151,23 @@ impl Vocab {
             c.add_items(&b);
             true
         })?;
-        Ok(c.admit(min_sessions))
+        Ok(c.admit(min_sessions, shrink))
     }
 
     /// Whether `id` has a row of its own.
     #[inline(always)]
     pub fn admits(&self, id: u32) -> bool {
         self.admitted.get(id as usize / 64).is_some_and(|w| w >> (id % 64) & 1 == 1)
+    }
+
+    /// The weight of `id`'s own row in its embedding, `None` when it has none.
+    #[inline(always)]
+    pub fn own_weight(&self, id: u32) -> Option<f32> {
+        match self.admits(id) {
+            false => None,
+            true if self.scale.is_empty() => Some(1.0),
+            true => Some(self.scale[id as usize]),
+        }
     }
 
     /// How many ids have rows of their own.
@@ -152,12 +181,13 @@ impl Vocab {
         self.buckets + f as u32
     }
 
-    /// The threshold, the table's hash buckets and the bitset words (checkpoints).
-    pub fn parts(&self) -> (u32, u32, &[u64]) {
-        (self.min_sessions, self.buckets, &self.admitted)
+    /// The threshold, the table's hash buckets, the bitset words and the own rows' weights
+    /// (checkpoints).
+    pub fn parts(&self) -> (u32, u32, &[u64], &[f32]) {
+        (self.min_sessions, self.buckets, &self.admitted, &self.scale)
     }
 
-    pub fn from_parts(min_sessions: u32, buckets: u32, admitted: Vec<u64>) -> Result<Self> {
+    pub fn from_parts(min_sessions: u32, buckets: u32, admitted: Vec<u64>, scale: Vec<f32>) -> Result<Self> {
         if min_sessions == 0 {
             return Ok(Self::off());
         }
@@ -166,7 +196,12 @@ impl Vocab {
             "an admission bitset of {} words for {buckets} hash buckets",
             admitted.len()
         );
-        Ok(Self { min_sessions, buckets, admitted })
+        ensure!(
+            scale.is_empty() || scale.len() == buckets as usize && scale.iter().all(|s| (0.0..=1.0).contains(s)),
+            "{} own-row weights for {buckets} hash buckets (or weights outside [0, 1])",
+            scale.len()
+        );
+        Ok(Self { min_sessions, buckets, admitted, scale })
     }
 }
 
@@ -204,16 +239,24 @@ mod tests {
         let count = |id: usize| c.counts[id];
         assert_eq!([count(5), count(6), count(7), count(8)], [2, 1, 1, 3]);
         assert_eq!([count(20), count(21), count(22)], [1, 2, 1]);
-        let (v, seen) = c.admit(2);
+        let (v, seen) = c.admit(2, 0.0);
         assert_eq!(seen, 7);
         let admitted: Vec<u32> = (0..1000).filter(|&id| v.admits(id)).collect();
         assert_eq!(admitted, [5, 8, 21]);
         assert_eq!(v.admitted(), 3);
         assert_eq!((v.field_row(0), v.field_row(22)), (64, 86));
         assert_eq!(Vocab::extra_rows(2), FIELDS.len());
-        let (m, b, w) = v.parts();
-        assert_eq!(Vocab::from_parts(m, b, w.to_vec()).unwrap(), v);
-        assert!(Vocab::from_parts(2, 640, w.to_vec()).is_err());
+        assert_eq!((v.own_weight(8), v.own_weight(7)), (Some(1.0), None));
+        let (m, b, w, s) = v.parts();
+        assert!(s.is_empty());
+        assert_eq!(Vocab::from_parts(m, b, w.to_vec(), vec![]).unwrap(), v);
+        assert!(Vocab::from_parts(2, 640, w.to_vec(), vec![]).is_err());
+        // shrinkage: own rows weighted n / (n + k), the same admitted set
+        let (v, _) = c.admit(2, 2.0);
+        assert_eq!([v.own_weight(5), v.own_weight(8), v.own_weight(7)], [Some(0.5), Some(0.6), None]);
+        let (m, b, w, s) = v.parts();
+        assert_eq!(Vocab::from_parts(m, b, w.to_vec(), s.to_vec()).unwrap(), v);
+        assert!(Vocab::from_parts(m, b, w.to_vec(), s[..10].to_vec()).is_err());
         assert!(!Vocab::off().enabled() && Vocab::extra_rows(0) == 0);
     }
 }

@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod predict;
 pub mod report;
 pub mod run;
+pub mod selection;
 pub mod split;
 pub mod train;
 

@@ -1,7 +1,8 @@
 //! `esmm train`: ESMM (or a baseline) on `DATA/train`, validated on `DATA/valid` after every
-//! epoch with exact AUCs, early stopping on valid CTCVR AUC, a checkpoint per epoch
-//! (`checkpoint.bin`, for `--resume`), the best model (`model.bin`) and a per-epoch log
-//! (`epochs.parquet`). Deterministic for a given config, seed and thread count; `--resume`
+//! epoch (and `train.evals_per_epoch` times an epoch, or every `train.eval_every_steps` steps)
+//! with exact AUCs, early stopping on valid
+//! CTCVR AUC ([`super::selection`]), a checkpoint per epoch (`checkpoint.bin`, for `--resume`),
+//! the best evaluation's model (`model.bin`) and a log per evaluation (`epochs.parquet`). Deterministic for a given config, seed and thread count; `--resume`
 //! continues from the last finished epoch bit-identically.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -10,9 +11,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use arrow::array::{ArrayRef, Float64Array, RecordBatch, UInt32Array};
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, UInt32Array, UInt64Array};
 use serde::{Deserialize, Serialize};
 
+use super::selection::{self, EarlyStopping};
 use super::{StageReport, StageRun};
 use crate::batches::{self, CommonTable, LoaderConfig};
 use crate::config::{ModelConfig, TrainConfig};
@@ -43,15 +45,23 @@ struct Params<'a> {
     hash_buckets: u64,
 }
 
-/// One finished epoch.
+/// One evaluation on the valid split (at the end of each epoch, and every
+/// [`TrainConfig::eval_interval`] steps).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EpochLog {
+    /// The epoch the evaluation fell in (1-based).
     pub epoch: u32,
+    /// Training steps (batches) done over all epochs.
+    pub step: u64,
+    /// Epochs of training done, fractional within an epoch (x axis of the curves).
+    pub epoch_progress: f64,
+    /// Mean training loss since the previous evaluation.
     pub train_loss: f64,
     pub valid_loss: Option<f64>,
     pub valid_auc_ctr: Option<f64>,
     pub valid_auc_cvr: Option<f64>,
     pub valid_auc_ctcvr: Option<f64>,
+    /// Wall time since the previous evaluation (training and this validation).
     pub seconds: f64,
     pub samples_per_second: f64,
 }
@@ -60,10 +70,8 @@ pub struct EpochLog {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TrainState {
     pub epochs_done: usize,
-    pub best_epoch: Option<u32>,
-    pub best_auc: Option<f64>,
-    pub since_best: usize,
-    pub stopped_early: bool,
+    pub steps: u64,
+    pub stop: EarlyStopping,
     pub history: Vec<EpochLog>,
 }
 
@@ -100,6 +108,7 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
         seed: cfg.model.seed,
         towers: cfg.model.towers(),
         min_sessions: cfg.model.min_sessions,
+        shrink_sessions: cfg.model.shrink_sessions,
     };
     let (model, mut state) = if cfg.resume {
         let ckpt = cfg.out.join(CHECKPOINT_FILE);
@@ -115,77 +124,45 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
     let common = Arc::new(CommonTable::load(&path(Split::Train, COMMON_FILE), spec.hash_buckets)?);
     let mut model = match model {
         Some(m) => m,
-        None => {
-            let (vocab, seen) =
-                Vocab::count(&path(Split::Train, SAMPLES_FILE), &common, spec.hash_buckets, spec.min_sessions)?;
-            if vocab.enabled() {
-                let admitted = vocab.admitted();
-                crate::log::event("vocab", serde_json::json!({ "seen": seen, "admitted": admitted }), || {
-                    format!(
-                        "ids seen in >= {} training sessions: {admitted} of {seen} get their own row",
-                        spec.min_sessions
-                    )
-                });
-            }
-            Model::new(spec, vocab)?
-        }
+        None => new_model(spec, &path(Split::Train, SAMPLES_FILE), &common)?,
     };
-    let train_rows = batches::count_rows(&path(Split::Train, SAMPLES_FILE))?;
-
-    while state.epochs_done < cfg.train.epochs && !state.stopped_early {
-        let epoch = state.epochs_done;
-        let log = train_epoch(
-            cfg,
-            &mut model,
-            &common,
-            epoch,
-            train_rows,
-            &path(Split::Train, SAMPLES_FILE),
-            &path(Split::Valid, SAMPLES_FILE),
-        )?;
-        let score = log.valid_auc_ctcvr;
-        crate::log::event("epoch", serde_json::to_value(&log)?, || {
-            let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.4}"));
-            format!(
-                "train: epoch {}/{}: loss {:.5}, valid loss {} auc ctr {} cvr {} ctcvr {} ({:.0} s, {:.0} samples/s)",
-                log.epoch,
-                cfg.train.epochs,
-                log.train_loss,
-                f(log.valid_loss),
-                f(log.valid_auc_ctr),
-                f(log.valid_auc_cvr),
-                f(log.valid_auc_ctcvr),
-                log.seconds,
-                log.samples_per_second
-            )
-        });
-        state.history.push(log);
-        state.epochs_done += 1;
-        // No valid score (empty valid split): every epoch counts as the best so far.
-        if score.is_none() || score > state.best_auc {
-            state.best_auc = score;
-            state.best_epoch = Some(epoch as u32 + 1);
-            state.since_best = 0;
-            checkpoint::save(&cfg.out.join(MODEL_FILE), &model, &state, &resume_key, &st.inputs)?;
-        } else {
-            state.since_best += 1;
-            let patience = cfg.train.early_stopping_patience;
-            state.stopped_early = patience > 0 && state.since_best >= patience;
-        }
-        checkpoint::save(&cfg.out.join(CHECKPOINT_FILE), &model, &state, &resume_key, &st.inputs)?;
-        write_epochs(&cfg.out.join(EPOCHS_FILE), &state.history)?;
+    let trainer = Trainer {
+        cfg,
+        train_rows: batches::count_rows(&path(Split::Train, SAMPLES_FILE))?,
+        train: path(Split::Train, SAMPLES_FILE),
+        valid: path(Split::Valid, SAMPLES_FILE),
+        common,
+        resume_key,
+        inputs: st.inputs.clone(),
+    };
+    while state.epochs_done < cfg.train.epochs && !state.stop.stopped {
+        trainer.epoch(&mut model, &mut state)?;
     }
     let outputs: Vec<PathBuf> = [MODEL_FILE, CHECKPOINT_FILE, EPOCHS_FILE].iter().map(|f| cfg.out.join(f)).collect();
     let mut counts = BTreeMap::from([
         ("epochs".to_string(), state.epochs_done as u64),
-        ("best_epoch".to_string(), state.best_epoch.unwrap_or(0) as u64),
-        ("train_rows".to_string(), train_rows),
-        ("stopped_early".to_string(), state.stopped_early as u64),
+        ("steps".to_string(), state.steps),
+        ("best_epoch".to_string(), state.stop.best_epoch.unwrap_or(0) as u64),
+        ("best_step".to_string(), state.stop.best_step.unwrap_or(0)),
+        ("train_rows".to_string(), trainer.train_rows),
+        ("stopped_early".to_string(), state.stop.stopped as u64),
     ]);
     if model.vocab().enabled() {
         counts.insert("admitted_ids".to_string(), model.vocab().admitted() as u64);
     }
     st.finish(&outputs, counts, BTreeMap::new(), cfg.threads)
+}
+
+/// A fresh model, with its id admission counted on the training samples.
+fn new_model(spec: ModelSpec, samples: &Path, common: &CommonTable) -> Result<Model> {
+    let (vocab, seen) = Vocab::count(samples, common, spec.hash_buckets, spec.min_sessions, spec.shrink_sessions)?;
+    if vocab.enabled() {
+        let admitted = vocab.admitted();
+        crate::log::event("vocab", serde_json::json!({ "seen": seen, "admitted": admitted }), || {
+            format!("ids seen in >= {} training sessions: {admitted} of {seen} get their own row", spec.min_sessions)
+        });
+    }
+    Model::new(spec, vocab)
 }
 
 /// Running CTR AUC over the last rows seen, for the progress bar.
@@ -211,66 +188,136 @@ impl Running {
     }
 }
 
-fn train_epoch(
-    cfg: &TrainStage,
-    model: &mut Model,
-    common: &Arc<CommonTable>,
-    epoch: usize,
+/// Training since the previous evaluation.
+struct Window {
+    started: Instant,
+    loss_sum: f64,
+    rows: usize,
+}
+
+impl Window {
+    fn new() -> Self {
+        Self { started: Instant::now(), loss_sum: 0.0, rows: 0 }
+    }
+}
+
+/// What every epoch of one training run shares.
+struct Trainer<'a> {
+    cfg: &'a TrainStage,
+    common: Arc<CommonTable>,
+    train: PathBuf,
+    valid: PathBuf,
     train_rows: u64,
-    train: &Path,
-    valid: &Path,
-) -> Result<EpochLog> {
-    let started = Instant::now();
-    let rx = batches::spawn(LoaderConfig {
-        path: train.to_path_buf(),
-        batch_size: cfg.train.batch_size,
-        shuffle_seed: Some(epoch_seed(cfg.train.seed, epoch)),
-        shuffle_unit: cfg.train.shuffle,
-        pool_row_groups: cfg.train.shuffle_pool_row_groups,
-        buckets: model.spec.hash_buckets,
-        common: Some(Arc::clone(common)),
-    });
-    let bar = crate::progress::rows(&format!("epoch {}", epoch + 1), train_rows);
-    let mut running = Running { p: VecDeque::new(), y: VecDeque::new() };
-    let (mut loss_sum, mut rows, mut steps) = (0.0f64, 0usize, 0usize);
-    for batch in rx {
-        let batch = batch?;
-        let (loss, p_ctr) = model.train_step(&batch, common);
-        loss_sum += loss.value() * batch.len() as f64;
-        rows += batch.len();
-        steps += 1;
-        if !bar.is_hidden() {
-            running.push(&p_ctr, &batch.click);
-            bar.inc(batch.len() as u64);
-            if steps % 50 == 0 {
-                let auc = running.auc().map_or("-".into(), |a| format!("{a:.4}"));
-                bar.set_message(format!("loss {:.4} ctr auc {auc}", loss_sum / rows as f64));
+    resume_key: String,
+    inputs: Vec<manifest::FileEntry>,
+}
+
+impl Trainer<'_> {
+    /// One pass over the training split (shuffled per epoch), validating every
+    /// [`TrainConfig::eval_interval`] steps and at its end, until early stopping; then
+    /// `checkpoint.bin` and `epochs.parquet`.
+    fn epoch(&self, model: &mut Model, state: &mut TrainState) -> Result<()> {
+        let epoch = state.epochs_done;
+        let train = &self.cfg.train;
+        let rx = batches::spawn(LoaderConfig {
+            path: self.train.clone(),
+            batch_size: train.batch_size,
+            shuffle_seed: Some(epoch_seed(train.seed, epoch)),
+            shuffle_unit: train.shuffle,
+            pool_row_groups: train.shuffle_pool_row_groups,
+            buckets: model.spec.hash_buckets,
+            common: Some(Arc::clone(&self.common)),
+        });
+        let bar = crate::progress::rows(&format!("epoch {}", epoch + 1), self.train_rows);
+        let mut running = Running { p: VecDeque::new(), y: VecDeque::new() };
+        let (mut window, mut epoch_rows) = (Window::new(), 0usize);
+        for batch in rx {
+            let batch = batch?;
+            let (loss, p_ctr) = model.train_step(&batch, &self.common);
+            window.loss_sum += loss.value() * batch.len() as f64;
+            window.rows += batch.len();
+            epoch_rows += batch.len();
+            state.steps += 1;
+            if !bar.is_hidden() {
+                running.push(&p_ctr, &batch.click);
+                bar.inc(batch.len() as u64);
+                if state.steps % 50 == 0 {
+                    let auc = running.auc().map_or("-".into(), |a| format!("{a:.4}"));
+                    bar.set_message(format!("loss {:.4} ctr auc {auc}", window.loss_sum / window.rows as f64));
+                }
+            }
+            if selection::validates_at(state.steps, train.eval_interval(self.train_rows)) {
+                bar.suspend(|| self.validate(model, state, epoch_rows, &mut window))?;
+                if state.stop.stopped {
+                    break;
+                }
             }
         }
-    }
-    bar.finish_and_clear();
-    let train_seconds = started.elapsed().as_secs_f64();
-    // Validation: exact metrics over the whole valid split.
-    let mut scored = Scored::default();
-    let mut valid_loss = 0.0;
-    infer::score_file(model, valid, common, 4096, |b, p_ctr, p_cvr| {
-        for i in 0..b.len() {
-            scored.push(b.click[i], b.buy[i], p_ctr[i], p_cvr[i]);
+        bar.finish_and_clear();
+        // The epoch's end is validated unless its last step just was (or training stopped).
+        if !state.stop.stopped && (window.rows > 0 || epoch_rows == 0) {
+            self.validate(model, state, epoch_rows, &mut window)?;
         }
-        valid_loss += model_loss(model.spec.kind, p_ctr, p_cvr, &b.click, &b.buy);
+        state.epochs_done += 1;
+        let out = &self.cfg.out;
+        checkpoint::save(&out.join(CHECKPOINT_FILE), model, state, &self.resume_key, &self.inputs)?;
+        write_epochs(&out.join(EPOCHS_FILE), &state.history)
+    }
+
+    /// Exact metrics over the whole valid split; the log row; `model.bin` when it is the best.
+    fn validate(&self, model: &Model, state: &mut TrainState, epoch_rows: usize, window: &mut Window) -> Result<()> {
+        let train_seconds = window.started.elapsed().as_secs_f64();
+        let mut scored = Scored::default();
+        let mut valid_loss = 0.0;
+        infer::score_file(model, &self.valid, &self.common, 4096, |b, p_ctr, p_cvr| {
+            for i in 0..b.len() {
+                scored.push(b.click[i], b.buy[i], p_ctr[i], p_cvr[i]);
+            }
+            valid_loss += model_loss(model.spec.kind, p_ctr, p_cvr, &b.click, &b.buy);
+            Ok(())
+        })?;
+        let m = scored.metrics();
+        let epoch = state.epochs_done;
+        let log = EpochLog {
+            epoch: epoch as u32 + 1,
+            step: state.steps,
+            epoch_progress: epoch as f64 + epoch_rows as f64 / self.train_rows.max(1) as f64,
+            train_loss: window.loss_sum / window.rows.max(1) as f64,
+            valid_loss: (!scored.is_empty()).then(|| valid_loss / scored.len() as f64),
+            valid_auc_ctr: Scored::get(&m, "ctr", "auc"),
+            valid_auc_cvr: Scored::get(&m, "cvr", "auc"),
+            valid_auc_ctcvr: Scored::get(&m, "ctcvr", "auc"),
+            seconds: window.started.elapsed().as_secs_f64(),
+            samples_per_second: window.rows as f64 / train_seconds.max(1e-9),
+        };
+        log_evaluation(&log, self.cfg.train.epochs);
+        let score = log.valid_auc_ctcvr;
+        state.history.push(log);
+        if state.stop.observe(score, state.steps, epoch as u32 + 1, self.cfg.train.early_stopping_patience) {
+            checkpoint::save(&self.cfg.out.join(MODEL_FILE), model, state, &self.resume_key, &self.inputs)?;
+        }
+        *window = Window::new();
         Ok(())
-    })?;
-    let m = scored.metrics();
-    Ok(EpochLog {
-        epoch: epoch as u32 + 1,
-        train_loss: loss_sum / rows.max(1) as f64,
-        valid_loss: (!scored.is_empty()).then(|| valid_loss / scored.len() as f64),
-        valid_auc_ctr: Scored::get(&m, "ctr", "auc"),
-        valid_auc_cvr: Scored::get(&m, "cvr", "auc"),
-        valid_auc_ctcvr: Scored::get(&m, "ctcvr", "auc"),
-        seconds: started.elapsed().as_secs_f64(),
-        samples_per_second: rows as f64 / train_seconds.max(1e-9),
-    })
+    }
+}
+
+fn log_evaluation(log: &EpochLog, epochs: usize) {
+    crate::log::event("epoch", serde_json::to_value(log).unwrap_or_default(), || {
+        let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.4}"));
+        format!(
+            "train: epoch {}/{} step {}: loss {:.5}, valid loss {} auc ctr {} cvr {} ctcvr {} ({:.0} s, {:.0} samples/s)",
+            log.epoch,
+            epochs,
+            log.step,
+            log.train_loss,
+            f(log.valid_loss),
+            f(log.valid_auc_ctr),
+            f(log.valid_auc_cvr),
+            f(log.valid_auc_ctcvr),
+            log.seconds,
+            log.samples_per_second
+        )
+    });
 }
 
 /// Summed per-row loss of the model's objective from probabilities (validation).
@@ -300,6 +347,8 @@ fn write_epochs(path: &Path, history: &[EpochLog]) -> Result<()> {
         schema::epochs_schema(),
         vec![
             Arc::new(history.iter().map(|e| e.epoch).collect::<UInt32Array>()),
+            Arc::new(history.iter().map(|e| e.step).collect::<UInt64Array>()),
+            f(|e| Some(e.epoch_progress)),
             f(|e| Some(e.train_loss)),
             f(|e| e.valid_loss),
             f(|e| e.valid_auc_ctr),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float32Type, UInt32Type, UInt64Type, UInt8Type};
+use arrow::datatypes::{DataType, Float32Type, Float64Type, UInt32Type, UInt64Type, UInt8Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 static N: AtomicUsize = AtomicUsize::new(0);
@@ -54,6 +54,8 @@ pub fn list(features: &[String]) -> String {
 pub enum Value {
     U64(u64),
     F32(f32),
+    /// Nulls read as NaN.
+    F64(f64),
     Str(String),
     IdList(Vec<u32>),
     WeightList(Vec<f32>),
@@ -77,6 +79,8 @@ pub fn read_rows(path: &Path) -> Vec<BTreeMap<String, Value>> {
                     DataType::UInt32 => Value::U64(col.as_primitive::<UInt32Type>().value(r) as u64),
                     DataType::UInt8 => Value::U64(col.as_primitive::<UInt8Type>().value(r) as u64),
                     DataType::Float32 => Value::F32(col.as_primitive::<Float32Type>().value(r)),
+                    DataType::Float64 if col.is_null(r) => Value::F64(f64::NAN),
+                    DataType::Float64 => Value::F64(col.as_primitive::<Float64Type>().value(r)),
                     DataType::Utf8 => Value::Str(col.as_string::<i32>().value(r).to_string()),
                     DataType::List(_) | DataType::LargeList(_) => {
                         let item = match col.data_type() {
@@ -103,6 +107,14 @@ pub fn read_rows(path: &Path) -> Vec<BTreeMap<String, Value>> {
 pub fn u(row: &BTreeMap<String, Value>, col: &str) -> u64 {
     match row.get(col) {
         Some(Value::U64(v)) => *v,
+        other => panic!("{col}: {other:?}"),
+    }
+}
+
+pub fn f(row: &BTreeMap<String, Value>, col: &str) -> f64 {
+    match row.get(col) {
+        Some(Value::F64(v)) => *v,
+        Some(Value::F32(v)) => *v as f64,
         other => panic!("{col}: {other:?}"),
     }
 }
