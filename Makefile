@@ -7,7 +7,7 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export ESMM_PYTHON := $(PY)
 
-.PHONY: all build test pyenv bench clean
+.PHONY: all build test pyenv bench quality clean
 
 # The demo also trains the paper's baselines on the same data (their data stages are up to date,
 # so skipped), then `make all` ends with the report of the run directory (REPORT_RUN; by default
@@ -40,6 +40,11 @@ test: pyenv
 bench: build pyenv
 	$(CARGO) build --release --locked --example towers_bench
 	bash tests/bench.sh $(BIN)
+
+# The quality sweep: esmm's settings and the peers on several generated worlds, one table of test
+# AUCs beside each world's oracle and semi-oracle (tests/quality.sh; QUALITY_* sizes, ~1 h).
+quality: build pyenv
+	bash tests/quality.sh $(BIN)
 
 clean:
 	rm -rf data/demo $(CURDIR)/target $(VENV)

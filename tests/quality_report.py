@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""The quality sweep's table (tests/quality.sh): test AUCs of every system on every world, next
+to the world's oracle and semi-oracle, and the issue's bars for the defaults.
+
+usage: quality_report.py DIR OUT --worlds W... --settings S...
+reads  DIR/<world>/metrics_<setting>/metrics.parquet (esmm), DIR/<world>/metrics_rechub/metrics.parquet
+       (torch-rechub, scored by esmm evaluate), DIR/<world>/paddle.json (PaddleRec architecture),
+       DIR/<world>/<setting>.yaml (the world's generate keys)
+writes OUT/quality.md and OUT/quality.parquet (one row per world and system)
+"""
+import argparse
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TASKS = [("ctr", "ctr"), ("cvr", "cvr (clicked)"), ("ctcvr", "ctcvr"), ("cvr_entire_space", "entire-space cvr")]
+# The issue's bars for the defaults: at least rechub + margin, within gap of the semi-oracle.
+OVER_RECHUB = {"ctr": 0.03, "ctcvr": 0.06, "cvr_entire_space": 0.08}
+TO_SEMI = {"ctr": 0.015, "ctcvr": 0.03, "cvr_entire_space": 0.04}
+PLANTED = ("oracle", "semi_oracle")
+
+
+def aucs(path):
+    """{model: {task: auc}} of a metrics.parquet (slice `all`)."""
+    t = pq.read_table(path).to_pylist()
+    out = {}
+    for r in t:
+        if r["slice"] == "all" and r["metric"] == "auc" and r["value"] is not None:
+            out.setdefault(r["model"], {})[r["task"]] = r["value"]
+    return out
+
+
+def world_keys(pipeline_file):
+    """The generate: keys of a sweep pipeline file (flat `key: value` lines under it)."""
+    keys, inside = {}, False
+    for line in open(pipeline_file):
+        if not line.startswith(" "):
+            inside = line.startswith("generate:")
+            continue
+        if inside and ":" in line:
+            k, v = line.strip().split(":", 1)
+            keys[k] = v.strip()
+    return keys
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir")
+    ap.add_argument("out")
+    ap.add_argument("--worlds", nargs="+", required=True)
+    ap.add_argument("--settings", nargs="+", required=True)
+    a = ap.parse_args()
+    rows = []
+    md = ["# Quality sweep: test AUCs\n"]
+    for w in a.worlds:
+        base = os.path.join(a.dir, w)
+        keys = world_keys(os.path.join(base, f"{a.settings[0]}.yaml"))
+        rows_n = int(keys.get("train_rows", 0)) + int(keys.get("test_rows", 0))
+        per_item = rows_n / max(1, int(keys.get("items", 1)))
+        per_user = rows_n / max(1, int(keys.get("users", 1)))
+        desc = (f"seed {keys.get('seed')}, {keys.get('users')} users (~{per_user:.0f} impressions each), "
+                f"{keys.get('items')} items (~{per_item:.0f} each), individual_sd {keys.get('individual_sd', '0.05')}, "
+                f"individual_df {keys.get('individual_df', '0')}, {keys.get('train_rows')} train / "
+                f"{keys.get('test_rows')} test rows")
+        systems = []
+        first = None
+        for s in a.settings:
+            m = os.path.join(base, f"metrics_{s}", "metrics.parquet")
+            if not os.path.exists(m):
+                continue
+            got = aucs(m)
+            first = first or got
+            trained = [k for k in got if k not in PLANTED]
+            for k in trained:
+                systems.append((f"esmm {s}" if k == "esmm" else f"{k} {s}", got[k]))
+        if first:
+            for p in PLANTED:
+                if p in first:
+                    systems.insert(0, (p.replace("_", "-"), first[p]))
+        rechub = os.path.join(base, "metrics_rechub", "metrics.parquet")
+        if os.path.exists(rechub):
+            got = aucs(rechub)
+            systems.append(("torch-rechub ESMM", next(v for k, v in got.items() if k not in PLANTED)))
+        paddle = os.path.join(base, "paddle.json")
+        if os.path.exists(paddle):
+            j = json.load(open(paddle))
+            systems.append(("PaddleRec architecture", {"ctr": j.get("auc_ctr"), "cvr": j.get("auc_cvr_on_clicked"),
+                                                       "ctcvr": j.get("auc_ctcvr")}))
+        md.append(f"\n## World `{w}`\n\n{desc}\n")
+        md.append("| system | " + " | ".join(t[1] for t in TASKS) + " |")
+        md.append("|---|" + "---:|" * len(TASKS))
+        for name, v in systems:
+            cell = lambda t: "–" if v.get(t) is None else f"{v[t]:.4f}"
+            md.append(f"| {name} | " + " | ".join(cell(t) for t, _ in TASKS) + " |")
+            rows.append({"world": w, "system": name, **{f"auc_{t}": v.get(t) for t, _ in TASKS}})
+        d = dict(systems)
+        dflt, rh, semi = d.get("esmm defaults"), d.get("torch-rechub ESMM"), d.get("semi-oracle")
+        checks = []
+        for t, margin in OVER_RECHUB.items():
+            if dflt and rh and dflt.get(t) is not None and rh.get(t) is not None:
+                gain = dflt[t] - rh[t]
+                checks.append(f"{t}: defaults − rechub = {gain:+.4f} (bar +{margin}) {'ok' if gain >= margin else 'NOT MET'}")
+        for t, gap in TO_SEMI.items():
+            if dflt and semi and dflt.get(t) is not None and semi.get(t) is not None:
+                g = semi[t] - dflt[t]
+                checks.append(f"{t}: semi-oracle − defaults = {g:+.4f} (bar {gap}) {'ok' if g <= gap else 'NOT MET'}")
+        if checks:
+            md.append("\nBars for the defaults:\n")
+            md.extend(f"- {c}" for c in checks)
+    os.makedirs(a.out, exist_ok=True)
+    text = "\n".join(md) + "\n"
+    tmp = os.path.join(a.out, ".quality.md.tmp")
+    open(tmp, "w").write(text)
+    os.replace(tmp, os.path.join(a.out, "quality.md"))
+    cols = ["world", "system"] + [f"auc_{t}" for t, _ in TASKS]
+    table = pa.table({c: [r.get(c) for r in rows] for c in cols},
+                     schema=pa.schema([("world", pa.string()), ("system", pa.string())] +
+                                      [(f"auc_{t}", pa.float64()) for t, _ in TASKS]))
+    tmp = os.path.join(a.out, ".quality.parquet.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, os.path.join(a.out, "quality.parquet"))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
