@@ -6,8 +6,13 @@ PIPELINE ?= pipeline/demo.yaml
 VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export ESMM_PYTHON := $(PY)
+# The real tools of the scheduler and CLI tests, pinned, each in its own venv, made once and kept
+# outside the clone (a fresh clone in CI reuses them): Apache Airflow and the DuckDB CLI.
+TOOLS_CACHE ?= $(HOME)/.cache/esmm
+export ESMM_AIRFLOW_VENV ?= $(TOOLS_CACHE)/airflow-venv
+export ESMM_DUCKDB_CLI_VENV ?= $(TOOLS_CACHE)/duckdb-cli-venv
 
-.PHONY: all build test pyenv bench quality clean
+.PHONY: all build test pyenv tools bench quality clean
 
 # The demo also trains the paper's baselines on the same data (their data stages are up to date,
 # so skipped), then `make all` ends with the report of the run directory (REPORT_RUN; by default
@@ -32,7 +37,13 @@ $(VENV)/.ok: tests/requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
-test: pyenv
+# tests/tool_venv.sh installs a tool only when its venv is missing or its requirements changed,
+# and prints the wall time it took; exit 3 = PyPI unreachable: the tests of that tool skip, saying so.
+tools:
+	@bash tests/tool_venv.sh $(ESMM_AIRFLOW_VENV) tests/requirements-airflow.txt || [ $$? -eq 3 ]
+	@bash tests/tool_venv.sh $(ESMM_DUCKDB_CLI_VENV) tests/requirements-duckdb-cli.txt || [ $$? -eq 3 ]
+
+test: pyenv tools
 	$(CARGO) test --release --locked
 
 # One table for every stage, with the PyTorch reference (bash ../shared/peers/setup.sh makes its

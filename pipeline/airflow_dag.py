@@ -15,19 +15,35 @@ Why this is safe to retry and to rerun daily:
   * exit 2 is a usage or configuration error: retrying does not help.
 
 Copy to your dags/ folder and set ESMM_BIN / ESMM_PIPELINE (and ESMM_INGEST_SHARDS) in the
-worker environment. With the KubernetesPodOperator the same commands run in pods (see README,
+worker environment. ESMM_WORKDIR (default /srv/esmm) is the directory the tasks run in, against
+which the pipeline's relative paths resolve, like `cd /srv/esmm` in pipeline/crontab.example
+(without it Airflow runs each task in a fresh temporary directory). ESMM_RETRIES overrides the
+two retries (the test sets 0, so that a failing stage fails the run at once instead of waiting
+out the retry delay). With the KubernetesPodOperator the same commands run in pods (see README,
 "Operating it"); the shards need a shared file system for the ingest directory.
+
+Works on Airflow 3 and 2 (BashOperator from the standard provider, or from its Airflow 2 place).
+tests/ops.rs runs it with `airflow dags test` on the Airflow pinned in
+tests/requirements-airflow.txt and parses it with Airflow's DagBag.
 """
 
 import os
 from datetime import datetime, timedelta
 
-from airflow import DAG
-from airflow.operators.bash import BashOperator
+try:  # Airflow 3
+    from airflow.sdk import DAG
+except ImportError:  # Airflow 2
+    from airflow import DAG
+try:  # Airflow 3, and Airflow 2 with apache-airflow-providers-standard
+    from airflow.providers.standard.operators.bash import BashOperator
+except ImportError:  # Airflow 2
+    from airflow.operators.bash import BashOperator
 
 ESMM = os.environ.get("ESMM_BIN", "esmm")
 PIPELINE = os.environ.get("ESMM_PIPELINE", "/srv/esmm/pipeline/aliccp.yaml")
 INGEST_SHARDS = int(os.environ.get("ESMM_INGEST_SHARDS", "4"))
+WORKDIR = os.environ.get("ESMM_WORKDIR", "/srv/esmm")
+RETRIES = int(os.environ.get("ESMM_RETRIES", "2"))
 
 
 def esmm(*args):
@@ -35,9 +51,14 @@ def esmm(*args):
     return " ".join([ESMM, *args, "--config", PIPELINE, "--log-format", "json"])
 
 
+def stage(task_id, *args):
+    """The task running one esmm call in WORKDIR."""
+    return BashOperator(task_id=task_id, bash_command=esmm(*args), cwd=WORKDIR)
+
+
 default_args = {
     "owner": "esmm",
-    "retries": 2,
+    "retries": RETRIES,
     "retry_delay": timedelta(minutes=10),
     "execution_timeout": timedelta(hours=12),
 }
@@ -52,14 +73,11 @@ with DAG(
     default_args=default_args,
     tags=["esmm"],
 ) as dag:
-    ingest = [
-        BashOperator(task_id=f"ingest_{i}", bash_command=esmm("ingest", "--shard", f"{i}/{INGEST_SHARDS}"))
-        for i in range(INGEST_SHARDS)
-    ]
-    split = BashOperator(task_id="split", bash_command=esmm("split"))
-    train = BashOperator(task_id="train", bash_command=esmm("train"))
-    predict = BashOperator(task_id="predict", bash_command=esmm("predict", "--split", "test"))
-    evaluate = BashOperator(task_id="evaluate", bash_command=esmm("evaluate"))
+    ingest = [stage(f"ingest_{i}", "ingest", "--shard", f"{i}/{INGEST_SHARDS}") for i in range(INGEST_SHARDS)]
+    split = stage("split", "split")
+    train = stage("train", "train")
+    predict = stage("predict", "predict", "--split", "test")
+    evaluate = stage("evaluate", "evaluate")
 
     ingest >> split
     split >> train >> predict >> evaluate

@@ -405,3 +405,109 @@ fn demo_ns_pipeline_shares_the_demo_data() {
     assert_eq!(ns.paths.metrics, Path::new("data/demo/metrics_ns"));
     assert_eq!(ns.paths.metrics.parent(), demo.paths.metrics.parent(), "one run directory for the report");
 }
+
+/// The bash lines of README.md's "Querying the outputs" block under `# DuckDB:`.
+fn readme_duckdb_lines() -> Vec<String> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let lines: Vec<String> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("# DuckDB:"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    assert!(lines.iter().any(|l| l.contains("| duckdb")), "README: no DuckDB CLI line after `# DuckDB:`: {lines:?}");
+    lines
+}
+
+/// The fields of one CSV line as the DuckDB CLI writes them (`"` quotes, `""` inside quotes).
+fn csv_fields(line: &str) -> Vec<String> {
+    let (mut fields, mut field, mut quoted, mut chars) = (Vec::new(), String::new(), false, line.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            _ => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+/// A DuckDB CLI CSV field against our cell: NULL, the same text, or a number that is [`same`].
+fn same_as_csv(ours: &Cell, theirs: &str) -> bool {
+    match ours {
+        Cell::Null => theirs == "NULL",
+        Cell::Text(s) => s == theirs,
+        _ => theirs.parse::<f64>().is_ok_and(|x| same(ours, &Cell::Float(x))),
+    }
+}
+
+/// The README's DuckDB lines run as written, by bash with the real DuckDB CLI (the version of
+/// tests/requirements-duckdb-cli.txt) and esmm on PATH, in a directory where `data/demo` is the
+/// fixture's run directory and `sql/` the repository's; then every sql/ file piped the same way
+/// into `duckdb -csv` gives the rows of `esmm sql` (polars), row for row.
+#[test]
+fn the_readme_duckdb_cli_lines_give_the_rows_of_esmm_sql() {
+    let Some(venv) = tool_venv("duckdb-cli", "the_readme_duckdb_cli_lines_give_the_rows_of_esmm_sql") else { return };
+    let dir = run_dir();
+    let work = temp_dir("readme-duckdb");
+    let bin = work.join("bin");
+    for d in [work.join("data"), bin.clone()] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let links = [
+        (dir.to_path_buf(), work.join("data/demo")),
+        (Path::new(env!("CARGO_MANIFEST_DIR")).join("sql"), work.join("sql")),
+        (PathBuf::from(env!("CARGO_BIN_EXE_esmm")), bin.join("esmm")),
+        (venv.join("bin/duckdb"), bin.join("duckdb")),
+    ];
+    for (target, link) in links {
+        std::os::unix::fs::symlink(target, link).unwrap();
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let bash = |script: &str| {
+        let o = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", script])
+            .current_dir(&work)
+            .env("PATH", &path)
+            .output();
+        let o = o.expect("running bash");
+        assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+
+    let lines = readme_duckdb_lines();
+    let shown = bash(&lines.join("\n"));
+    let tabs = tables::run_tables(dir).unwrap();
+    let query = lines.iter().find_map(|l| l.split_whitespace().find(|w| w.starts_with("sql/"))).expect("a sql/ file");
+    let ours = sql::rows(&sql::query_file(&work.join(query), &tabs).unwrap()).unwrap();
+    for column in &ours.columns {
+        assert!(shown.contains(column.as_str()), "{query}: no column {column} in DuckDB's table:\n{shown}");
+    }
+    // DuckDB's table shows 40 rows of a longer result and says how many there are.
+    assert!(ours.rows.len() <= 40 || shown.contains(&format!("{} rows", ours.rows.len())), "{shown}");
+
+    assert!(work.join("views.sql").is_file(), "the README's first line writes views.sql");
+    for file in sql_files() {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let csv = bash(&format!("cat views.sql sql/{name} | duckdb -csv"));
+        let mut csv_lines = csv.lines();
+        let ours = sql::rows(&sql::query_file(&file, &tabs).unwrap()).unwrap();
+        assert_eq!(csv_fields(csv_lines.next().unwrap_or_default()), ours.columns, "{name}: columns");
+        let theirs: Vec<Vec<String>> = csv_lines.map(csv_fields).collect();
+        assert!(!theirs.is_empty(), "{name}: no rows");
+        assert_eq!(ours.rows.len(), theirs.len(), "{name}: row count");
+        for (i, (a, b)) in ours.rows.iter().zip(&theirs).enumerate() {
+            assert_eq!(a.len(), b.len(), "{name} row {i}");
+            for (j, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!(same_as_csv(x, y), "{name} row {i} column {}: polars {x:?}, DuckDB CLI {y:?}", ours.columns[j]);
+            }
+        }
+    }
+}

@@ -1,12 +1,17 @@
 //! Operations: `esmm run` as a DAG (`--from`, `--until`, `--force`), output locks between
-//! processes, sharded ingest and predict whose parts add up to the unsharded outputs, exit codes
-//! and logs for schedulers, and the Airflow example calling only commands and flags that exist.
+//! processes, sharded ingest and predict whose parts add up to the unsharded outputs (merged by
+//! the README's DuckDB CLI line too), exit codes and logs for schedulers, the Airflow example
+//! calling only commands and flags that exist and run by real Airflow, and the crontab example's
+//! line run the way cron runs it.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{read_rows, temp_dir, Value};
 
@@ -209,6 +214,45 @@ fn sharded_ingest_and_predict_add_up_to_the_unsharded_outputs() {
     }
     assert_eq!(whole.len(), parts.len());
     assert!(whole == parts, "concatenated predict shards differ from the unsharded file");
+    merge_parts_as_the_readme_says(&dir, n, &whole);
+}
+
+/// The README's line that merges predict parts with the DuckDB CLI, run as written (but for the
+/// number of parts) in a directory holding only the parts in `pred/`: the merged file is the
+/// unsharded one row for row, and `esmm evaluate` reads it to the same metrics.
+fn merge_parts_as_the_readme_says(dir: &Path, n: u32, whole: &[BTreeMap<String, Value>]) {
+    let Some(venv) =
+        common::tool_venv("duckdb-cli", "sharded_ingest_and_predict_add_up_to_the_unsharded_outputs (merge)")
+    else {
+        return;
+    };
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let line = readme.split('`').find(|s| s.starts_with("duckdb -c \"COPY")).expect("README: no duckdb COPY line");
+    assert!(line.contains("-of-00004"), "the test adapts the README's 4 parts: {line}");
+    let line = line.replace("-of-00004", &format!("-of-{n:05}"));
+    let sh = dir.join("sh");
+    std::fs::create_dir_all(sh.join("pred")).unwrap();
+    for i in 0..n {
+        let part = format!("test.part-{i:05}-of-{n:05}.parquet");
+        std::fs::copy(dir.join("d/pred").join(&part), sh.join("pred").join(&part)).unwrap();
+    }
+    let path = format!("{}:{}", venv.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    let o = Command::new("bash").args(["-c", &line]).current_dir(&sh).env("PATH", path).output().unwrap();
+    assert!(o.status.success(), "{line}: {}", stderr(&o));
+    assert!(
+        read_rows(&sh.join("pred/test.parquet")) == whole,
+        "{line}: the merged file differs from the unsharded one"
+    );
+    let evaluate = |extra: &[&str]| {
+        let mut args = vec!["evaluate", "--config", "p.yaml"];
+        args.extend(extra);
+        let o = esmm(&args, dir);
+        assert!(o.status.success(), "esmm {args:?}: {}", stderr(&o));
+    };
+    evaluate(&[]);
+    evaluate(&["--predictions", "sh/pred/test.parquet", "--out", "sh/metrics"]);
+    let summary = |d: &str| std::fs::read_to_string(dir.join(d).join("summary.md")).unwrap();
+    assert_eq!(summary("d/metrics"), summary("sh/metrics"), "metrics of DuckDB's merged file");
 }
 
 #[test]
@@ -277,4 +321,275 @@ fn airflow_dag_calls_only_existing_commands_and_flags() {
     for stage in ["ingest", "split", "train", "predict", "evaluate"] {
         assert!(subcommands.contains(stage), "the DAG has no {stage} task");
     }
+}
+
+/// The repository file `rel`.
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// The last 60 lines of a long log (Airflow's runs log ~150 lines), for failure messages.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// Runs `cmd` with stdout and stderr into `log` and stdin from /dev/null, in its own process
+/// group, which is killed after `limit` (a hung run fails the test instead of stalling the suite);
+/// returns the exit status and the log.
+fn run_logged(cmd: &mut Command, log: &Path, limit: Duration) -> (ExitStatus, String) {
+    let file = File::create(log).unwrap();
+    cmd.stdin(Stdio::null()).stdout(file.try_clone().unwrap()).stderr(file).process_group(0);
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = Command::new("kill").args(["-KILL", &format!("-{}", child.id())]).status();
+            let _ = child.wait();
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{cmd:?} still ran after {limit:?} and was killed; its log ends:\n{}", tail(&text));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    (status, std::fs::read_to_string(log).unwrap())
+}
+
+/// The esmm JSON events in a log whose lines carry other text around them (Airflow logs each
+/// output line of a task inside its own line format): on each line, the first JSON object that
+/// has an `event` field.
+fn embedded_events(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| {
+            l.match_indices('{').find_map(|(at, _)| {
+                let mut values = serde_json::Deserializer::from_str(&l[at..]).into_iter::<serde_json::Value>();
+                values.next()?.ok().filter(|v| v.get("event").is_some())
+            })
+        })
+        .collect()
+}
+
+/// (stage, up_to_date) of the `stage` events among `events`, sorted (the ingest shards may run in
+/// either order).
+fn stage_events(events: &[serde_json::Value]) -> Vec<(String, bool)> {
+    let mut stages: Vec<(String, bool)> = events
+        .iter()
+        .filter(|e| e["event"] == "stage")
+        .map(|e| (e["stage"].as_str().unwrap().to_string(), e["up_to_date"].as_bool().unwrap()))
+        .collect();
+    stages.sort();
+    stages
+}
+
+/// A command of the Airflow venv with an Airflow home of its own (sqlite metadata DB, no example
+/// DAGs, the DAGs folder `home/dags`) and the DAG's variables: the built esmm, the pipeline and
+/// working directory `dir`, two ingest shards, no retries (a failing stage fails the run at once).
+fn airflow_cmd(program: &Path, home: &Path, dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    for (key, _) in std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("AIRFLOW")) {
+        cmd.env_remove(key);
+    }
+    cmd.env("AIRFLOW_HOME", home)
+        .env("AIRFLOW__CORE__DAGS_FOLDER", home.join("dags"))
+        .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        .env("ESMM_BIN", env!("CARGO_BIN_EXE_esmm"))
+        .env("ESMM_PIPELINE", dir.join("p.yaml"))
+        .env("ESMM_WORKDIR", dir)
+        .env("ESMM_INGEST_SHARDS", "2")
+        .env("ESMM_RETRIES", "0")
+        .current_dir(home);
+    cmd
+}
+
+/// tests/airflow_check.py's JSON: the DagBag's view of the DAG and the runs recorded so far,
+/// parsed with the DAG's default retries (no ESMM_RETRIES).
+fn airflow_check(venv: &Path, home: &Path, dir: &Path) -> serde_json::Value {
+    let mut cmd = airflow_cmd(&venv.join("bin/python"), home, dir);
+    cmd.env_remove("ESMM_RETRIES").arg(repo("tests/airflow_check.py")).arg(home.join("dags")).arg("esmm_aliccp");
+    let (status, log) = run_logged(&mut cmd, &home.join("check.log"), Duration::from_secs(300));
+    assert!(status.success(), "tests/airflow_check.py failed:\n{}", tail(&log));
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix("AIRFLOW_CHECK "))
+        .unwrap_or_else(|| panic!("no result:\n{}", tail(&log)));
+    serde_json::from_str(line).unwrap()
+}
+
+/// The checks of one `airflow dags test` run's log: the esmm stage events of every task, all fresh
+/// on the first run, all up to date (skipped) on the second.
+fn assert_dag_run_stages(log: &str, run: usize) {
+    let stages = stage_events(&embedded_events(log));
+    let names: Vec<&str> = stages.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(names, ["evaluate", "ingest", "ingest", "predict", "split", "train"], "run {run}:\n{}", tail(log));
+    let want_up_to_date = run > 1;
+    assert!(
+        stages.iter().all(|(_, up)| *up == want_up_to_date),
+        "run {run}: up_to_date should be {want_up_to_date}: {stages:?}"
+    );
+}
+
+/// pipeline/airflow_dag.py run by Airflow itself (the version pinned in
+/// tests/requirements-airflow.txt): parsed by its DagBag (no import errors, the task graph
+/// ingest_0..1 -> split -> train -> predict -> evaluate), then two `airflow dags test` runs on a
+/// tiny pipeline, every task a success; the first writes every output, the second skips every stage.
+#[test]
+fn the_airflow_dag_runs_in_airflow_and_a_rerun_skips_every_stage() {
+    let Some(venv) = common::tool_venv("airflow", "the_airflow_dag_runs_in_airflow_and_a_rerun_skips_every_stage")
+    else {
+        return;
+    };
+    let dir = pipeline_dir("ops-airflow");
+    // The DAG starts at ingest: the raw files come from elsewhere (here: generate).
+    let o = esmm(&["run", "p.yaml", "--until", "generate"], &dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let home = dir.join("airflow");
+    std::fs::create_dir_all(home.join("dags")).unwrap();
+    std::fs::copy(repo("pipeline/airflow_dag.py"), home.join("dags/airflow_dag.py")).unwrap();
+    let airflow = || airflow_cmd(&venv.join("bin/airflow"), &home, &dir);
+    let (status, log) =
+        run_logged(airflow().args(["db", "migrate"]), &home.join("migrate.log"), Duration::from_secs(300));
+    assert!(status.success(), "airflow db migrate failed:\n{}", tail(&log));
+
+    for run in 1..=2 {
+        let mut cmd = airflow();
+        cmd.args(["dags", "test", "esmm_aliccp"]);
+        let log_file = home.join(format!("dags-test-{run}.log"));
+        let (status, log) = run_logged(&mut cmd, &log_file, Duration::from_secs(900));
+        let errors: Vec<_> =
+            embedded_events(&log).into_iter().filter(|e| e["event"] == "error" || e["event"] == "usage").collect();
+        assert!(status.success(), "run {run}: airflow dags test failed ({}); esmm said {errors:?}", log_file.display());
+        assert_dag_run_stages(&log, run);
+        if run == 1 {
+            for shard in ["00000", "00001"] {
+                let manifest = dir.join(format!("d/ingest/_manifest.part-{shard}-of-00002.json"));
+                assert!(manifest.is_file(), "{} is missing", manifest.display());
+            }
+            for done in ["d/split", "d/model", "d/metrics"] {
+                assert!(dir.join(done).join("_manifest.json").is_file(), "{done} has no manifest");
+            }
+            let scored = read_rows(&dir.join("d/pred/test.parquet")).len();
+            assert_eq!(scored, read_rows(&dir.join("d/split/test/samples.parquet")).len());
+            assert!(scored > 0);
+        }
+    }
+
+    let check = airflow_check(&venv, &home, &dir);
+    assert_eq!(check["import_errors"], serde_json::json!({}), "{check}");
+    assert_eq!(check["dags"], serde_json::json!(["esmm_aliccp"]), "{check}");
+    let want = serde_json::json!({"ingest_0": [], "ingest_1": [], "split": ["ingest_0", "ingest_1"],
+        "train": ["split"], "predict": ["train"], "evaluate": ["predict"]});
+    assert_eq!(check["tasks"], want, "task ids and upstream tasks");
+    assert!(check["retries"].as_object().unwrap().values().all(|r| r == 2), "{check}");
+    let runs = check["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{check}");
+    for r in runs {
+        assert_eq!(r["state"], "success", "{r}");
+        let tasks = r["tasks"].as_object().unwrap();
+        assert_eq!(tasks.len(), 6, "{r}");
+        assert!(tasks.values().all(|s| s == "success"), "every task succeeds: {r}");
+    }
+}
+
+/// pipeline/crontab.example: its variables (`NAME=value` lines) and the command of its first
+/// schedule line (what follows the five time fields).
+fn crontab_example() -> (BTreeMap<String, String>, String) {
+    let text = std::fs::read_to_string(repo("pipeline/crontab.example")).unwrap();
+    let (mut vars, mut command) = (BTreeMap::new(), None);
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        match line.split_once('=') {
+            Some((k, v)) if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                vars.insert(k.to_string(), v.to_string());
+            }
+            _ => {
+                let mut rest = line;
+                for _ in 0..5 {
+                    let field = rest.find(char::is_whitespace).unwrap_or_else(|| panic!("not a cron line: {line}"));
+                    rest = rest[field..].trim_start();
+                }
+                command.get_or_insert(rest.to_string());
+            }
+        }
+    }
+    (vars, command.expect("crontab.example has no schedule line"))
+}
+
+/// The log of the crontab line as JSON events: every line one JSON object.
+fn jsonl_events(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not a JSON line: {e}: {l:?}")))
+        .inspect(|e| assert!(e.is_object(), "not a JSON object: {e}"))
+        .collect()
+}
+
+/// The crontab example's command run the way cron runs it: `SHELL -c COMMAND` with the crontab's
+/// SHELL and PATH, HOME and nothing else in the environment (`env -i`), no terminal (a session of
+/// its own), stdin from /dev/null; /srv/esmm and /var/log/esmm are directories of the test, and
+/// esmm is installed in the directory that stands for /usr/local/bin on the crontab's PATH.
+/// Checked: no output for cron to mail, one JSON object per log line, the whole chain on the
+/// first night, every stage skipped on the second, and a failure reported with its exit status.
+#[test]
+fn the_crontab_line_runs_as_cron_runs_it() {
+    let (vars, command) = crontab_example();
+    assert!(!command.contains('%'), "cron would turn % into a newline: {command}");
+    for path in ["/srv/esmm", "/var/log/esmm"] {
+        assert!(command.contains(path), "the test maps {path}, which the line no longer names: {command}");
+    }
+    let root = temp_dir("ops-cron");
+    let (srv, log_dir, bin) = (root.join("srv/esmm"), root.join("var/log/esmm"), root.join("usr/local/bin"));
+    for d in [srv.join("pipeline"), log_dir.clone(), bin.clone()] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(srv.join("pipeline/aliccp.yaml"), PIPELINE).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_esmm"), bin.join("esmm")).unwrap();
+    let command =
+        command.replace("/srv/esmm", srv.to_str().unwrap()).replace("/var/log/esmm", log_dir.to_str().unwrap());
+    let path = vars.get("PATH").expect("the crontab sets PATH");
+    assert!(path.split(':').any(|p| p == "/usr/local/bin"), "PATH={path}");
+    let path =
+        path.split(':').map(|p| if p == "/usr/local/bin" { bin.to_str().unwrap() } else { p }).collect::<Vec<_>>();
+    let shell = vars.get("SHELL").map_or("/bin/sh", String::as_str);
+    let cron = || {
+        Command::new("env")
+            .arg("-i")
+            .arg(format!("HOME={}", root.display()))
+            .arg(format!("PATH={}", path.join(":")))
+            .arg(format!("SHELL={shell}"))
+            .args(["setsid", "--wait", shell, "-c", &command])
+            .stdin(Stdio::null())
+            .current_dir(&root)
+            .output()
+            .expect("running env -i")
+    };
+    let log = log_dir.join("run.jsonl");
+    for (night, up_to_date) in [(1, false), (2, true)] {
+        let before = std::fs::read_to_string(&log).map_or(0, |t| t.lines().count());
+        let o = cron();
+        assert!(o.status.success(), "night {night}: {o:?}");
+        assert!(o.stdout.is_empty() && o.stderr.is_empty(), "night {night}: cron would mail {o:?}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        let events = jsonl_events(&text);
+        let night_events = &events[before..];
+        let stages: Vec<(String, bool)> = night_events
+            .iter()
+            .filter(|e| e["event"] == "stage")
+            .map(|e| (e["stage"].as_str().unwrap().to_string(), e["up_to_date"].as_bool().unwrap()))
+            .collect();
+        let names: Vec<&str> = stages.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(names, ["generate", "ingest", "split", "train", "predict", "evaluate"], "night {night}: {text}");
+        assert!(stages.iter().all(|(_, up)| *up == up_to_date), "night {night}: up_to_date should be {up_to_date}");
+        assert!(srv.join("d/metrics/_manifest.json").is_file() && srv.join("d/pred/test.parquet").is_file());
+    }
+    // A failing night: the line's own message (what cron mails) names the status; the log ends
+    // with the error as a JSON object.
+    let mut yaml = PIPELINE.to_string();
+    yaml.push_str("no_such_key: 1\n");
+    std::fs::write(srv.join("pipeline/aliccp.yaml"), yaml).unwrap();
+    let o = cron();
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "esmm run failed with status 2", "{o:?}");
+    let events = jsonl_events(&std::fs::read_to_string(&log).unwrap());
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "usage", "{last}");
+    assert!(last["message"].as_str().unwrap().contains("no_such_key"), "{last}");
 }

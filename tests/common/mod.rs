@@ -5,7 +5,9 @@ pub mod mutate;
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, AsArray};
@@ -145,6 +147,34 @@ pub fn python() -> PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     assert!(venv.exists(), "no Python with pyarrow/duckdb: run `make test` (it creates .venv) or set ESMM_PYTHON");
     venv
+}
+
+/// The venv of a pinned tool that a test runs for real (`airflow`, `duckdb-cli`), made once from
+/// `tests/requirements-<name>.txt` by `tests/tool_venv.sh` and reused: `$ESMM_<NAME>_VENV` (the
+/// Makefile sets it), else `~/.cache/esmm/<name>-venv`. `None` only when PyPI is unreachable: the
+/// caller then skips, and the notice goes to the terminal itself (past the test harness's output
+/// capture), so a skip is never silent. Any other install failure fails the test.
+pub fn tool_venv(name: &str, test: &str) -> Option<PathBuf> {
+    let var = format!("ESMM_{}_VENV", name.to_uppercase().replace('-', "_"));
+    let venv = match std::env::var_os(&var) {
+        Some(v) => PathBuf::from(v),
+        None => Path::new(&std::env::var_os("HOME").expect("HOME is not set")).join(format!(".cache/esmm/{name}-venv")),
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new("bash")
+        .arg(root.join("tests/tool_venv.sh"))
+        .arg(&venv)
+        .arg(root.join(format!("tests/requirements-{name}.txt")))
+        .status()
+        .expect("running tests/tool_venv.sh");
+    match status.code() {
+        Some(0) => Some(venv),
+        Some(3) => {
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: PyPI is unreachable, so {name} is not installed");
+            None
+        }
+        _ => panic!("tests/tool_venv.sh could not install {name} into {} ({status}; see above)", venv.display()),
+    }
 }
 
 /// generate → `root/raw` (the stage is skipped when already there).
