@@ -207,7 +207,8 @@ enum Command {
         /// the entire space.
         #[arg(long, value_name = "FILE")]
         truth: Option<PathBuf>,
-        /// Exit 1 when the summary flags likely leakage (AUC >= 0.99) or a collapsed model.
+        /// Exit 1 when the summary flags likely leakage (AUC >= 0.99), a collapsed model or a
+        /// calibration (mean prediction / observed rate) outside [0.8, 1.25].
         #[arg(long)]
         fail_on_suspect: bool,
         #[command(flatten)]

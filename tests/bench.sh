@@ -59,22 +59,18 @@ row() {
 rate() { awk -v n="$1" -v s="$2" 'BEGIN{printf "%.1f", n/(s>0?s:1e-9)}'; }
 json() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
 
-# PaddleRec parity settings (issue 4 / DESIGN §4) for train and predict.
+# PaddleRec parity settings (model.preset: paddlerec — sum pooling, max_len 3, init_scale 1.0,
+# every id its own row, 1 epoch over shuffled rows) for train and predict.
 parity() {
   cat >"$W/parity_$1.yaml" <<EOF
 model:
+  preset: paddlerec
   backend: $1
-  pooling: sum
-  max_len: 3
-  init_scale: 1.0
   embedding_dim: 12
   ctr_fc_sizes: [256, 64]
   cvr_fc_sizes: [256, 64]
 train:
-  epochs: 1
   batch_size: 1024
-  shuffle: rows
-  early_stopping_patience: 0
 EOF
   echo "$W/parity_$1.yaml"
 }

@@ -54,7 +54,8 @@ fn evaluations(model_dir: &Path) -> Vec<(u64, u64, f64, f64)> {
 
 /// Validation every N steps: one log row per evaluation (and one per epoch end), the best
 /// evaluation's model in model.bin, early stopping counted in evaluations, and `--resume`
-/// still bit-identical; shrinkage toward the shared rows trains, saves and resumes too.
+/// still bit-identical (with the learning rates decayed per epoch); shrinkage toward the
+/// shared rows trains, saves and resumes too.
 #[test]
 fn validation_by_steps_keeps_the_best_evaluation() {
     let root = temp_dir("steps");
@@ -65,6 +66,7 @@ fn validation_by_steps_keeps_the_best_evaluation() {
         batch_size: 256,
         eval_every_steps: 7,
         early_stopping_patience: 0,
+        lr_decay: 0.5,
         ..Default::default()
     };
     let report = train_with(&data, &root.join("s1"), model.clone(), steps.clone(), false);

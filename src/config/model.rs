@@ -152,6 +152,9 @@ pub struct TrainConfig {
     pub eval_every_steps: usize,
     /// Stop after this many evaluations without a better valid CTCVR AUC (0 = never).
     pub early_stopping_patience: usize,
+    /// Learning rates are multiplied by this at each epoch's start after the first
+    /// (epoch `e` trains at `lr · lr_decay^e`; 1 = constant).
+    pub lr_decay: f32,
     /// Seed of the per-epoch shuffle.
     pub seed: u64,
 }
@@ -166,27 +169,19 @@ impl Default for TrainConfig {
             evals_per_epoch: 1,
             eval_every_steps: 0,
             early_stopping_patience: 2,
+            lr_decay: 1.0,
             seed: 1,
         }
     }
 }
 
 impl TrainConfig {
-    /// Steps between validations (0 = only at each epoch's end) for an epoch of `rows` rows.
-    pub fn eval_interval(&self, rows: u64) -> usize {
-        let steps = rows.div_ceil(self.batch_size.max(1) as u64) as usize;
-        match (self.eval_every_steps, self.evals_per_epoch) {
-            (0, 0 | 1) => 0,
-            (0, k) => steps.div_ceil(k).max(1),
-            (every, _) => every,
-        }
-    }
-
     pub fn validate(&self) -> Result<()> {
         ensure!(self.epochs >= 1, "train.epochs must be >= 1");
         ensure!(self.batch_size >= 1, "train.batch_size must be >= 1");
         ensure!(self.shuffle_pool_row_groups >= 1, "train.shuffle_pool_row_groups must be >= 1");
         ensure!(self.evals_per_epoch >= 1, "train.evals_per_epoch must be >= 1");
+        ensure!(self.lr_decay > 0.0 && self.lr_decay <= 1.0, "train.lr_decay must be in (0, 1]");
         Ok(())
     }
 }

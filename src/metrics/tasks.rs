@@ -1,7 +1,8 @@
 //! The three ESMM tasks scored together: CTR (all rows, label click), CVR (clicked rows, label
-//! buy), CTCVR (all rows, label click∧buy, score pCTR·pCVR) — AUC, logloss, calibration each.
+//! buy), CTCVR (all rows, label click∧buy, score pCTR·pCVR) — AUC, logloss, normalized entropy,
+//! calibration and expected calibration error each.
 
-use super::{auc, calibration, logloss};
+use super::{auc, calibration, expected_calibration_error, logloss, normalized_entropy};
 
 /// Labels and scores of a split (or a slice of it).
 #[derive(Clone, Debug, Default)]
@@ -64,8 +65,13 @@ impl Scored {
         ] {
             let n = y.len() as u64;
             let positives = y.iter().filter(|&&v| v).count() as u64;
-            for (metric, value) in [("auc", auc(p, y)), ("logloss", logloss(p, y)), ("calibration", calibration(p, y))]
-            {
+            for (metric, value) in [
+                ("auc", auc(p, y)),
+                ("logloss", logloss(p, y)),
+                ("normalized_entropy", normalized_entropy(p, y)),
+                ("calibration", calibration(p, y)),
+                ("ece", expected_calibration_error(p, y)),
+            ] {
                 out.push(TaskMetric { task, metric, value, n, positives });
             }
         }

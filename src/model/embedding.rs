@@ -19,6 +19,22 @@ pub enum SparseOptimizer {
 }
 
 impl SparseOptimizer {
+    /// The same optimizer with learning rate `lr`.
+    pub fn with_lr(self, lr: f32) -> Self {
+        match self {
+            SparseOptimizer::Adam { beta1, beta2, eps, .. } => SparseOptimizer::Adam { lr, beta1, beta2, eps },
+            SparseOptimizer::Adagrad { eps, initial_accumulator, .. } => {
+                SparseOptimizer::Adagrad { lr, eps, initial_accumulator }
+            }
+        }
+    }
+
+    pub fn lr(&self) -> f32 {
+        match *self {
+            SparseOptimizer::Adam { lr, .. } | SparseOptimizer::Adagrad { lr, .. } => lr,
+        }
+    }
+
     /// State floats per weight.
     fn slots(&self) -> usize {
         match self {

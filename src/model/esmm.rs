@@ -300,6 +300,14 @@ impl Model {
         parts.get(row as usize % parts.len().max(1))?.get(row)
     }
 
+    /// Scales every learning rate of the spec by `scale` (a schedule's factor; 1 = the spec's).
+    pub fn set_lr_scale(&mut self, scale: f32) {
+        for t in &mut self.tables {
+            t.optimizer = self.spec.sparse.with_lr(self.spec.sparse.lr() * scale);
+        }
+        self.towers.set_lr(self.spec.dense.lr * scale);
+    }
+
     /// One optimizer step with the gradients of the last [`Model::backward`].
     pub fn apply(&mut self, tower_grads: &TowerGrads) {
         for (t, parts) in self.tables.iter_mut().zip(self.grads.iter_mut()) {

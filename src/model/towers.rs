@@ -233,6 +233,11 @@ impl Towers {
     }
 
     /// Adam on every tower parameter (in place for gemm; dfdx's are copied out and back).
+    /// Sets the Adam learning rate (schedules); moments and step count are kept.
+    pub fn set_lr(&mut self, lr: f32) {
+        self.adam.lr = lr;
+    }
+
     pub fn apply(&mut self, grads: &TowerGrads) {
         self.step += 1;
         let t = self.step as i32;

@@ -1,10 +1,11 @@
 //! `esmm evaluate`: exact metrics of a predictions file — AUC (sort-based, ties averaged),
-//! logloss and calibration for CTR, CVR (clicked rows) and CTCVR, overall and per scenario
+//! logloss, normalized entropy, calibration and ECE for CTR, CVR (clicked rows) and CTCVR, overall and per scenario
 //! (`301`). With `--truth` (the generator's planted probabilities) the oracle's metrics sit
 //! beside the model's (and the semi-oracle's, without the items' own effects, when the truth
 //! file has it), plus the CVR AUC over the entire space (against p(buy | click) for every
 //! impression). Writes long-format `metrics.parquet` and `summary.md`, and flags likely label
-//! leakage (AUC ≥ 0.99) and collapsed models (near-constant predictions).
+//! leakage (AUC ≥ 0.99), collapsed models (near-constant predictions) and calibration outside
+//! [0.8, 1.25].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,6 +24,9 @@ use crate::metrics::{soft_auc, Scored, TaskMetric};
 use crate::parquet_out::ParquetOut;
 use crate::schema::{self, METRICS_FILE, ORACLE, SEMI_ORACLE, SUMMARY_FILE};
 
+/// Calibration (mean prediction / observed rate) accepted by the checks.
+pub const CALIBRATION_OK: (f64, f64) = (0.8, 1.25);
+
 pub struct EvaluateStage {
     pub predictions: PathBuf,
     /// Output directory (metrics.parquet, summary.md).
@@ -32,7 +36,7 @@ pub struct EvaluateStage {
     pub run_id: String,
     /// Name of the model in the metrics table (e.g. `esmm`, `naive_cvr`).
     pub model_name: String,
-    /// Exit with failure when the summary flags leakage or collapse.
+    /// Exit with failure when the summary flags leakage, collapse or miscalibration.
     pub fail_on_suspect: bool,
     pub threads: usize,
     pub force: bool,
@@ -155,8 +159,10 @@ fn with_spread(s: &Scored) -> Vec<TaskMetric> {
     m
 }
 
-/// Leakage (an AUC ≥ 0.99 is too good for click/buy prediction) and collapse (a task's
-/// predictions are near-constant: a tiny spread, with its AUC at chance or not).
+/// Leakage (an AUC ≥ 0.99 is too good for click/buy prediction), collapse (a task's
+/// predictions are near-constant: a tiny spread, with its AUC at chance or not) and
+/// miscalibration (mean prediction over observed rate outside [`CALIBRATION_OK`]: bids multiply
+/// these probabilities).
 pub fn suspects(rows: &[MetricRow], model: &str) -> Vec<String> {
     let all: Vec<&MetricRow> = rows.iter().filter(|r| r.model == model && r.slice == "all").collect();
     let value = |task: &str, metric: &str| {
@@ -166,6 +172,13 @@ pub fn suspects(rows: &[MetricRow], model: &str) -> Vec<String> {
     for r in all.iter().filter(|r| r.metric.metric == "auc") {
         if let Some(a) = r.metric.value.filter(|&a| a >= 0.99) {
             flags.push(format!("{} AUC {a:.4} >= 0.99: likely label leakage into the features", r.metric.task));
+        }
+    }
+    for task in ["ctr", "cvr", "ctcvr"] {
+        let Some(c) = value(task, "calibration") else { continue };
+        if !(CALIBRATION_OK.0..=CALIBRATION_OK.1).contains(&c) {
+            let (lo, hi) = CALIBRATION_OK;
+            flags.push(format!("{task} calibration {c:.3} outside [{lo}, {hi}]: predictions off in level"));
         }
     }
     for task in ["ctr", "cvr"] {
@@ -211,13 +224,13 @@ fn summary(run_id: &str, split: &str, model: &str, rows: &[MetricRow], flags: &[
     let (has_oracle, has_semi) = (has(ORACLE), has(SEMI_ORACLE));
     let _ = writeln!(
         s,
-        "| task | rows | positives | AUC | logloss | calibration |{}{}",
+        "| task | rows | positives | AUC | logloss | NE | calibration | ECE |{}{}",
         if has_oracle { " oracle AUC | oracle logloss |" } else { "" },
         if has_semi { " semi-oracle AUC |" } else { "" }
     );
     let _ = writeln!(
         s,
-        "|---|---:|---:|---:|---:|---:|{}{}",
+        "|---|---:|---:|---:|---:|---:|---:|---:|{}{}",
         if has_oracle { "---:|---:|" } else { "" },
         if has_semi { "---:|" } else { "" }
     );
@@ -225,12 +238,14 @@ fn summary(run_id: &str, split: &str, model: &str, rows: &[MetricRow], flags: &[
         let Some(auc) = get(model, "all", task, "auc") else { continue };
         let _ = write!(
             s,
-            "| {task} | {} | {} | {} | {} | {} |",
+            "| {task} | {} | {} | {} | {} | {} | {} | {} |",
             auc.metric.n,
             auc.metric.positives,
             fmt(Some(auc)),
             fmt(get(model, "all", task, "logloss")),
-            fmt(get(model, "all", task, "calibration"))
+            fmt(get(model, "all", task, "normalized_entropy")),
+            fmt(get(model, "all", task, "calibration")),
+            fmt(get(model, "all", task, "ece"))
         );
         if has_oracle {
             let _ =
@@ -260,7 +275,7 @@ fn summary(run_id: &str, split: &str, model: &str, rows: &[MetricRow], flags: &[
         }
     }
     if flags.is_empty() {
-        let _ = writeln!(s, "\nChecks: no sign of label leakage or collapse.");
+        let _ = writeln!(s, "\nChecks: no sign of label leakage, collapse or miscalibration.");
     } else {
         let _ = writeln!(s, "\n**Suspect results:**\n");
         for f in flags {

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::TrainConfig;
+
 /// Best evaluation so far and the evaluations since.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EarlyStopping {
@@ -34,16 +36,26 @@ impl EarlyStopping {
     }
 }
 
-/// Whether training step `step` (1-based, counted over all epochs) ends with a validation:
-/// every `every` steps (0 = only at the end of each epoch, which the trainer adds itself).
-pub fn validates_at(step: u64, every: usize) -> bool {
-    every > 0 && step % every as u64 == 0
+/// Whether the training step that took an epoch of `rows` rows from `before` to `after` rows
+/// (global step `step`, 1-based) ends with a validation: every `train.eval_every_steps` steps,
+/// else each time the epoch passes another `1/evals_per_epoch` of its rows. The epoch's end is
+/// not due here (the trainer validates it itself).
+pub fn validation_due(train: &TrainConfig, step: u64, (before, after): (u64, u64), rows: u64) -> bool {
+    if after >= rows {
+        return false;
+    }
+    match train.eval_every_steps {
+        0 => {
+            let k = train.evals_per_epoch as u64;
+            k > 1 && after * k / rows > before * k / rows
+        }
+        every => step % every as u64 == 0,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TrainConfig;
 
     #[test]
     fn the_best_is_kept_and_patience_counts_evaluations() {
@@ -78,15 +90,16 @@ mod tests {
 
     #[test]
     fn validation_steps() {
-        assert!(!validates_at(5, 0));
-        assert!(validates_at(500, 250) && !validates_at(501, 250));
-        assert!((1..=10).all(|s| validates_at(s, 1)));
-        // evals_per_epoch spaces them over an epoch's steps; eval_every_steps overrides it
-        let t = TrainConfig { batch_size: 100, ..Default::default() };
-        assert_eq!(t.eval_interval(10_000), 0);
-        assert_eq!(TrainConfig { evals_per_epoch: 4, ..t.clone() }.eval_interval(10_000), 25);
-        assert_eq!(TrainConfig { evals_per_epoch: 3, ..t.clone() }.eval_interval(10_050), 34);
-        assert_eq!(TrainConfig { evals_per_epoch: 4, eval_every_steps: 7, ..t.clone() }.eval_interval(10_000), 7);
-        assert_eq!(TrainConfig { evals_per_epoch: 50, ..t }.eval_interval(100), 1);
+        let t = TrainConfig::default();
+        let due = |t: &TrainConfig, step, rows: (u64, u64)| validation_due(t, step, rows, 1000);
+        // one evaluation an epoch: only the end, which the trainer adds
+        assert!((1..10).all(|s| !due(&t, s, (s * 100 - 100, s * 100))));
+        // four an epoch: when a quarter of the rows is passed, whatever the batch sizes
+        let four = TrainConfig { evals_per_epoch: 4, ..t.clone() };
+        let steps: Vec<u64> = (1..=13).filter(|&s| due(&four, s, ((s - 1) * 77, (s * 77).min(1000)))).collect();
+        assert_eq!(steps, [4, 7, 10]);
+        // every N steps, counted over epochs, never at an epoch's end
+        let every = TrainConfig { eval_every_steps: 250, evals_per_epoch: 4, ..t };
+        assert!(due(&every, 500, (10, 20)) && !due(&every, 501, (20, 30)) && !due(&every, 750, (900, 1000)));
     }
 }

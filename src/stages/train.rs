@@ -45,8 +45,8 @@ struct Params<'a> {
     hash_buckets: u64,
 }
 
-/// One evaluation on the valid split (at the end of each epoch, and every
-/// [`TrainConfig::eval_interval`] steps).
+/// One evaluation on the valid split (at the end of each epoch, and when
+/// [`selection::validation_due`]).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EpochLog {
     /// The epoch the evaluation fell in (1-based).
@@ -213,12 +213,13 @@ struct Trainer<'a> {
 }
 
 impl Trainer<'_> {
-    /// One pass over the training split (shuffled per epoch), validating every
-    /// [`TrainConfig::eval_interval`] steps and at its end, until early stopping; then
-    /// `checkpoint.bin` and `epochs.parquet`.
+    /// One pass over the training split (shuffled per epoch, learning rates scaled by
+    /// `lr_decay^epoch`), validating when [`selection::validation_due`] and at its end, until
+    /// early stopping; then `checkpoint.bin` and `epochs.parquet`.
     fn epoch(&self, model: &mut Model, state: &mut TrainState) -> Result<()> {
         let epoch = state.epochs_done;
         let train = &self.cfg.train;
+        model.set_lr_scale(train.lr_decay.powi(epoch as i32));
         let rx = batches::spawn(LoaderConfig {
             path: self.train.clone(),
             batch_size: train.batch_size,
@@ -236,6 +237,7 @@ impl Trainer<'_> {
             let (loss, p_ctr) = model.train_step(&batch, &self.common);
             window.loss_sum += loss.value() * batch.len() as f64;
             window.rows += batch.len();
+            let before = epoch_rows as u64;
             epoch_rows += batch.len();
             state.steps += 1;
             if !bar.is_hidden() {
@@ -246,7 +248,7 @@ impl Trainer<'_> {
                     bar.set_message(format!("loss {:.4} ctr auc {auc}", window.loss_sum / window.rows as f64));
                 }
             }
-            if selection::validates_at(state.steps, train.eval_interval(self.train_rows)) {
+            if selection::validation_due(train, state.steps, (before, epoch_rows as u64), self.train_rows) {
                 bar.suspend(|| self.validate(model, state, epoch_rows, &mut window))?;
                 if state.stop.stopped {
                     break;
