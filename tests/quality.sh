@@ -13,7 +13,9 @@
 # Environment:
 #   QUALITY_DIR=/tmp/esmm-quality      work dir; results in $QUALITY_DIR/results/quality.{md,parquet}
 #   QUALITY_WORLDS="dense sparse sparser"   names under tests/quality/worlds/
-#   QUALITY_SETTINGS="defaults demo"   names under tests/quality/settings/
+#   QUALITY_SETTINGS="defaults previous demo"   names under tests/quality/settings/ (the first
+#                                      names the world in the report; the others there are the
+#                                      levers measured: admit, shrink, steps, lr5, ada, lr2x, bs256, decay)
 #   QUALITY_TRAIN_ROWS=2000000 QUALITY_TEST_ROWS=500000
 #   QUALITY_PEERS=1                    0 skips the peers (PEERS_DIR, PEERS_VENV locate them;
 #                                      `bash ../shared/peers/setup.sh` makes the venv); a peer's
@@ -26,7 +28,7 @@ BIN=$(realpath "${1:?usage: quality.sh BIN}")
 HERE=$(cd "$(dirname "$0")" && pwd)
 DIR=${QUALITY_DIR:-/tmp/esmm-quality}
 WORLDS=${QUALITY_WORLDS:-dense sparse sparser}
-SETTINGS=${QUALITY_SETTINGS:-defaults demo}
+SETTINGS=${QUALITY_SETTINGS:-defaults previous demo}
 TRAIN_ROWS=${QUALITY_TRAIN_ROWS:-2000000}
 TEST_ROWS=${QUALITY_TEST_ROWS:-500000}
 PEERS_ON=${QUALITY_PEERS:-1}

@@ -66,15 +66,15 @@ impl Default for ModelConfig {
             embedding_dim: EMB_DIM,
             ctr_fc_sizes: HIDDEN.to_vec(),
             cvr_fc_sizes: HIDDEN.to_vec(),
-            pooling: Pooling::Weighted,
+            pooling: Pooling::Mean,
             max_len: 0,
             max_len_per_field: BTreeMap::new(),
             sparse_optimizer: SparseKind::Adam,
             learning_rate: 0.001,
             embedding_learning_rate: None,
             init_scale: 0.05,
-            min_sessions: 0,
-            shrink_sessions: 0.0,
+            min_sessions: 1,
+            shrink_sessions: 20.0,
             seed: 1,
         }
     }
@@ -133,6 +133,28 @@ impl ModelConfig {
     }
 }
 
+/// The valid-split score that selects among evaluations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectOn {
+    /// The model's objective on the valid split (CTR + CTCVR logloss; lower is better): it
+    /// uses every row, so it moves smoothly between evaluations.
+    Loss,
+    /// Valid CTCVR AUC (higher is better): rests on the few buys of the valid split, so
+    /// between close evaluations it mostly measures noise.
+    CtcvrAuc,
+}
+
+impl SelectOn {
+    /// The score (higher is better) of an evaluation with valid `loss` and CTCVR `auc`.
+    pub fn score(self, loss: Option<f64>, auc: Option<f64>) -> Option<f64> {
+        match self {
+            SelectOn::Loss => loss.map(|l| -l),
+            SelectOn::CtcvrAuc => auc,
+        }
+    }
+}
+
 /// `train:` — the loop.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -150,7 +172,9 @@ pub struct TrainConfig {
     /// Validate every this many training steps (batches) instead, besides each epoch's end
     /// (0 = use `evals_per_epoch`).
     pub eval_every_steps: usize,
-    /// Stop after this many evaluations without a better valid CTCVR AUC (0 = never).
+    /// What picks the best evaluation (the model kept, the one early stopping waits to beat).
+    pub select_on: SelectOn,
+    /// Stop after this many evaluations without a better `select_on` score (0 = never).
     pub early_stopping_patience: usize,
     /// Learning rates are multiplied by this at each epoch's start after the first
     /// (epoch `e` trains at `lr · lr_decay^e`; 1 = constant).
@@ -166,8 +190,9 @@ impl Default for TrainConfig {
             batch_size: 1024,
             shuffle_pool_row_groups: 4,
             shuffle: ShuffleUnit::Sessions,
-            evals_per_epoch: 1,
+            evals_per_epoch: 4,
             eval_every_steps: 0,
+            select_on: SelectOn::Loss,
             early_stopping_patience: 2,
             lr_decay: 1.0,
             seed: 1,

@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn validation_steps() {
-        let t = TrainConfig::default();
+        let t = TrainConfig { evals_per_epoch: 1, ..Default::default() };
         let due = |t: &TrainConfig, step, rows: (u64, u64)| validation_due(t, step, rows, 1000);
         // one evaluation an epoch: only the end, which the trainer adds
         assert!((1..10).all(|s| !due(&t, s, (s * 100 - 100, s * 100))));

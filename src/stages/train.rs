@@ -1,8 +1,9 @@
-//! `esmm train`: ESMM (or a baseline) on `DATA/train`, validated on `DATA/valid` after every
-//! epoch (and `train.evals_per_epoch` times an epoch, or every `train.eval_every_steps` steps)
-//! with exact AUCs, early stopping on valid
-//! CTCVR AUC ([`super::selection`]), a checkpoint per epoch (`checkpoint.bin`, for `--resume`),
-//! the best evaluation's model (`model.bin`) and a log per evaluation (`epochs.parquet`). Deterministic for a given config, seed and thread count; `--resume`
+//! `esmm train`: ESMM (or a baseline) on `DATA/train`, validated on `DATA/valid` at the end of
+//! every epoch (and `train.evals_per_epoch` times an epoch, or every `train.eval_every_steps`
+//! steps) with exact AUCs; the best evaluation by `train.select_on` (valid loss or CTCVR AUC)
+//! is kept as `model.bin` and early stopping waits for a better one ([`super::selection`]);
+//! a checkpoint per epoch (`checkpoint.bin`, for `--resume`) and a log per evaluation
+//! (`epochs.parquet`). Deterministic for a given config, seed and thread count; `--resume`
 //! continues from the last finished epoch bit-identically.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -293,7 +294,7 @@ impl Trainer<'_> {
             samples_per_second: window.rows as f64 / train_seconds.max(1e-9),
         };
         log_evaluation(&log, self.cfg.train.epochs);
-        let score = log.valid_auc_ctcvr;
+        let score = self.cfg.train.select_on.score(log.valid_loss, log.valid_auc_ctcvr);
         state.history.push(log);
         if state.stop.observe(score, state.steps, epoch as u32 + 1, self.cfg.train.early_stopping_patience) {
             checkpoint::save(&self.cfg.out.join(MODEL_FILE), model, state, &self.resume_key, &self.inputs)?;
