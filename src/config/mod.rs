@@ -259,8 +259,9 @@ impl PipelineConfig {
             serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?
         };
         if let Some(preset) = config.model.preset {
-            let given: serde_yaml::Value = serde_yaml::from_str(text)?;
-            preset.apply(&given, &mut config.model, &mut config.train);
+            // the file parsed as it is: its errors name its keys; the preset only adds valid ones
+            let file = preset.fill(serde_yaml::from_str(text)?)?;
+            config = serde_yaml::from_value(file).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         model::apply_paddle(
             config.hyper_parameters.as_ref(),

@@ -3,11 +3,9 @@
 //! `models/multitask/esmm` as shipped: sum pooling, the first 3 ids per field, embeddings
 //! uniform in ±1, every id its own row, one epoch over shuffled rows, no early stopping.
 
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-
-use super::{ModelConfig, TrainConfig};
-use crate::batches::ShuffleUnit;
-use crate::model::Pooling;
+use serde_yaml::{Mapping, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -16,43 +14,30 @@ pub enum Preset {
 }
 
 impl Preset {
-    /// Sets the preset's values on `model` and `train` for every key that `given` (the parsed
-    /// file) does not hold under `model:` / `train:`.
-    pub fn apply(self, given: &serde_yaml::Value, model: &mut ModelConfig, train: &mut TrainConfig) {
-        let has = |section: &str, key: &str| given.get(section).and_then(|s| s.get(key)).is_some();
-        let m = |key: &str| !has("model", key);
-        let t = |key: &str| !has("train", key);
+    /// The preset's keys, as a pipeline file would give them.
+    fn keys(self) -> &'static str {
         match self {
             Preset::Paddlerec => {
-                if m("pooling") {
-                    model.pooling = Pooling::Sum;
-                }
-                if m("max_len") {
-                    model.max_len = 3;
-                }
-                if m("init_scale") {
-                    model.init_scale = 1.0;
-                }
-                if m("min_sessions") {
-                    model.min_sessions = 0;
-                }
-                if m("shrink_sessions") {
-                    model.shrink_sessions = 0.0;
-                }
-                if t("epochs") {
-                    train.epochs = 1;
-                }
-                if t("shuffle") {
-                    train.shuffle = ShuffleUnit::Rows;
-                }
-                if t("evals_per_epoch") {
-                    train.evals_per_epoch = 1;
-                }
-                if t("early_stopping_patience") {
-                    train.early_stopping_patience = 0;
+                "model: {pooling: sum, max_len: 3, init_scale: 1.0, min_sessions: 0, shrink_sessions: 0}\n\
+                 train: {epochs: 1, shuffle: rows, evals_per_epoch: 1, early_stopping_patience: 0}"
+            }
+        }
+    }
+
+    /// `file` (a parsed pipeline file) with the preset's keys added where its `model:` /
+    /// `train:` sections lack them.
+    pub fn fill(self, mut file: Value) -> Result<Value> {
+        let preset: Value = serde_yaml::from_str(self.keys()).context("preset keys")?;
+        let Value::Mapping(top) = &mut file else { return Ok(file) };
+        for (section, keys) in preset.as_mapping().into_iter().flatten() {
+            let target = top.entry(section.clone()).or_insert_with(|| Value::Mapping(Mapping::new()));
+            if let (Value::Mapping(target), Value::Mapping(keys)) = (target, keys) {
+                for (k, v) in keys {
+                    target.entry(k.clone()).or_insert_with(|| v.clone());
                 }
             }
         }
+        Ok(file)
     }
 }
 
