@@ -166,7 +166,7 @@ pub struct TrainConfig {
     /// `sessions` (keep the rows of one md5 together: the user side is pooled once per
     /// session) or `rows`.
     pub shuffle: ShuffleUnit,
-    /// Validations per epoch, evenly spaced in steps, the last at the epoch's end (1 = only
+    /// Validations per epoch, spaced by the rows passed, the last at the epoch's end (1 = only
     /// at each epoch's end); the best evaluation's model is kept.
     pub evals_per_epoch: usize,
     /// Validate every this many training steps (batches) instead, besides each epoch's end
