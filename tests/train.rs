@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray, UInt64Array, UInt8Array};
 use common::*;
-use esmm::config::{GenerateConfig, ModelConfig, TrainConfig};
+use esmm::config::{CalibrationKind, GenerateConfig, ModelConfig, TrainConfig};
 use esmm::model::ModelKind;
 use esmm::schema::Split;
 use esmm::stages::{evaluate, predict, train};
@@ -113,10 +113,14 @@ fn validation_by_steps_keeps_the_best_evaluation() {
 }
 
 fn predict_to(model: &Path, data: &Path, out: &Path) {
+    predict_split(model, data, Split::Test, out)
+}
+
+fn predict_split(model: &Path, data: &Path, split: Split, out: &Path) {
     predict::run(&predict::PredictStage {
         model: model.into(),
         data: data.into(),
-        split: Split::Test,
+        split,
         out: out.into(),
         batch_size: 1000,
         threads: 2,
@@ -346,4 +350,41 @@ fn leakage_and_collapse_are_flagged() {
     w.close().unwrap();
     let err = evaluate_to(&root.join("const.parquet"), &root.join("e3"), None, true).unwrap_err();
     assert!(format!("{err:#}").contains("collapse"), "{err:#}");
+}
+
+/// `train.calibration: platt` trains exactly the uncalibrated model, then fits σ(a·z + b) per
+/// tower on the valid split: there the mean pCTR matches the click rate and the mean pCVR of
+/// the clicked rows their buy rate; the CTR and CVR orders are unchanged and pCTCVR is still
+/// the product; the map travels in model.bin.
+#[test]
+fn platt_calibration_is_fitted_on_valid_and_keeps_the_rankings() {
+    let root = temp_dir("platt");
+    let data = prepare(&root, small_world());
+    let train = |name: &str, calibration| {
+        let params = TrainConfig { epochs: 1, batch_size: 256, calibration, ..Default::default() };
+        train_with(&data, &root.join(name), ModelConfig::default(), params, false);
+        predict_split(&root.join(name), &data, Split::Valid, &root.join(format!("{name}.parquet")));
+        read_rows(&root.join(format!("{name}.parquet")))
+    };
+    let (raw, cal) = (train("none", CalibrationKind::None), train("platt", CalibrationKind::Platt));
+    assert!(same_weights(&root.join("none/model.bin"), &root.join("platt/model.bin")));
+    let header = |m: &str| esmm::model::checkpoint::load::<serde_json::Value>(&root.join(m).join("model.bin")).unwrap();
+    assert!(header("none").0.calibration.is_identity());
+    let c = header("platt").0.calibration;
+    assert!(c.ctr.a > 0.0 && c.cvr.a > 0.0 && !c.ctr.is_identity() && !c.cvr.is_identity(), "{c:?}");
+    let ratio = |rows: &[std::collections::BTreeMap<String, Value>], p: &str, y: &str, clicked: bool| {
+        let rows: Vec<_> = rows.iter().filter(|r| !clicked || u(r, "click") == 1).collect();
+        rows.iter().map(|r| f(r, p)).sum::<f64>() / rows.iter().map(|r| u(r, y) as f64).sum::<f64>()
+    };
+    let (ctr, cvr) = (ratio(&cal, "p_ctr", "click", false), ratio(&cal, "p_cvr", "buy", true));
+    assert!((ctr - 1.0).abs() < 0.01 && (cvr - 1.0).abs() < 0.05, "valid calibration {ctr} {cvr}");
+    for col in ["p_ctr", "p_cvr"] {
+        let mut order: Vec<usize> = (0..raw.len()).collect();
+        order.sort_by(|&i, &j| f(&raw[i], col).total_cmp(&f(&raw[j], col)));
+        assert!(order.windows(2).all(|w| f(&cal[w[0]], col) <= f(&cal[w[1]], col)), "{col} order changed");
+    }
+    assert!(raw.iter().zip(&cal).any(|(a, b)| f(a, "p_ctr") != f(b, "p_ctr")), "predict applies the map");
+    for r in &cal {
+        assert_eq!(f(r, "p_ctcvr") as f32, f(r, "p_ctr") as f32 * f(r, "p_cvr") as f32);
+    }
 }

@@ -14,7 +14,7 @@ use crate::schema::{field_index, FIELDS};
 
 pub mod model;
 pub mod preset;
-pub use model::{ModelConfig, PaddleHyper, PaddleRunner, SelectOn, TrainConfig};
+pub use model::{CalibrationKind, ModelConfig, OutputBias, PaddleHyper, PaddleRunner, SelectOn, TrainConfig};
 
 /// The whole file.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

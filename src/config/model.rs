@@ -54,7 +54,27 @@ pub struct ModelConfig {
     /// Shrinkage toward the field's shared row (needs `min_sessions >= 1`; 0 = off): an
     /// admitted id seen in `n` training sessions weighs its own row by `n / (n + shrink_sessions)`.
     pub shrink_sessions: f32,
+    /// Start of each tower's output bias: `zero` (PaddleRec) or `base_rate` (the logits of the
+    /// training split's click rate and buys per click, so the towers start at the right level
+    /// instead of learning a 2 % conversion rate from 50 % at Adam's step size).
+    #[serde(skip_serializing_if = "OutputBias::is_zero")]
+    pub output_bias: OutputBias,
     pub seed: u64,
+}
+
+/// `model.output_bias`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputBias {
+    #[default]
+    Zero,
+    BaseRate,
+}
+
+impl OutputBias {
+    pub fn is_zero(&self) -> bool {
+        *self == OutputBias::Zero
+    }
 }
 
 impl Default for ModelConfig {
@@ -75,6 +95,7 @@ impl Default for ModelConfig {
             init_scale: 0.05,
             min_sessions: 1,
             shrink_sessions: 20.0,
+            output_bias: OutputBias::Zero,
             seed: 1,
         }
     }
@@ -155,6 +176,23 @@ impl SelectOn {
     }
 }
 
+/// What maps the towers' outputs to probabilities after training (`train.calibration`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CalibrationKind {
+    /// σ(logit), as trained.
+    #[default]
+    None,
+    /// Platt scaling per tower fitted on the valid split ([`crate::model::calibration`]).
+    Platt,
+}
+
+impl CalibrationKind {
+    pub fn is_none(&self) -> bool {
+        *self == CalibrationKind::None
+    }
+}
+
 /// `train:` — the loop.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -181,6 +219,10 @@ pub struct TrainConfig {
     pub lr_decay: f32,
     /// Seed of the per-epoch shuffle.
     pub seed: u64,
+    /// Calibration of the kept model, fitted on the valid split once training ends (left out
+    /// of the config hash when `none`, so runs from before it stay up to date).
+    #[serde(skip_serializing_if = "CalibrationKind::is_none")]
+    pub calibration: CalibrationKind,
 }
 
 impl Default for TrainConfig {
@@ -196,6 +238,7 @@ impl Default for TrainConfig {
             early_stopping_patience: 2,
             lr_decay: 1.0,
             seed: 1,
+            calibration: CalibrationKind::None,
         }
     }
 }

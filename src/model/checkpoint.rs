@@ -1,6 +1,6 @@
 //! Checkpoints: the whole model (embedding tables with their optimizer state, tower weights and
-//! Adam moments) plus a JSON header (spec, training state, config hash, data fingerprints), in
-//! one little-endian file written atomically. `model.bin` (best epoch) and `checkpoint.bin`
+//! Adam moments) plus a JSON header (spec, calibration, training state, config hash, data
+//! fingerprints), in one little-endian file written atomically. `model.bin` (best epoch) and `checkpoint.bin`
 //! (latest epoch, for `--resume`) share the format.
 
 use std::fs::File;
@@ -10,6 +10,7 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::calibration::Calibration;
 use super::embedding::Embedding;
 use super::esmm::{Model, ModelSpec};
 use super::towers::Towers;
@@ -26,6 +27,9 @@ pub struct Header<S> {
     pub state: S,
     pub config_hash: String,
     pub inputs: Vec<FileEntry>,
+    /// The output calibration (absent in checkpoints written before it: identity).
+    #[serde(default)]
+    pub calibration: Calibration,
     tables: Vec<Embedding>,
     tower_step: u64,
     tower_lens: Vec<usize>,
@@ -75,6 +79,7 @@ pub fn save<S: Serialize>(
         state,
         config_hash: config_hash.to_string(),
         inputs: inputs.to_vec(),
+        calibration: model.calibration,
         tables: model.tables.iter().map(Embedding::meta).collect(),
         tower_step,
         tower_lens: params.iter().map(Vec::len).collect(),
@@ -151,6 +156,7 @@ fn read_body<S: for<'de> Deserialize<'de>>(inp: &mut impl Read) -> Result<(Model
     };
     let towers = Towers::with_spec(&spec.towers, spec.dense, || 0.0)?;
     let mut model = Model::assemble(spec.clone(), tables, towers, vocab)?;
+    model.calibration = header.calibration;
     let n = header.tower_lens.len();
     let mut arrays = Vec::with_capacity(3 * n);
     for _ in 0..3 * n {

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use super::calibration::{Calibration, Platt};
 use super::embedding::{Embedding, SparseGrad, SparseOptimizer};
 use super::gather::{Gather, Users};
 use super::towers::{DenseAdam, TowerGrads, TowerSpec, Towers, EMB_DIM};
@@ -100,6 +101,8 @@ pub struct Model {
     pub spec: ModelSpec,
     pub tables: Vec<Embedding>,
     pub towers: Towers,
+    /// Applied by [`Model::predict`] (identity until `train` fits it on the valid split).
+    pub calibration: Calibration,
     /// Per table: the gradient partitions of the last backward (one per thread, see `gather`).
     grads: Vec<Vec<SparseGrad>>,
     gather: Gather,
@@ -118,7 +121,7 @@ struct Scratch {
 }
 
 #[inline]
-fn softplus(x: f64) -> f64 {
+pub(super) fn softplus(x: f64) -> f64 {
     if x > 0.0 {
         x + (-x).exp().ln_1p()
     } else {
@@ -127,7 +130,7 @@ fn softplus(x: f64) -> f64 {
 }
 
 #[inline]
-fn sigmoid(x: f64) -> f64 {
+pub(super) fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {
@@ -215,7 +218,7 @@ impl Model {
         );
         let grads = tables.iter().map(|_| Vec::new()).collect();
         let gather = Gather::new(spec.pooling, spec.max_len.clone(), vocab);
-        Ok(Self { spec, tables, towers, grads, gather, scratch: Mutex::default() })
+        Ok(Self { spec, tables, towers, calibration: Calibration::default(), grads, gather, scratch: Mutex::default() })
     }
 
     /// The id admission the model was trained with.
@@ -253,11 +256,11 @@ impl Model {
         }
     }
 
-    /// (pCTR, pCVR) per row.
+    /// (pCTR, pCVR) per row, through [`Model::calibration`].
     pub fn predict(&self, batch: &Batch, common: &CommonTable) -> (Vec<f32>, Vec<f32>) {
         let (zc, zv) = self.logits(batch, common);
-        let s = |z: Vec<f32>| z.into_iter().map(|z| sigmoid(z as f64) as f32).collect();
-        (s(zc), s(zv))
+        let s = |z: Vec<f32>, p: Platt| z.into_iter().map(|z| p.prob(z)).collect();
+        (s(zc, self.calibration.ctr), s(zv, self.calibration.cvr))
     }
 
     /// Forward, loss and backward: leaves the embedding gradients in the model and returns the

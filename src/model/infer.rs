@@ -1,4 +1,5 @@
-//! Scoring a whole samples file in input order, batch by batch (predict, validation).
+//! Scoring a whole samples file in input order, batch by batch (predict, validation, the
+//! calibration fit).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +18,33 @@ pub fn score_file(
     batch_size: usize,
     mut f: impl FnMut(&Batch, &[f32], &[f32]) -> Result<()>,
 ) -> Result<()> {
+    each_batch(model, samples, common, batch_size, |b| {
+        let (p_ctr, p_cvr) = model.predict(b, common);
+        f(b, &p_ctr, &p_cvr)
+    })
+}
+
+/// [`score_file`] with the towers' raw logits `(zc, zv)` instead of probabilities.
+pub fn logits_file(
+    model: &Model,
+    samples: &Path,
+    common: &Arc<CommonTable>,
+    batch_size: usize,
+    mut f: impl FnMut(&Batch, &[f32], &[f32]) -> Result<()>,
+) -> Result<()> {
+    each_batch(model, samples, common, batch_size, |b| {
+        let (zc, zv) = model.logits(b, common);
+        f(b, &zc, &zv)
+    })
+}
+
+fn each_batch(
+    model: &Model,
+    samples: &Path,
+    common: &Arc<CommonTable>,
+    batch_size: usize,
+    mut f: impl FnMut(&Batch) -> Result<()>,
+) -> Result<()> {
     let rx = batches::spawn(LoaderConfig {
         path: samples.to_path_buf(),
         batch_size,
@@ -27,9 +55,7 @@ pub fn score_file(
         common: Some(Arc::clone(common)),
     });
     for batch in rx {
-        let batch = batch?;
-        let (p_ctr, p_cvr) = model.predict(&batch, common);
-        f(&batch, &p_ctr, &p_cvr)?;
+        f(&batch?)?;
     }
     Ok(())
 }

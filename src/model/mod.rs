@@ -1,6 +1,7 @@
-//! The ESMM model: sparse embedding table(s) outside dfdx, dense towers in dfdx, the loss and
-//! the glue between them.
+//! The ESMM model: sparse embedding table(s), the two dense towers (gemm or dfdx backend), the
+//! loss, the calibration of its outputs and the glue between them.
 
+pub mod calibration;
 pub mod checkpoint;
 pub mod embedding;
 pub mod esmm;
@@ -9,6 +10,7 @@ pub mod infer;
 pub mod towers;
 pub mod vocab;
 
+pub use calibration::{Calibration, Platt};
 pub use embedding::{Embedding, SparseOptimizer};
 pub use esmm::{Model, ModelKind, ModelSpec, Pooling, StepLoss};
 pub use towers::{Backend, DenseAdam, TowerSpec, EMB_DIM, HIDDEN, INPUT};

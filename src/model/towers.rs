@@ -190,6 +190,15 @@ impl Towers {
         Ok(())
     }
 
+    /// Sets the output bias of the ctr and the cvr tower (logits).
+    pub fn set_output_biases(&mut self, [ctr, cvr]: [f32; 2]) {
+        let mut p = self.params();
+        let ctr_tensors = 2 * (self.spec.ctr_fc_sizes.len() + 1);
+        p[ctr_tensors - 1][0] = ctr;
+        p.last_mut().expect("two towers")[0] = cvr;
+        self.set_params(&p).expect("the towers' own shapes");
+    }
+
     /// (step, first moments, second moments), for checkpoints.
     pub fn adam_state(&self) -> (u64, &[Vec<f32>], &[Vec<f32>]) {
         (self.step, &self.m, &self.v)

@@ -3,7 +3,8 @@
 //! steps) with exact AUCs; the best evaluation by `train.select_on` (valid loss or CTCVR AUC)
 //! is kept as `model.bin` and early stopping waits for a better one ([`super::selection`]);
 //! a checkpoint per epoch (`checkpoint.bin`, for `--resume`) and a log per evaluation
-//! (`epochs.parquet`). Deterministic for a given config, seed and thread count; `--resume`
+//! (`epochs.parquet`); with `train.calibration: platt`, the kept model's output calibration is
+//! then fitted on the valid split. Deterministic for a given config, seed and thread count; `--resume`
 //! continues from the last finished epoch bit-identically.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -18,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use super::selection::{self, EarlyStopping};
 use super::{StageReport, StageRun};
 use crate::batches::{self, CommonTable, LoaderConfig};
-use crate::config::{ModelConfig, TrainConfig};
+use crate::config::{CalibrationKind, ModelConfig, OutputBias, TrainConfig};
 use crate::manifest;
 use crate::metrics::{self, Scored};
-use crate::model::{checkpoint, infer, Model, ModelSpec, Vocab};
+use crate::model::{checkpoint, infer, Calibration, Model, ModelSpec, Platt, Vocab};
 use crate::parquet_out::ParquetOut;
 use crate::schema::{self, Split, CHECKPOINT_FILE, COMMON_FILE, EPOCHS_FILE, MODEL_FILE, SAMPLES_FILE};
 
@@ -125,7 +126,13 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
     let common = Arc::new(CommonTable::load(&path(Split::Train, COMMON_FILE), spec.hash_buckets)?);
     let mut model = match model {
         Some(m) => m,
-        None => new_model(spec, &path(Split::Train, SAMPLES_FILE), &common)?,
+        None => {
+            let mut model = new_model(spec, &path(Split::Train, SAMPLES_FILE), &common)?;
+            if cfg.model.output_bias == OutputBias::BaseRate {
+                model.towers.set_output_biases(base_rate_logits(&split.counts));
+            }
+            model
+        }
     };
     let trainer = Trainer {
         cfg,
@@ -138,6 +145,9 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
     };
     while state.epochs_done < cfg.train.epochs && !state.stop.stopped {
         trainer.epoch(&mut model, &mut state)?;
+    }
+    if cfg.train.calibration == CalibrationKind::Platt {
+        trainer.calibrate()?;
     }
     let outputs: Vec<PathBuf> = [MODEL_FILE, CHECKPOINT_FILE, EPOCHS_FILE].iter().map(|f| cfg.out.join(f)).collect();
     let mut counts = BTreeMap::from([
@@ -164,6 +174,14 @@ fn new_model(spec: ModelSpec, samples: &Path, common: &CommonTable) -> Result<Mo
         });
     }
     Model::new(spec, vocab)
+}
+
+/// Logits of the training split's click rate and buys per click (from the split manifest),
+/// smoothed by half a count so that no rate is 0 or 1.
+fn base_rate_logits(counts: &BTreeMap<String, u64>) -> [f32; 2] {
+    let n = |k: &str| counts.get(&format!("train.{k}")).copied().unwrap_or(0) as f64;
+    let logit = |k: f64, n: f64| ((k + 0.5) / (n - k + 0.5)).ln() as f32;
+    [logit(n("clicks"), n("rows")), logit(n("buys"), n("clicks"))]
 }
 
 /// Running CTR AUC over the last rows seen, for the progress bar.
@@ -265,6 +283,50 @@ impl Trainer<'_> {
         let out = &self.cfg.out;
         checkpoint::save(&out.join(CHECKPOINT_FILE), model, state, &self.resume_key, &self.inputs)?;
         write_epochs(&out.join(EPOCHS_FILE), &state.history)
+    }
+
+    /// Fits the calibration of the kept model (`model.bin`) on the valid split's logits and
+    /// rewrites it; a tower without both classes there keeps the identity, said so.
+    fn calibrate(&self) -> Result<()> {
+        let path = self.cfg.out.join(MODEL_FILE);
+        let (mut model, header) = checkpoint::load::<TrainState>(&path)?;
+        let (mut zc, mut zv, mut click, mut buy) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        infer::logits_file(&model, &self.valid, &self.common, 4096, |b, c, v| {
+            zc.extend_from_slice(c);
+            zv.extend_from_slice(v);
+            click.extend(b.click.iter().map(|&c| c == 1));
+            buy.extend(b.buy.iter().map(|&b| b == 1));
+            Ok(())
+        })?;
+        let (cal, fitted) = Calibration::fit(&zc, &zv, &click, &buy);
+        let ratio = |z: &[f32], y: &[bool], p: Platt, rows: &dyn Fn(usize) -> bool| {
+            let (mut sp, mut sy) = (0.0f64, 0usize);
+            for i in (0..z.len()).filter(|&i| rows(i)) {
+                sp += p.prob(z[i]) as f64;
+                sy += y[i] as usize;
+            }
+            sp / sy.max(1) as f64
+        };
+        let all = |_: usize| true;
+        let clicked = |i: usize| click[i];
+        let before = [ratio(&zc, &click, Platt::default(), &all), ratio(&zv, &buy, Platt::default(), &clicked)];
+        let after = [ratio(&zc, &click, cal.ctr, &all), ratio(&zv, &buy, cal.cvr, &clicked)];
+        let json = serde_json::json!({ "rows": zc.len(), "fitted": fitted, "ctr": cal.ctr, "cvr": cal.cvr,
+            "valid_calibration_before": before, "valid_calibration_after": after });
+        crate::log::event("calibration", json, || {
+            let f = |name: &str, p: Platt, ok: bool, b: f64, a: f64| match ok {
+                true => format!("{name} σ({:.4}·z {:+.4}), valid mean p / rate {b:.3} → {a:.3}", p.a, p.b),
+                false => format!("{name} left as trained (the valid rows lack one class)"),
+            };
+            format!(
+                "calibration on {} valid rows: {}; {}",
+                zc.len(),
+                f("pCTR", cal.ctr, fitted[0], before[0], after[0]),
+                f("pCVR (clicked)", cal.cvr, fitted[1], before[1], after[1])
+            )
+        });
+        model.calibration = cal;
+        checkpoint::save(&path, &model, &header.state, &self.resume_key, &self.inputs)
     }
 
     /// Exact metrics over the whole valid split; the log row; `model.bin` when it is the best.
