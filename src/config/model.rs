@@ -183,7 +183,10 @@ pub enum CalibrationKind {
     /// σ(logit), as trained.
     #[default]
     None,
-    /// Platt scaling per tower fitted on the valid split ([`crate::model::calibration`]).
+    /// Per tower, the intercept moved so that the valid split's mean prediction is the base
+    /// rate of train and valid ([`crate::model::calibration`]).
+    Level,
+    /// Platt scaling per tower fitted on the valid split, its level then set like `level`.
     Platt,
 }
 

@@ -3,8 +3,8 @@
 //! steps) with exact AUCs; the best evaluation by `train.select_on` (valid loss or CTCVR AUC)
 //! is kept as `model.bin` and early stopping waits for a better one ([`super::selection`]);
 //! a checkpoint per epoch (`checkpoint.bin`, for `--resume`) and a log per evaluation
-//! (`epochs.parquet`); with `train.calibration: platt`, the kept model's output calibration is
-//! then fitted on the valid split. Deterministic for a given config, seed and thread count; `--resume`
+//! (`epochs.parquet`); with `train.calibration: level` or `platt`, the kept model's output
+//! calibration is then fitted on the valid split. Deterministic for a given config, seed and thread count; `--resume`
 //! continues from the last finished epoch bit-identically.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -140,13 +140,14 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
         train: path(Split::Train, SAMPLES_FILE),
         valid: path(Split::Valid, SAMPLES_FILE),
         common,
+        rates: pooled_rates(&split.counts),
         resume_key,
         inputs: st.inputs.clone(),
     };
     while state.epochs_done < cfg.train.epochs && !state.stop.stopped {
         trainer.epoch(&mut model, &mut state)?;
     }
-    if cfg.train.calibration == CalibrationKind::Platt {
+    if !cfg.train.calibration.is_none() {
         trainer.calibrate()?;
     }
     let outputs: Vec<PathBuf> = [MODEL_FILE, CHECKPOINT_FILE, EPOCHS_FILE].iter().map(|f| cfg.out.join(f)).collect();
@@ -182,6 +183,13 @@ fn base_rate_logits(counts: &BTreeMap<String, u64>) -> [f32; 2] {
     let n = |k: &str| counts.get(&format!("train.{k}")).copied().unwrap_or(0) as f64;
     let logit = |k: f64, n: f64| ((k + 0.5) / (n - k + 0.5)).ln() as f32;
     [logit(n("clicks"), n("rows")), logit(n("buys"), n("clicks"))]
+}
+
+/// Click rate and buys per click of the train and valid splits together (split manifest).
+fn pooled_rates(counts: &BTreeMap<String, u64>) -> [Option<f64>; 2] {
+    let n = |k: &str| ["train", "valid"].iter().map(|s| counts.get(&format!("{s}.{k}")).copied().unwrap_or(0)).sum();
+    let rate = |k: u64, n: u64| (n > 0).then(|| k as f64 / n as f64);
+    [rate(n("clicks"), n("rows")), rate(n("buys"), n("clicks"))]
 }
 
 /// Running CTR AUC over the last rows seen, for the progress bar.
@@ -227,6 +235,8 @@ struct Trainer<'a> {
     train: PathBuf,
     valid: PathBuf,
     train_rows: u64,
+    /// Click rate and buys per click of train and valid together (the calibration's level).
+    rates: [Option<f64>; 2],
     resume_key: String,
     inputs: Vec<manifest::FileEntry>,
 }
@@ -298,7 +308,8 @@ impl Trainer<'_> {
             buy.extend(b.buy.iter().map(|&b| b == 1));
             Ok(())
         })?;
-        let (cal, fitted) = Calibration::fit(&zc, &zv, &click, &buy);
+        let slope = self.cfg.train.calibration == CalibrationKind::Platt;
+        let (cal, fitted) = Calibration::fit(&zc, &zv, (&click, &buy), self.rates, slope);
         let ratio = |z: &[f32], y: &[bool], p: Platt, rows: &dyn Fn(usize) -> bool| {
             let (mut sp, mut sy) = (0.0f64, 0usize);
             for i in (0..z.len()).filter(|&i| rows(i)) {
@@ -312,7 +323,7 @@ impl Trainer<'_> {
         let before = [ratio(&zc, &click, Platt::default(), &all), ratio(&zv, &buy, Platt::default(), &clicked)];
         let after = [ratio(&zc, &click, cal.ctr, &all), ratio(&zv, &buy, cal.cvr, &clicked)];
         let json = serde_json::json!({ "rows": zc.len(), "fitted": fitted, "ctr": cal.ctr, "cvr": cal.cvr,
-            "valid_calibration_before": before, "valid_calibration_after": after });
+            "level_rates": self.rates, "valid_calibration_before": before, "valid_calibration_after": after });
         crate::log::event("calibration", json, || {
             let f = |name: &str, p: Platt, ok: bool, b: f64, a: f64| match ok {
                 true => format!("{name} σ({:.4}·z {:+.4}), valid mean p / rate {b:.3} → {a:.3}", p.a, p.b),
