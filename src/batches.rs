@@ -156,9 +156,11 @@ fn check_ids(lists: &[FieldCsr], side: Side, buckets: usize, row_name: impl Fn(u
 
 /// The user side of one split, in memory (Ali-CCP: ~730 k rows).
 pub struct CommonTable {
-    /// One entry per user-side field, in [`FIELDS`] order.
+    /// One entry per user-side field, in [`FIELDS`] order (the first is the user id `101`).
     pub fields: Vec<FieldCsr>,
     pub rows: usize,
+    /// The session key of each row.
+    pub md5: Vec<u64>,
 }
 
 impl CommonTable {
@@ -167,17 +169,36 @@ impl CommonTable {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(8192).build()?;
         let mut fields: Vec<FieldCsr> = side_fields(Side::User).iter().map(|_| FieldCsr::new()).collect();
-        let mut rows = 0;
+        let (mut rows, mut md5) = (0, Vec::new());
         for batch in reader {
             let batch = batch.with_context(|| format!("reading {}", path.display()))?;
             let lists = side_lists(&batch, Side::User).with_context(|| format!("decoding {}", path.display()))?;
             check_ids(&lists, Side::User, buckets, |r| format!("{}: row {}", path.display(), rows + r))?;
+            let keys = column(&batch, schema::MD5).with_context(|| format!("decoding {}", path.display()))?;
+            let keys = keys.as_primitive_opt::<UInt64Type>().with_context(|| {
+                format!("{}: column {} must be u64, found {}", path.display(), schema::MD5, keys.data_type())
+            })?;
+            if let Some(r) = (0..keys.len()).find(|&r| keys.is_null(r)) {
+                bail!("{}: row {}: column {} is null", path.display(), rows + r, schema::MD5);
+            }
+            md5.extend_from_slice(keys.values());
             rows += batch.num_rows();
             for (acc, part) in fields.iter_mut().zip(lists) {
                 acc.append(part);
             }
         }
-        Ok(Self { fields, rows })
+        Ok(Self { fields, rows, md5 })
+    }
+
+    /// The user key of each of `rows`: the first `101` id (a hash bucket), 0 for a row without one.
+    pub fn user_keys(&self, rows: &[u32]) -> Vec<u64> {
+        let users = &self.fields[0];
+        rows.iter().map(|&r| users.ids(r as usize).first().map_or(0, |&id| id as u64)).collect()
+    }
+
+    /// The md5 (session key) of each of `rows`.
+    pub fn md5s(&self, rows: &[u32]) -> Vec<u64> {
+        rows.iter().map(|&r| self.md5[r as usize]).collect()
     }
 }
 

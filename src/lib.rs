@@ -20,7 +20,7 @@ pub mod lock;
 pub mod log;
 /// Stage manifests, fingerprints, atomic outputs.
 pub mod manifest;
-/// Exact metrics: AUC, logloss, calibration.
+/// Exact metrics: AUC, logloss, calibration, group AUC.
 pub mod metrics;
 /// The ESMM model (embeddings, dfdx towers, loss).
 pub mod model;

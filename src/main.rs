@@ -58,7 +58,8 @@ Write DIR/report/report.md and its PNG figures from the outputs of a run directo
   roc_{ctr,cvr,ctcvr}.png  ROC curves of every run, with AUC       (DIR/predictions*/test.parquet)
   reliability_*.png        observed rate vs mean prediction, deciles
   report.md                the paper's Table 2 (AUC x 100 of naive_cvr, esmm_ns, esmm and the
-                           oracle, mean +- std when a kind has several runs), the data profile
+                           oracle, mean +- std when a kind has several runs), group AUC per user
+                           and per session with its coverage, the data profile
                            (sql/profile.sql), and the figures
 
 Runs are the directories model<x>/, predictions<x>/, metrics<x>/ with the same suffix <x> (none,
@@ -194,10 +195,12 @@ enum Command {
         #[command(flatten)]
         common: CommonFlags,
     },
-    /// Exact metrics of a predictions file (AUC, logloss, calibration per task and scenario).
+    /// Exact metrics of a predictions file (AUC, logloss, calibration per task and scenario; group
+    /// AUC per user and per session).
     Evaluate {
         /// Predictions Parquet: columns sample_id, split, click, buy, p_ctr, p_cvr (any castable
-        /// types; scenario optional, for slices). Default with --config: paths.predictions/test.parquet.
+        /// types; scenario optional, for slices; user_key and md5 optional, for group AUC).
+        /// Default with --config: paths.predictions/test.parquet.
         #[arg(long, value_name = "FILE.parquet")]
         predictions: Option<PathBuf>,
         /// Output directory (metrics.parquet, summary.md).
@@ -241,7 +244,7 @@ enum Command {
         duckdb_views: bool,
     },
     /// Write DIR/report/report.md with figures: training curves, ROC curves, reliability diagrams,
-    /// and the paper's Table 2 (esmm vs naive_cvr vs esmm_ns, mean ± std over runs).
+    /// the paper's Table 2 (esmm vs naive_cvr vs esmm_ns, mean ± std over runs) and group AUC.
     #[command(long_about = REPORT_HELP)]
     Report {
         /// Run directory (default with --config: the parent of paths.metrics, e.g. data/demo).

@@ -190,7 +190,13 @@ pub const SPLIT: &str = "split";
 pub const P_CTR: &str = "p_ctr";
 pub const P_CVR: &str = "p_cvr";
 pub const P_CTCVR: &str = "p_ctcvr";
+/// The user a prediction's sample belongs to, for group AUC per user: the hashed bucket of the
+/// first `101` id of its common row, 0 when that row has none (bucket 0 is padding, never an
+/// id's). A hash, not the raw id: users sharing a bucket are one user here.
+pub const USER_KEY: &str = "user_key";
 
+/// The predictions table: labels, the three probabilities, and the keys that slice and group
+/// them (`scenario`; [`USER_KEY`] and [`MD5`], the session, for group AUC).
 pub fn predictions_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new(SAMPLE_ID, DataType::UInt64, false),
@@ -201,6 +207,8 @@ pub fn predictions_schema() -> SchemaRef {
         Field::new(P_CVR, DataType::Float32, false),
         Field::new(P_CTCVR, DataType::Float32, false),
         Field::new(SCENARIO, DataType::UInt64, false),
+        Field::new(USER_KEY, DataType::UInt64, false),
+        Field::new(MD5, DataType::UInt64, false),
     ]))
 }
 
@@ -288,7 +296,7 @@ mod tests {
 
     #[test]
     fn schemas_have_unique_names() {
-        for s in [samples_schema(), common_schema()] {
+        for s in [samples_schema(), common_schema(), predictions_schema()] {
             let mut names: Vec<_> = s.fields().iter().map(|f| f.name().clone()).collect();
             let n = names.len();
             names.sort();
@@ -299,5 +307,7 @@ mod tests {
         assert_eq!(samples_schema().fields().len(), 20);
         // md5 + 13 user id lists + 4 weight lists
         assert_eq!(common_schema().fields().len(), 18);
+        // the user id field is the first user-side field: its ids are `CommonTable::fields[0]`
+        assert_eq!(side_fields(Side::User)[0], USER_ID_FIELD);
     }
 }

@@ -315,6 +315,14 @@ fn report_draws_figures_and_the_paper_table() {
     let esmm = md.lines().find(|l| l.starts_with("| esmm | 2 |")).unwrap();
     assert_eq!(esmm.matches('±').count(), 4, "{esmm}");
     assert!(md.contains("CVR AUC (entire space)") && md.contains("## Data (`sql/profile.sql`)"), "{md}");
+    // Group AUC: per task and grouping, mean ± std over the esmm seeds, and its coverage.
+    let groups = &md[md.find("## Group AUC").expect("no group AUC section")..];
+    assert!(groups.contains("| model | runs | CTR user | CTR session | CVR (clicked) user |"), "{groups}");
+    let esmm = groups.lines().find(|l| l.starts_with("| esmm | 2 |")).unwrap();
+    assert_eq!(esmm.matches('±').count(), 6, "{esmm}");
+    assert!(groups.lines().any(|l| l.starts_with("| oracle | – |")), "{groups}");
+    let ctr = groups.lines().find(|l| l.starts_with("| CTR | ")).expect("no coverage row");
+    assert_eq!(ctr.matches(" %)").count(), 2, "{ctr}");
 
     // Unchanged inputs: skipped; a stale figure goes away on a rebuild.
     assert!(stage(false).unwrap().up_to_date);

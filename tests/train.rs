@@ -341,6 +341,8 @@ fn leakage_and_collapse_are_flagged() {
         Arc::new(Float32Array::from(vec![0.2f32; n])),
         Arc::new(Float32Array::from(vec![0.02f32; n])),
         Arc::new(UInt64Array::from(vec![0u64; n])),
+        Arc::new(UInt64Array::from((0..n as u64).map(|i| 1 + i % 7).collect::<Vec<_>>())),
+        Arc::new(UInt64Array::from((0..n as u64).map(|i| i / 20).collect::<Vec<_>>())),
     ];
     let batch = RecordBatch::try_new(esmm::schema::predictions_schema(), cols).unwrap();
     let mut w =

@@ -10,7 +10,7 @@ use polars::prelude as pl;
 use super::tables::{variants, METRICS_DIR, MODEL_DIR, PREDICTIONS_DIR, PREDICTIONS_FILE};
 use crate::metrics::Scored;
 use crate::schema::{
-    is_planted, EPOCH, EPOCHS_FILE, EPOCH_PROGRESS, METRIC, METRICS_FILE, MODEL, RUN_ID, SLICE, SPLIT, TASK,
+    is_planted, EPOCH, EPOCHS_FILE, EPOCH_PROGRESS, METRIC, METRICS_FILE, MODEL, N, RUN_ID, SLICE, SPLIT, TASK,
     TRAIN_LOSS, VALID_AUC_CTCVR, VALID_AUC_CTR, VALID_AUC_CVR, VALID_LOSS, VALUE,
 };
 
@@ -104,14 +104,17 @@ pub struct MetricRow {
     pub task: String,
     pub metric: String,
     pub value: Option<f64>,
+    /// The rows the metric is computed over.
+    pub n: u64,
 }
 
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>> {
-    let df = frame(path, &[RUN_ID, SPLIT, SLICE, MODEL, TASK, METRIC, VALUE])?;
+    let df = frame(path, &[RUN_ID, SPLIT, SLICE, MODEL, TASK, METRIC, VALUE, N])?;
     let s = |n| strings(&df, n, path);
     let (run_id, split, slice, model, task, metric) =
         (s(RUN_ID)?, s(SPLIT)?, s(SLICE)?, s(MODEL)?, s(TASK)?, s(METRIC)?);
     let value = floats(&df, VALUE, path)?;
+    let n = floats(&df, N, path)?;
     Ok((0..df.height())
         .map(|i| MetricRow {
             run_id: run_id[i].clone(),
@@ -121,6 +124,7 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>> {
             task: task[i].clone(),
             metric: metric[i].clone(),
             value: value[i],
+            n: n[i].unwrap_or(0.0) as u64,
         })
         .collect())
 }
@@ -159,13 +163,6 @@ pub fn read_epochs(path: &Path) -> Result<Epochs> {
 /// clicked rows, CTCVR (pCTR·pCVR against click∧buy) on every row — as `esmm evaluate` scores them.
 pub fn tasks(s: &Scored) -> Vec<(&'static str, Vec<f32>, Vec<bool>)> {
     let clicked = s.filter(|i| s.click[i]);
-    vec![
-        ("ctr", s.p_ctr.clone(), s.click.clone()),
-        ("cvr", clicked.p_cvr, clicked.buy),
-        (
-            "ctcvr",
-            s.p_ctr.iter().zip(&s.p_cvr).map(|(a, b)| a * b).collect(),
-            s.click.iter().zip(&s.buy).map(|(&c, &b)| c && b).collect(),
-        ),
-    ]
+    let (p_ctcvr, ctcvr) = s.ctcvr();
+    vec![("ctr", s.p_ctr.clone(), s.click.clone()), ("cvr", clicked.p_cvr, clicked.buy), ("ctcvr", p_ctcvr, ctcvr)]
 }

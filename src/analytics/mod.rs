@@ -4,6 +4,7 @@
 //! Plotting is self-contained (a small canvas, a 5×7 bitmap font and a PNG encoder), so the
 //! report needs no plotting crate, no system fonts and no display.
 
+pub mod comparison;
 pub mod curves;
 pub mod figures;
 pub mod font;

@@ -1,8 +1,8 @@
 //! The content of `esmm report`: finds the runs of a run directory, draws the figures, and
-//! writes `report.md` with the paper-style comparison table (ESMM, SIGIR 2018, Table 2), the
-//! data profile (`sql/profile.sql`), training curves, ROC curves and reliability diagrams.
+//! writes `report.md` with the paper-style comparison table (ESMM, SIGIR 2018, Table 2), group
+//! AUC per user and per session, the data profile (`sql/profile.sql`), training curves, ROC
+//! curves and reliability diagrams.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,9 +12,8 @@ use anyhow::{Context, Result};
 use super::inputs::{self, MetricRow, Run};
 use super::plot::Canvas;
 use super::sql::{self, Cell};
-use super::{curves, figures, tables};
+use super::{comparison, curves, figures, tables};
 use crate::manifest::AtomicFile;
-use crate::schema::{is_planted, ORACLE, SEMI_ORACLE};
 
 pub const REPORT_FILE: &str = "report.md";
 /// Equal-count bins of the reliability diagrams (deciles, as in `sql/calibration.sql`).
@@ -24,17 +23,6 @@ const ROC_POINTS: usize = 400;
 
 /// The shipped data-profile query, run on the split tables of the directory.
 const PROFILE_SQL: &str = include_str!("../../sql/profile.sql");
-
-/// Model kinds in the paper's row order; other kinds follow alphabetically, the semi-oracle and
-/// the oracle last.
-const KIND_ORDER: [&str; 3] = ["naive_cvr", "esmm_ns", "esmm"];
-/// Table 2 columns: (task in the metrics table, header).
-const TABLE2_TASKS: [(&str, &str); 4] = [
-    ("ctr", "CTR AUC"),
-    ("cvr", "CVR AUC (clicked)"),
-    ("ctcvr", "CTCVR AUC"),
-    ("cvr_entire_space", "CVR AUC (entire space)"),
-];
 
 /// Every file the report reads from `dir` (for the stage manifest).
 pub fn inputs(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -48,87 +36,6 @@ pub fn inputs(dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(files)
-}
-
-fn mean_std(v: &[f64]) -> (f64, Option<f64>) {
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let std = (v.len() > 1).then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
-    (mean, std)
-}
-
-fn kind_rank(kind: &str) -> (usize, String) {
-    let pos = KIND_ORDER.iter().position(|k| *k == kind);
-    let last = match kind {
-        SEMI_ORACLE => usize::MAX - 1,
-        ORACLE => usize::MAX,
-        _ => KIND_ORDER.len(),
-    };
-    (pos.unwrap_or(last), kind.to_string())
-}
-
-/// The paper-style table from the metrics rows of every run (one `Vec<MetricRow>` per metrics
-/// file): AUC × 100 of each model kind, mean ± sample standard deviation over its runs.
-pub fn table2(metrics: &[Vec<MetricRow>]) -> String {
-    // split → kind → task → one value per (file, run_id).
-    let mut t: BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<f64>>>> = BTreeMap::new();
-    let mut runs: BTreeMap<(String, String), std::collections::BTreeSet<(usize, String)>> = BTreeMap::new();
-    for (file, rows) in metrics.iter().enumerate() {
-        for r in rows.iter().filter(|r| r.slice == "all" && r.metric == "auc") {
-            let Some(v) = r.value else { continue };
-            t.entry(r.split.clone())
-                .or_default()
-                .entry(r.model.clone())
-                .or_default()
-                .entry(r.task.clone())
-                .or_default()
-                .push(v);
-            runs.entry((r.split.clone(), r.model.clone())).or_default().insert((file, r.run_id.clone()));
-        }
-    }
-    let mut s = String::new();
-    for (split, kinds) in &t {
-        let cols: Vec<(&str, &str)> =
-            TABLE2_TASKS.iter().copied().filter(|(task, _)| kinds.values().any(|k| k.contains_key(*task))).collect();
-        let _ = writeln!(s, "Split `{split}`, AUC × 100 (mean ± standard deviation over runs):\n");
-        let _ = writeln!(s, "| model | runs | {} |", cols.iter().map(|c| c.1).collect::<Vec<_>>().join(" | "));
-        let _ = writeln!(s, "|---|---:|{}", "---:|".repeat(cols.len()));
-        let mut order: Vec<&String> = kinds.keys().collect();
-        order.sort_by_key(|k| kind_rank(k));
-        for kind in order {
-            // The oracles (the planted truth) are the same in every run's table: one value, no spread.
-            let oracle = is_planted(kind);
-            let n = runs.get(&(split.clone(), kind.clone())).map_or(0, |r| r.len());
-            let n = if oracle { "–".to_string() } else { n.to_string() };
-            let cells: Vec<String> = cols
-                .iter()
-                .map(|(task, _)| match kinds[kind].get(*task) {
-                    Some(v) if !v.is_empty() => match mean_std(v) {
-                        (m, Some(sd)) if !oracle => format!("{:.2} ± {:.2}", m * 100.0, sd * 100.0),
-                        (m, _) => format!("{:.2}", m * 100.0),
-                    },
-                    _ => "–".into(),
-                })
-                .collect();
-            let _ = writeln!(s, "| {kind} | {n} | {} |", cells.join(" | "));
-        }
-        let mean = |kind: &str, task: &str| kinds.get(kind).and_then(|k| k.get(task)).map(|v| mean_std(v).0);
-        let gains: Vec<String> = ["cvr", "ctcvr"]
-            .iter()
-            .filter_map(|task| {
-                let (e, b) = (mean("esmm", task)?, mean("naive_cvr", task)?);
-                Some(format!("{} {:+.2}", task.to_uppercase(), (e - b) * 100.0))
-            })
-            .collect();
-        if !gains.is_empty() {
-            let _ = writeln!(s, "\nESMM − naive CVR (AUC points): {}.", gains.join(", "));
-        }
-        s.push('\n');
-    }
-    if s.is_empty() {
-        s.push_str("No metrics tables (`metrics*/metrics.parquet`) found.\n");
-    }
-    s
 }
 
 fn write_png(dir: &Path, name: &str, cv: &Canvas, written: &mut Vec<PathBuf>) -> Result<()> {
@@ -173,13 +80,14 @@ pub fn build(dir: &Path, out: &Path) -> Result<Vec<PathBuf>> {
 
     let metrics: Vec<Vec<MetricRow>> =
         runs.iter().filter_map(|r| r.metrics.as_ref()).map(|p| inputs::read_metrics(p)).collect::<Result<_>>()?;
-    let _ = writeln!(md, "\n## Model comparison (the paper's Table 2)\n\n{}", table2(&metrics));
+    let _ = writeln!(md, "\n## Model comparison (the paper's Table 2)\n\n{}", comparison::table2(&metrics));
     md.push_str(
         "CVR AUC (clicked) scores pCVR on clicked impressions against buy, as in the paper; CVR AUC \
          (entire space) scores pCVR on every impression against the planted p(buy | click) (synthetic data \
          only). Several runs of one kind (seeds: copies of a pipeline with its own run_id and \
          `metrics_<name>/`) give mean ± std. The query `sql/table2.sql` gives the same means.\n\n",
     );
+    md.push_str(&comparison::group_auc_section(&metrics));
 
     let split_tables: Vec<tables::Table> = tables::run_tables(dir)?
         .into_iter()
@@ -243,38 +151,4 @@ pub fn build(dir: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     f.commit()?;
     written.push(path);
     Ok(written)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(run: &str, model: &str, task: &str, v: f64) -> MetricRow {
-        MetricRow {
-            run_id: run.into(),
-            split: "test".into(),
-            slice: "all".into(),
-            model: model.into(),
-            task: task.into(),
-            metric: "auc".into(),
-            value: Some(v),
-        }
-    }
-
-    #[test]
-    fn table2_orders_kinds_and_gives_mean_and_std() {
-        let m = vec![
-            vec![row("a", "esmm", "cvr", 0.70), row("a", "esmm", "ctcvr", 0.66), row("a", ORACLE, "cvr", 0.8)],
-            vec![row("b", "esmm", "cvr", 0.72), row("b", "esmm", "ctcvr", 0.68)],
-            vec![row("c", "naive_cvr", "cvr", 0.68), row("c", "naive_cvr", "ctcvr", 0.65)],
-        ];
-        let t = table2(&m);
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[2], "| model | runs | CVR AUC (clicked) | CTCVR AUC |");
-        assert_eq!(lines[4], "| naive_cvr | 1 | 68.00 | 65.00 |");
-        assert_eq!(lines[5], "| esmm | 2 | 71.00 ± 1.41 | 67.00 ± 1.41 |");
-        assert_eq!(lines[6], "| oracle | – | 80.00 | – |");
-        assert!(t.contains("ESMM − naive CVR (AUC points): CVR +3.00, CTCVR +2.00."), "{t}");
-        assert!(table2(&[]).starts_with("No metrics tables"));
-    }
 }

@@ -1,6 +1,7 @@
 //! What the metrics are computed from, read and checked: a predictions Parquet (any file with
 //! the predictions contract's columns in castable types — ours, or one written by DuckDB, polars
-//! or Spark) and the generator's planted-truth CSV. A value the metrics cannot use (a null, a
+//! or Spark; `scenario`, `user_key` and `md5` optional, older files lack the last two) and the
+//! generator's planted-truth CSV. A value the metrics cannot use (a null, a
 //! label other than 0/1, a probability outside [0, 1] or NaN, rows of two splits, a truth line
 //! that does not parse or disagrees with the predictions' labels) is an error naming the file,
 //! the row or line and the column — never a silently skewed AUC.
@@ -13,8 +14,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use polars::prelude as pl;
 
+use super::group::Grouping;
 use super::Scored;
-use crate::schema::{BUY, CLICK, P_CTR, P_CVR, SAMPLE_ID, SCENARIO, SPLIT, TRUTH_HEADER, TRUTH_SEMI};
+use crate::schema::{BUY, CLICK, MD5, P_CTR, P_CVR, SAMPLE_ID, SCENARIO, SPLIT, TRUTH_HEADER, TRUTH_SEMI, USER_KEY};
 
 /// A predictions file: one split's rows with labels and the two predicted probabilities.
 pub struct Predictions {
@@ -22,8 +24,24 @@ pub struct Predictions {
     pub sample_id: Vec<u64>,
     /// The `scenario` column (raw `301` id) when the file has one: the per-scenario slices.
     pub scenario: Option<Vec<u64>>,
+    /// The `user_key` and `md5` columns when the file has them: the groups of group AUC.
+    pub user_key: Option<Vec<u64>>,
+    pub md5: Option<Vec<u64>>,
     pub scored: Scored,
 }
+
+impl Predictions {
+    /// The keys of `grouping`, when the file has its column.
+    pub fn keys(&self, grouping: Grouping) -> Option<&[u64]> {
+        match grouping {
+            Grouping::User => self.user_key.as_deref(),
+            Grouping::Session => self.md5.as_deref(),
+        }
+    }
+}
+
+/// Columns a predictions file may lack, all read as u64.
+const OPTIONAL: [&str; 3] = [SCENARIO, USER_KEY, MD5];
 
 /// Reads and checks a predictions Parquet (columns cast to the contract's types).
 pub fn read_predictions(path: &Path) -> Result<Predictions> {
@@ -44,10 +62,7 @@ pub fn read_predictions(path: &Path) -> Result<Predictions> {
         let have: Vec<&str> = present.iter_names().map(|n| n.as_str()).collect();
         bail!("{file}: no column `{missing}` (the file has: {})", have.join(", "));
     }
-    let has_scenario = present.contains(SCENARIO);
-    if has_scenario {
-        wanted.push((SCENARIO, pl::DataType::UInt64));
-    }
+    wanted.extend(OPTIONAL.iter().filter(|c| present.contains(c)).map(|&c| (c, pl::DataType::UInt64)));
     let raw = lf
         .select(wanted.iter().map(|(c, _)| pl::col(*c)).collect::<Vec<_>>())
         .collect()
@@ -66,7 +81,8 @@ pub fn read_predictions(path: &Path) -> Result<Predictions> {
     }
     for c in df.columns() {
         if c.null_count() > 0 {
-            bail!("{file}: column `{}` has {} null values", c.name(), c.null_count());
+            let first = c.is_null().iter().position(|v| v == Some(true)).unwrap_or(0);
+            bail!("{file}: column `{}` has {} null values, the first in row {first}", c.name(), c.null_count());
         }
     }
     let u64s = |name: &str| -> Result<Vec<u64>> { Ok(df.column(name)?.u64()?.into_no_null_iter().collect()) };
@@ -102,8 +118,9 @@ pub fn read_predictions(path: &Path) -> Result<Predictions> {
     for i in 0..click.len() {
         scored.push(click[i], buy[i], p_ctr[i], p_cvr[i]);
     }
-    let scenario = if has_scenario { Some(u64s(SCENARIO)?) } else { None };
-    Ok(Predictions { split, sample_id, scenario, scored })
+    let optional = |name: &str| present.contains(name).then(|| u64s(name)).transpose();
+    let (scenario, user_key, md5) = (optional(SCENARIO)?, optional(USER_KEY)?, optional(MD5)?);
+    Ok(Predictions { split, sample_id, scenario, user_key, md5, scored })
 }
 
 /// One line of a truth file: the labels and the planted probabilities.
@@ -170,7 +187,7 @@ pub fn read_truth(path: &Path) -> Result<HashMap<u64, Truth>> {
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
+    use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, UInt64Array};
     use arrow::datatypes::{Field, Schema};
 
     use super::*;
@@ -220,6 +237,15 @@ mod tests {
             (vec![true, false, true, false], vec![true, false, false, false])
         );
         assert_eq!(p.scored.p_cvr, vec![0.5, 0.0, 1.0, 0.25]);
+        assert!(p.user_key.is_none() && p.keys(Grouping::Session).is_none());
+        // the group keys, when there
+        let p = read_predictions(&write(&dir, "keys.parquet", |c| {
+            c.push((USER_KEY, Arc::new(Int64Array::from(vec![5, 5, 6, 0]))));
+            c.push((MD5, Arc::new(UInt64Array::from(vec![1, 2, 2, u64::MAX]))));
+        }))
+        .unwrap();
+        assert_eq!(p.keys(Grouping::User), Some(&[5, 5, 6, 0][..]));
+        assert_eq!(p.keys(Grouping::Session), Some(&[1, 2, 2, u64::MAX][..]));
 
         let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<(&'static str, ArrayRef)>)>, &str)> = vec![
             (
@@ -235,7 +261,17 @@ mod tests {
             (
                 "null",
                 Box::new(|c| set(c, P_CVR, Arc::new(Float64Array::from(vec![Some(0.5), None, None, Some(0.1)])))),
-                "column `p_cvr` has 2 null values",
+                "column `p_cvr` has 2 null values, the first in row 1",
+            ),
+            (
+                "nullkey",
+                Box::new(|c| c.push((USER_KEY, Arc::new(Int64Array::from(vec![Some(1), Some(2), None, Some(3)]))))),
+                "column `user_key` has 1 null values, the first in row 2",
+            ),
+            (
+                "negkey",
+                Box::new(|c| c.push((MD5, Arc::new(Int64Array::from(vec![1, -2, 3, 4]))))),
+                "column `md5` cannot be read as u64",
             ),
             (
                 "label2",

@@ -1,7 +1,9 @@
 //! Exact metrics over a whole split: AUC (sort-based, ties averaged), logloss, normalized
-//! entropy, calibration (mean prediction over observed rate) and expected calibration error.
+//! entropy, calibration (mean prediction over observed rate), expected calibration error, and
+//! group AUC (per user and per session).
 
 pub mod auc;
+pub mod group;
 pub mod inputs;
 pub mod tasks;
 

@@ -52,10 +52,16 @@ impl Scored {
         s
     }
 
+    /// The CTCVR task of every row: scores pCTR·pCVR (in f32, as `predict` writes `p_ctcvr`)
+    /// and labels click ∧ buy.
+    pub fn ctcvr(&self) -> (Vec<f32>, Vec<bool>) {
+        let p = self.p_ctr.iter().zip(&self.p_cvr).map(|(a, b)| a * b).collect();
+        (p, self.click.iter().zip(&self.buy).map(|(&c, &b)| c && b).collect())
+    }
+
     /// AUC, logloss and calibration of the three tasks.
     pub fn metrics(&self) -> Vec<TaskMetric> {
-        let ctcvr_label: Vec<bool> = self.click.iter().zip(&self.buy).map(|(&c, &b)| c && b).collect();
-        let p_ctcvr: Vec<f32> = self.p_ctr.iter().zip(&self.p_cvr).map(|(a, b)| a * b).collect();
+        let (p_ctcvr, ctcvr_label) = self.ctcvr();
         let clicked = self.filter(|i| self.click[i]);
         let mut out = Vec::new();
         for (task, p, y) in [

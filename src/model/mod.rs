@@ -56,7 +56,7 @@ mod gradcheck {
             items,
             users: None,
         };
-        (batch, CommonTable { fields: users, rows: 2 })
+        (batch, CommonTable { fields: users, rows: 2, md5: vec![0; 2] })
     }
 
     fn spec(kind: ModelKind) -> ModelSpec {

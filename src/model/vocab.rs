@@ -227,7 +227,7 @@ mod tests {
         let mut users: Vec<FieldCsr> = (0..n_user).map(|_| csr(&[&[], &[], &[]])).collect();
         users[0] = csr(&[&[5], &[5], &[6]]); // user id 5 in two sessions, 6 in one
         users[1] = csr(&[&[7, 7, 8], &[8], &[8]]); // 7 twice in one session; 8 in three
-        let common = CommonTable { fields: users, rows: 3 };
+        let common = CommonTable { fields: users, rows: 3, md5: vec![0; 3] };
         let mut items: Vec<FieldCsr> = side_fields(Side::Item).iter().map(|_| csr(&[&[] as &[u32]; 5])).collect();
         // item id 20 in every row of session 0 (3 rows): one session; 21 in sessions 0 and 2;
         // 999 is outside the 64 buckets

@@ -3,7 +3,9 @@
 //! (`301`). With `--truth` (the generator's planted probabilities) the oracle's metrics sit
 //! beside the model's (and the semi-oracle's, without the items' own effects, when the truth
 //! file has it), plus the CVR AUC over the entire space (against p(buy | click) for every
-//! impression). Writes long-format `metrics.parquet` and `summary.md`, and flags likely label
+//! impression). With the predictions' `user_key` and `md5` columns, group AUC per user and per
+//! session for each task ([`crate::metrics::group`]); older files evaluate without it, and the
+//! summary says so. Writes long-format `metrics.parquet` and `summary.md`, and flags likely label
 //! leakage (AUC ≥ 0.99), collapsed models (near-constant predictions) and calibration outside
 //! [0.8, 1.25].
 
@@ -19,7 +21,8 @@ use serde::Serialize;
 
 use super::{StageReport, StageRun};
 use crate::manifest::AtomicFile;
-use crate::metrics::inputs::{read_predictions, read_truth};
+use crate::metrics::group::{group_metrics, Grouping, Groups};
+use crate::metrics::inputs::{read_predictions, read_truth, Predictions};
 use crate::metrics::{soft_auc, Scored, TaskMetric};
 use crate::parquet_out::ParquetOut;
 use crate::schema::{self, METRICS_FILE, ORACLE, SEMI_ORACLE, SUMMARY_FILE};
@@ -77,6 +80,11 @@ pub fn run(cfg: &EvaluateStage) -> Result<StageReport> {
         }));
     };
     add("all", &cfg.model_name, with_spread(&preds.scored));
+    let groups: Vec<(Grouping, Groups)> =
+        Grouping::ALL.into_iter().filter_map(|g| Some((g, Groups::by(preds.keys(g)?, g)))).collect();
+    let grouped =
+        |s: &Scored| -> Vec<TaskMetric> { groups.iter().flat_map(|(g, k)| group_metrics(s, k, *g)).collect() };
+    add("all", &cfg.model_name, grouped(&preds.scored));
     if let Some(scenario) = &preds.scenario {
         let mut scenarios = scenario.clone();
         scenarios.sort_unstable();
@@ -88,49 +96,14 @@ pub fn run(cfg: &EvaluateStage) -> Result<StageReport> {
         }
     }
     if let Some(truth_path) = &cfg.truth {
-        let truth = read_truth(truth_path)?;
-        let mut oracle = preds.scored.clone();
-        let mut semi = Some(preds.scored.clone());
-        let mut q = Vec::with_capacity(oracle.len());
-        let file = truth_path.display();
-        for (i, sid) in preds.sample_id.iter().enumerate() {
-            let t =
-                truth.get(sid).with_context(|| format!("{file}: no line for sample_id {sid} of the predictions"))?;
-            let (click, buy) = (preds.scored.click[i], preds.scored.buy[i]);
-            if (t.click, t.buy) != (click, buy) {
-                bail!(
-                    "{file}: sample_id {sid} has click,buy = {},{} there but {},{} in {}: the truth of other data",
-                    t.click as u8,
-                    t.buy as u8,
-                    click as u8,
-                    buy as u8,
-                    cfg.predictions.display()
-                );
-            }
-            oracle.p_ctr[i] = t.p_click;
-            oracle.p_cvr[i] = t.p_buy_given_click;
-            q.push(t.p_buy_given_click);
-            // the semi-oracle only when every line has it
-            match (&mut semi, t.semi) {
-                (Some(s), Some((c, v))) => (s.p_ctr[i], s.p_cvr[i]) = (c, v),
-                _ => semi = None,
-            }
-        }
-        let n = q.len() as u64;
-        let es =
-            |p: &[f32]| TaskMetric { task: "cvr_entire_space", metric: "auc", value: soft_auc(p, &q), n, positives: 0 };
-        add("all", &cfg.model_name, vec![es(&preds.scored.p_cvr)]);
-        for (name, scored) in [(ORACLE, Some(&oracle)), (SEMI_ORACLE, semi.as_ref())] {
-            if let Some(scored) = scored {
-                let mut m = scored.metrics();
-                m.push(es(&scored.p_cvr));
-                add("all", name, m);
-            }
+        for (model, metrics) in planted(truth_path, &cfg.predictions, &preds, &grouped)? {
+            add("all", model.unwrap_or(&cfg.model_name), metrics);
         }
     }
     let flags = suspects(&rows, &cfg.model_name);
     write_metrics(&cfg.out.join(METRICS_FILE), &cfg.run_id, &rows)?;
-    let summary = summary(&cfg.run_id, &preds.split, &cfg.model_name, &rows, &flags);
+    let ungrouped: Vec<Grouping> = Grouping::ALL.into_iter().filter(|&g| preds.keys(g).is_none()).collect();
+    let summary = summary(&cfg.run_id, &preds.split, &cfg.model_name, &rows, &flags, &ungrouped);
     let mut f = AtomicFile::create(&cfg.out.join(SUMMARY_FILE))?;
     f.write_all(summary.as_bytes())?;
     f.commit()?;
@@ -143,6 +116,56 @@ pub fn run(cfg: &EvaluateStage) -> Result<StageReport> {
         bail!("suspect results (--fail-on-suspect): {}", flags.join("; "));
     }
     Ok(report)
+}
+
+/// What the planted truth (`truth_path`) adds: the model's CVR AUC over the entire space (model
+/// `None`), and the oracle's and the semi-oracle's metrics with their `grouped` group AUC.
+fn planted(
+    truth_path: &Path,
+    predictions: &Path,
+    preds: &Predictions,
+    grouped: &dyn Fn(&Scored) -> Vec<TaskMetric>,
+) -> Result<Vec<(Option<&'static str>, Vec<TaskMetric>)>> {
+    let truth = read_truth(truth_path)?;
+    let mut oracle = preds.scored.clone();
+    let mut semi = Some(preds.scored.clone());
+    let mut q = Vec::with_capacity(oracle.len());
+    let file = truth_path.display();
+    for (i, sid) in preds.sample_id.iter().enumerate() {
+        let t = truth.get(sid).with_context(|| format!("{file}: no line for sample_id {sid} of the predictions"))?;
+        let (click, buy) = (preds.scored.click[i], preds.scored.buy[i]);
+        if (t.click, t.buy) != (click, buy) {
+            bail!(
+                "{file}: sample_id {sid} has click,buy = {},{} there but {},{} in {}: the truth of other data",
+                t.click as u8,
+                t.buy as u8,
+                click as u8,
+                buy as u8,
+                predictions.display()
+            );
+        }
+        oracle.p_ctr[i] = t.p_click;
+        oracle.p_cvr[i] = t.p_buy_given_click;
+        q.push(t.p_buy_given_click);
+        // the semi-oracle only when every line has it
+        match (&mut semi, t.semi) {
+            (Some(s), Some((c, v))) => (s.p_ctr[i], s.p_cvr[i]) = (c, v),
+            _ => semi = None,
+        }
+    }
+    let n = q.len() as u64;
+    let es =
+        |p: &[f32]| TaskMetric { task: "cvr_entire_space", metric: "auc", value: soft_auc(p, &q), n, positives: 0 };
+    let mut out = vec![(None, vec![es(&preds.scored.p_cvr)])];
+    for (name, scored) in [(ORACLE, Some(&oracle)), (SEMI_ORACLE, semi.as_ref())] {
+        if let Some(scored) = scored {
+            let mut m = scored.metrics();
+            m.push(es(&scored.p_cvr));
+            m.extend(grouped(scored));
+            out.push((Some(name), m));
+        }
+    }
+    Ok(out)
 }
 
 /// The task metrics plus the spread (standard deviation) of each task's prediction.
@@ -213,7 +236,14 @@ fn write_metrics(path: &Path, run_id: &str, rows: &[MetricRow]) -> Result<()> {
     Ok(())
 }
 
-fn summary(run_id: &str, split: &str, model: &str, rows: &[MetricRow], flags: &[String]) -> String {
+fn summary(
+    run_id: &str,
+    split: &str,
+    model: &str,
+    rows: &[MetricRow],
+    flags: &[String],
+    ungrouped: &[Grouping],
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# esmm evaluation: run `{run_id}`, split `{split}`, model `{model}`\n");
     let get = |m: &str, slice: &str, task: &str, metric: &str| {
@@ -274,12 +304,67 @@ fn summary(run_id: &str, split: &str, model: &str, rows: &[MetricRow], flags: &[
             );
         }
     }
+    s.push_str(&group_summary(rows, model, ungrouped));
     if flags.is_empty() {
         let _ = writeln!(s, "\nChecks: no sign of label leakage, collapse or miscalibration.");
     } else {
         let _ = writeln!(s, "\n**Suspect results:**\n");
         for f in flags {
             let _ = writeln!(s, "- {f}");
+        }
+    }
+    s
+}
+
+/// The summary's group AUC table (with the oracle's beside it when there), or the line saying
+/// which groupings the predictions lack the columns of.
+fn group_summary(rows: &[MetricRow], model: &str, ungrouped: &[Grouping]) -> String {
+    let mut s = String::new();
+    if !ungrouped.is_empty() {
+        let cols: Vec<String> = ungrouped.iter().map(|g| format!("`{}`", g.column())).collect();
+        let (what, plural) = match ungrouped {
+            [g] => (format!("Group AUC per {}", g.name()), ""),
+            _ => ("Group AUC".to_string(), "s"),
+        };
+        let _ = writeln!(s, "\n{what}: not computed, the predictions lack the {} column{plural}.", cols.join(" and "));
+    }
+    let value = |m: &str, task: &str, metric: &str| {
+        rows.iter().find(|r| r.model == m && r.slice == "all" && r.metric.task == task && r.metric.metric == metric)
+    };
+    let grouped: Vec<Grouping> = Grouping::ALL.into_iter().filter(|g| !ungrouped.contains(g)).collect();
+    if grouped.is_empty() {
+        return s;
+    }
+    let oracle = value(ORACLE, "ctr", grouped[0].metrics()[0]).is_some();
+    let _ = writeln!(
+        s,
+        "\nGroup AUC (impression-weighted mean of per-group AUCs over the groups with both classes; user = \
+         hashed `101` id, session = md5):\n\n| task | group | GAUC | groups | both classes | impressions | \
+         in those |{}\n|---|---|---:|---:|---:|---:|---:|{}",
+        if oracle { " oracle GAUC |" } else { "" },
+        if oracle { "---:|" } else { "" }
+    );
+    let fmt = |r: Option<&MetricRow>, digits: usize| {
+        r.and_then(|r| r.metric.value).map_or("–".to_string(), |v| format!("{v:.digits$}"))
+    };
+    for task in ["ctr", "cvr", "ctcvr"] {
+        for g in &grouped {
+            let [gauc, groups, covered, impressions] = g.metrics();
+            let Some(row) = value(model, task, gauc) else { continue };
+            let _ = write!(
+                s,
+                "| {task} | {} | {} | {} | {} | {} | {} |",
+                g.name(),
+                fmt(Some(row), 4),
+                fmt(value(model, task, groups), 0),
+                fmt(value(model, task, covered), 0),
+                row.metric.n,
+                fmt(value(model, task, impressions), 0)
+            );
+            if oracle {
+                let _ = write!(s, " {} |", fmt(value(ORACLE, task, gauc), 4));
+            }
+            s.push('\n');
         }
     }
     s

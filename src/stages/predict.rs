@@ -1,6 +1,7 @@
 //! `esmm predict`: per-sample pCTR, pCVR and pCTCVR for every row of a split, in input order,
 //! streamed batch by batch into Parquet (`sample_id, split, click, buy, p_ctr, p_cvr, p_ctcvr,
-//! scenario`). The manifest goes beside the file as `<file>.manifest.json`. With `--shard i/n`,
+//! scenario, user_key, md5`: the last two, from the sample's common row, group the rows by user
+//! and session for group AUC). The manifest goes beside the file as `<file>.manifest.json`. With `--shard i/n`,
 //! one contiguous range of batches into a part file (see [`run_shard`]).
 
 use std::collections::BTreeMap;
@@ -111,6 +112,8 @@ fn run_inner(cfg: &PredictStage, shard: Option<Shard>) -> Result<StageReport> {
             Arc::new(Float32Array::from(p_cvr)),
             Arc::new(p_ctcvr),
             Arc::new(UInt64Array::from(b.scenario.clone())),
+            Arc::new(UInt64Array::from(common.user_keys(&b.common_row))),
+            Arc::new(UInt64Array::from(common.md5s(&b.common_row))),
         ];
         writer
             .write(&RecordBatch::try_new(schema::predictions_schema(), cols).context("building predictions batch")?)?;
