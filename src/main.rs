@@ -383,9 +383,12 @@ fn dispatch(cli: Cli, json: bool) -> Result<(), Failure> {
             params.strict |= strict;
             params.hash_buckets = hash_buckets.unwrap_or(params.hash_buckets);
             usage(params.validate())?;
+            let raw_flag = raw.is_some();
             let raw = require(raw.or(from_file.then(|| config.paths.raw.clone())), "--raw")?;
             let out = require(out.or(from_file.then(|| config.paths.ingest.clone())), "--out")?;
-            let stage = ingest::IngestStage { raw, out, params, threads, force: common.force };
+            // PaddleRec's runner.train_data_dir / test_data_dir, unless --raw is given
+            let split_dirs = if raw_flag { None } else { config.paths.raw_dirs() };
+            let stage = ingest::IngestStage { raw, split_dirs, out, params, threads, force: common.force };
             failed(match shard {
                 None => ingest::run(&stage),
                 Some(s) => ingest::run_shard(&stage, s),

@@ -57,7 +57,8 @@ impl Fixture {
 
 fn ingest(raw: &PathBuf, params: IngestConfig) -> anyhow::Result<(PathBuf, esmm::stages::StageReport)> {
     let out = raw.join("out");
-    let r = run(&IngestStage { raw: raw.clone(), out: out.clone(), params, threads: 2, force: true })?;
+    let r =
+        run(&IngestStage { raw: raw.clone(), split_dirs: None, out: out.clone(), params, threads: 2, force: true })?;
     Ok((out, r))
 }
 

@@ -62,7 +62,14 @@ fn skeleton_lines_n(n: usize) -> Vec<Vec<u8>> {
 
 fn ingest(raw: &Path, out: &Path, strict: bool) -> anyhow::Result<esmm::stages::StageReport> {
     let params = IngestConfig { strict, hash_buckets: 1 << 16, ..Default::default() };
-    run(&IngestStage { raw: raw.to_path_buf(), out: out.to_path_buf(), params, threads: 1, force: true })
+    run(&IngestStage {
+        raw: raw.to_path_buf(),
+        split_dirs: None,
+        out: out.to_path_buf(),
+        params,
+        threads: 1,
+        force: true,
+    })
 }
 
 type Row = BTreeMap<String, Value>;

@@ -50,7 +50,14 @@ fn raw() -> PathBuf {
 
 fn ingest(raw: &Path, strict: bool) -> anyhow::Result<esmm::stages::StageReport> {
     let params = IngestConfig { format: Format::Paddlerec, strict, ..Default::default() };
-    run(&IngestStage { raw: raw.to_path_buf(), out: raw.join("out"), params, threads: 2, force: true })
+    run(&IngestStage {
+        raw: raw.to_path_buf(),
+        split_dirs: None,
+        out: raw.join("out"),
+        params,
+        threads: 2,
+        force: true,
+    })
 }
 
 #[test]

@@ -30,6 +30,7 @@ fn generate(dir: &Path, train: u64, test: u64) {
 fn ingest_to(raw: &Path, out: &Path, threads: usize) -> esmm::stages::StageReport {
     ingest::run(&ingest::IngestStage {
         raw: raw.to_path_buf(),
+        split_dirs: None,
         out: out.to_path_buf(),
         params: IngestConfig::default(),
         threads,

@@ -1,8 +1,9 @@
 //! The pipeline configuration (`pipeline/*.yaml`): one struct per stage, strict keys.
 //!
 //! Every key has a default, so a file only names what it changes; an unknown key is an error
-//! that names it (and the file). Relative paths are relative to the working directory, like
-//! PaddleRec's configs. Command-line flags override the file (see `main.rs`).
+//! that names it (and the file). Relative paths are relative to the working directory.
+//! PaddleRec's own `config.yaml` is accepted too ([`paddle`]). Command-line flags override the
+//! file (see `main.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,8 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::schema::{field_index, FIELDS};
 
 pub mod model;
+pub mod paddle;
 pub mod preset;
-pub use model::{CalibrationKind, ModelConfig, OutputBias, PaddleHyper, PaddleRunner, SelectOn, TrainConfig};
+pub use model::{CalibrationKind, ModelConfig, OutputBias, SelectOn, TrainConfig};
+pub use paddle::{PaddleHyper, PaddleRunner, PaddleUse};
 
 /// The whole file.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -31,11 +34,32 @@ pub struct PipelineConfig {
     pub split: SplitConfig,
     pub model: ModelConfig,
     pub train: TrainConfig,
-    /// PaddleRec `config.yaml` sections, accepted as aliases of `model:` / `train:` keys.
+    #[serde(skip_serializing_if = "PredictConfig::is_default")]
+    pub predict: PredictConfig,
+    /// PaddleRec `config.yaml` sections, resolved onto the native ones by [`paddle::apply`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hyper_parameters: Option<PaddleHyper>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runner: Option<PaddleRunner>,
+    /// What the PaddleRec sections did (ignored keys, PaddleRec-format chain); not a key.
+    #[serde(skip)]
+    pub paddle: PaddleUse,
+}
+
+/// `predict:` — scoring.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictConfig {
+    /// Rows per scoring batch (default: `train.batch_size`, at least 1024; PaddleRec's
+    /// `runner.infer_batch_size`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+}
+
+impl PredictConfig {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Where each stage reads and writes.
@@ -44,6 +68,12 @@ pub struct PipelineConfig {
 pub struct Paths {
     /// Raw input: the four Ali-CCP CSVs (format aliccp) or `train/` + `test/` CSV folders (paddlerec).
     pub raw: PathBuf,
+    /// Format paddlerec: the train and the test folders, when not `raw/train`, `raw/test`
+    /// (PaddleRec's `runner.train_data_dir`, `test_data_dir`; both or neither; may be one folder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_train: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_test: Option<PathBuf>,
     /// Hashed Parquet written by `ingest`.
     pub ingest: PathBuf,
     /// Materialized train/valid/test written by `split`.
@@ -60,11 +90,29 @@ impl Default for Paths {
     fn default() -> Self {
         Self {
             raw: "data/raw".into(),
+            raw_train: None,
+            raw_test: None,
             ingest: "data/ingest".into(),
             split: "data/split".into(),
             model: "data/model".into(),
             predictions: "data/predictions".into(),
             metrics: "data/metrics".into(),
+        }
+    }
+}
+
+impl Paths {
+    /// The PaddleRec-format train and test folders, when given apart from `raw`.
+    pub fn raw_dirs(&self) -> Option<(PathBuf, PathBuf)> {
+        Some((self.raw_train.clone()?, self.raw_test.clone()?))
+    }
+
+    fn validate(&self, format: Format) -> Result<()> {
+        match (&self.raw_train, &self.raw_test) {
+            (None, None) => Ok(()),
+            (Some(_), Some(_)) if format == Format::Paddlerec => Ok(()),
+            (Some(_), Some(_)) => bail!("paths.raw_train / raw_test need ingest.format: paddlerec"),
+            _ => bail!("paths.raw_train and paths.raw_test go together"),
         }
     }
 }
@@ -246,10 +294,34 @@ impl SplitConfig {
 }
 
 impl PipelineConfig {
-    /// Reads and validates a YAML file; errors name the file and the offending key.
+    /// Reads and validates a YAML file; errors name the file and the offending key. The
+    /// PaddleRec keys without a meaning here are named once, in a notice on stderr.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("config {}", path.display()))
+        let config = Self::parse(&text).with_context(|| format!("config {}", path.display()))?;
+        config.notices(path);
+        Ok(config)
+    }
+
+    fn notices(&self, path: &Path) {
+        let (file, p) = (path.display().to_string(), &self.paddle);
+        if !p.ignored.is_empty() {
+            crate::log::event("config_ignored", serde_json::json!({ "file": file, "keys": p.ignored }), || {
+                format!("config {file}: ignored (no meaning here): {}", p.ignored.join(", "))
+            });
+        }
+        if let (true, Some((train, test))) = (p.chain, self.paths.raw_dirs()) {
+            let json = serde_json::json!({ "file": file, "train": train, "test": test, "model": self.paths.model });
+            crate::log::event("config_paddlerec", json, || {
+                format!(
+                    "config {file}: PaddleRec runner: ingest --format paddlerec from {} (train) and {} (test); \
+                     outputs under {}",
+                    train.display(),
+                    test.display(),
+                    self.paths.model.parent().unwrap_or(Path::new(".")).display()
+                )
+            });
+        }
     }
 
     pub fn parse(text: &str) -> Result<Self> {
@@ -258,18 +330,13 @@ impl PipelineConfig {
         } else {
             serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?
         };
+        let file: serde_yaml::Value = serde_yaml::from_str(text).unwrap_or_default();
         if let Some(preset) = config.model.preset {
             // the file parsed as it is: its errors name its keys; the preset only adds valid ones
             let file = preset.fill(serde_yaml::from_str(text)?)?;
             config = serde_yaml::from_value(file).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        model::apply_paddle(
-            config.hyper_parameters.as_ref(),
-            config.runner.as_ref(),
-            &mut config.model,
-            &mut config.train,
-            &mut config.ingest.hash_buckets,
-        )?;
+        config.paddle = paddle::apply(&mut config, &file)?;
         config.validate()?;
         Ok(config)
     }
@@ -279,7 +346,11 @@ impl PipelineConfig {
             g.validate()?;
         }
         self.ingest.validate()?;
+        self.paths.validate(self.ingest.format)?;
         self.split.validate()?;
+        if self.predict.batch_size == Some(0) {
+            bail!("predict.batch_size must be >= 1");
+        }
         self.model.validate()?;
         self.train.validate()
     }
@@ -332,23 +403,6 @@ mod tests {
         assert_eq!(serde_json::to_value(&demo.ingest).ok(), serde_json::to_value(&naive.ingest).ok());
         assert_eq!(serde_json::to_value(&demo.split).ok(), serde_json::to_value(&naive.split).ok());
         assert_eq!(naive.model.kind, crate::model::ModelKind::NaiveCvr);
-    }
-
-    #[test]
-    fn paddlerec_keys_are_aliases() {
-        let yaml = "runner:\n  train_batch_size: 512\n  epochs: 3\n  use_gpu: False\n  train_data_dir: data/train\n\
-                    hyper_parameters:\n  sparse_feature_number: 737946\n  sparse_feature_dim: 12\n  num_field: 23\n\
-                    \x20 ctr_fc_sizes: [256, 64]\n  max_len: 3\n  optimizer:\n    class: adam\n    learning_rate: 0.002\n    strategy: async\n";
-        let c = PipelineConfig::parse(yaml).unwrap();
-        assert_eq!((c.train.batch_size, c.train.epochs), (512, 3));
-        assert_eq!((c.model.max_len, c.model.learning_rate), (3, 0.002));
-        assert_eq!(c.ingest.hash_buckets, 737946);
-        let err = PipelineConfig::parse("runner:\n  bogus: 1\n").unwrap_err();
-        assert!(format!("{err:#}").contains("runner.bogus"));
-        let err = PipelineConfig::parse("train: {epochs: 4}\nrunner: {epochs: 5}\n").unwrap_err();
-        assert!(format!("{err:#}").contains("runner.epochs"));
-        let err = PipelineConfig::parse("hyper_parameters: {sparse_feature_dim: 16}\n").unwrap_err();
-        assert!(format!("{err:#}").contains("embedding_dim"));
     }
 
     #[test]

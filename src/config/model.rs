@@ -1,9 +1,9 @@
-//! Model and training configuration, plus PaddleRec's key names (`hyper_parameters:`,
-//! `runner:` of its `config.yaml`) accepted as aliases so its users can bring their configs.
+//! Model and training configuration (`model:`, `train:`); PaddleRec's aliases of these keys
+//! are resolved in [`super::paddle`].
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
 use super::preset::Preset;
@@ -255,133 +255,4 @@ impl TrainConfig {
         ensure!(self.lr_decay > 0.0 && self.lr_decay <= 1.0, "train.lr_decay must be in (0, 1]");
         Ok(())
     }
-}
-
-/// PaddleRec `hyper_parameters:` (models/multitask/esmm/config*.yaml).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PaddleHyper {
-    /// Vocabulary size: becomes `ingest.hash_buckets`.
-    pub sparse_feature_number: Option<u64>,
-    pub sparse_feature_dim: Option<usize>,
-    pub num_field: Option<usize>,
-    pub ctr_fc_sizes: Option<Vec<usize>>,
-    pub cvr_fc_sizes: Option<Vec<usize>>,
-    pub max_len: Option<usize>,
-    pub optimizer: Option<PaddleOptimizer>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PaddleOptimizer {
-    pub class: Option<String>,
-    pub learning_rate: Option<f32>,
-    /// Accepted, meaningless here (PaddleRec's parameter-server strategy).
-    pub strategy: Option<String>,
-}
-
-/// PaddleRec `runner:`; keys about its own readers, GPUs and paths are accepted and ignored
-/// (the list below); any other key is an error.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct PaddleRunner {
-    pub train_batch_size: Option<usize>,
-    pub epochs: Option<usize>,
-    pub infer_batch_size: Option<usize>,
-    #[serde(flatten)]
-    pub ignored: BTreeMap<String, serde_yaml::Value>,
-}
-
-/// PaddleRec `runner:` keys that have no meaning here; anything else is an unknown key.
-const RUNNER_IGNORED: &[&str] = &[
-    "train_data_dir",
-    "train_reader_path",
-    "use_gpu",
-    "use_xpu",
-    "use_auc",
-    "print_interval",
-    "model_save_path",
-    "infer_reader_path",
-    "test_data_dir",
-    "infer_load_path",
-    "infer_start_epoch",
-    "infer_end_epoch",
-    "use_inference",
-    "save_inference_feed_varnames",
-    "save_inference_fetch_varnames",
-    "model_init_path",
-    "thread_num",
-    "reader_type",
-    "sync_mode",
-    "split_file_list",
-    "use_fleet",
-    "save_checkpoint_interval",
-];
-
-/// Applies the PaddleRec aliases onto the native sections; a value given twice must agree.
-pub fn apply_paddle(
-    hyper: Option<&PaddleHyper>,
-    runner: Option<&PaddleRunner>,
-    model: &mut ModelConfig,
-    train: &mut TrainConfig,
-    hash_buckets: &mut u64,
-) -> Result<()> {
-    fn set<T: PartialEq + Copy + std::fmt::Debug>(
-        alias: &str,
-        value: Option<T>,
-        target: &mut T,
-        default: T,
-    ) -> Result<()> {
-        if let Some(v) = value {
-            if *target != default && *target != v {
-                bail!("{alias} = {v:?} conflicts with the native key's {:?}", *target);
-            }
-            *target = v;
-        }
-        Ok(())
-    }
-    let (dm, dt) = (ModelConfig::default(), TrainConfig::default());
-    if let Some(h) = hyper {
-        set(
-            "hyper_parameters.sparse_feature_number",
-            h.sparse_feature_number,
-            hash_buckets,
-            crate::config::IngestConfig::default().hash_buckets,
-        )?;
-        set("hyper_parameters.sparse_feature_dim", h.sparse_feature_dim, &mut model.embedding_dim, dm.embedding_dim)?;
-        if let Some(n) = h.num_field {
-            ensure!(
-                n == FIELDS.len(),
-                "hyper_parameters.num_field must be {} (the Ali-CCP fields), got {n}",
-                FIELDS.len()
-            );
-        }
-        if let Some(s) = &h.ctr_fc_sizes {
-            model.ctr_fc_sizes = s.clone();
-        }
-        if let Some(s) = &h.cvr_fc_sizes {
-            model.cvr_fc_sizes = s.clone();
-        }
-        set("hyper_parameters.max_len", h.max_len, &mut model.max_len, dm.max_len)?;
-        if let Some(o) = &h.optimizer {
-            set(
-                "hyper_parameters.optimizer.learning_rate",
-                o.learning_rate,
-                &mut model.learning_rate,
-                dm.learning_rate,
-            )?;
-            match o.class.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                None | Some("adam") => {}
-                Some("adagrad") => model.sparse_optimizer = SparseKind::Adagrad,
-                Some(other) => bail!("hyper_parameters.optimizer.class: `{other}` is not supported (adam, adagrad)"),
-            }
-        }
-    }
-    if let Some(r) = runner {
-        set("runner.train_batch_size", r.train_batch_size, &mut train.batch_size, dt.batch_size)?;
-        set("runner.epochs", r.epochs, &mut train.epochs, dt.epochs)?;
-        for key in r.ignored.keys() {
-            ensure!(RUNNER_IGNORED.contains(&key.as_str()), "unknown key `runner.{key}`");
-        }
-    }
-    Ok(())
 }

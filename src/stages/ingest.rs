@@ -30,6 +30,9 @@ const CHUNK_BYTES: usize = 4 << 20;
 
 pub struct IngestStage {
     pub raw: PathBuf,
+    /// Format paddlerec: the train and test folders instead of `raw/train`, `raw/test`
+    /// (PaddleRec's `runner.train_data_dir`, `test_data_dir`; they may be one folder).
+    pub split_dirs: Option<(PathBuf, PathBuf)>,
     pub out: PathBuf,
     pub params: IngestConfig,
     pub threads: usize,
@@ -106,7 +109,7 @@ impl Outputs {
 }
 
 /// The raw files of one split: the skeleton and common file (aliccp), or every file of the
-/// split's folder in name order (paddlerec).
+/// split's folder in name order (paddlerec: `raw/<split>`, or the folder of `split_dirs`).
 fn input_files(cfg: &IngestStage, split: Split) -> Result<Vec<PathBuf>> {
     match cfg.params.format {
         Format::Aliccp => {
@@ -124,11 +127,13 @@ fn input_files(cfg: &IngestStage, split: Split) -> Result<Vec<PathBuf>> {
             Ok(files)
         }
         Format::Paddlerec => {
-            let dir = cfg.raw.join(split.name());
+            let (dir, expected) = match (&cfg.split_dirs, split) {
+                (Some((train, _)), Split::Train) => (train.clone(), "the train data folder"),
+                (Some((_, test)), _) => (test.clone(), "the test data folder"),
+                (None, _) => (cfg.raw.join(split.name()), "paddlerec format expects train/ and test/ folders"),
+            };
             let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-                .with_context(|| {
-                    format!("listing {} (paddlerec format expects train/ and test/ folders)", dir.display())
-                })?
+                .with_context(|| format!("listing {} ({expected})", dir.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
                 .collect();

@@ -14,6 +14,7 @@ use crate::shard::Shard;
 
 pub mod evaluate;
 pub mod generate;
+pub mod infer_line;
 pub mod ingest;
 pub mod predict;
 pub mod report;

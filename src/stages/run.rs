@@ -118,12 +118,20 @@ pub fn run(cfg: &RunStage, mut on_stage: impl FnMut(&StageReport)) -> Result<Vec
         }
     }
     let mut reports = Vec::new();
-    for stage in stages {
+    for &stage in &stages {
         let r = run_one(cfg, stage)?;
         on_stage(&r);
         reports.push(r);
     }
+    if cfg.config.paddle.chain && stages.contains(&Stage::Evaluate) {
+        super::infer_line::log_test_aucs(&cfg.config.paths.metrics, &cfg.config.paths.model, model_name(&cfg.config))?;
+    }
     Ok(reports)
+}
+
+/// The model's name in the metrics table: its kind.
+fn model_name(c: &PipelineConfig) -> String {
+    serde_json::to_value(c.model.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
 fn run_one(cfg: &RunStage, stage: Stage) -> Result<StageReport> {
@@ -137,6 +145,7 @@ fn run_one(cfg: &RunStage, stage: Stage) -> Result<StageReport> {
         }
         Stage::Ingest => ingest::run(&ingest::IngestStage {
             raw: c.paths.raw.clone(),
+            split_dirs: c.paths.raw_dirs(),
             out: c.paths.ingest.clone(),
             params: c.ingest.clone(),
             threads,
@@ -167,25 +176,23 @@ fn run_one(cfg: &RunStage, stage: Stage) -> Result<StageReport> {
             threads,
             force,
         }),
-        Stage::Evaluate => {
-            let model_name = serde_json::to_value(c.model.kind)?.as_str().unwrap_or_default().to_string();
-            evaluate::run(&evaluate::EvaluateStage {
-                predictions: predictions_file(c),
-                out: c.paths.metrics.clone(),
-                truth: c.generate.is_some().then(|| c.paths.raw.join(truth_file(Split::Test))),
-                run_id: c.run_id.clone(),
-                model_name,
-                fail_on_suspect: false,
-                threads,
-                force,
-            })
-        }
+        Stage::Evaluate => evaluate::run(&evaluate::EvaluateStage {
+            predictions: predictions_file(c),
+            out: c.paths.metrics.clone(),
+            truth: c.generate.is_some().then(|| c.paths.raw.join(truth_file(Split::Test))),
+            run_id: c.run_id.clone(),
+            model_name: model_name(c),
+            fail_on_suspect: false,
+            threads,
+            force,
+        }),
     }
 }
 
-/// Rows per scoring batch of `predict` for a config (the CLI uses the same).
+/// Rows per scoring batch of `predict` for a config (the CLI uses the same): `predict.batch_size`,
+/// else the training batch size, at least 1024.
 pub fn predict_batch_size(c: &PipelineConfig) -> usize {
-    c.train.batch_size.max(1024)
+    c.predict.batch_size.unwrap_or(c.train.batch_size.max(1024))
 }
 
 #[cfg(test)]

@@ -9,7 +9,10 @@
 //! shard order and their common tables concatenated (see [`Sources`]).
 //!
 //! Membership: `valid ⇔ mix64(md5 ^ hash_words([seed])) < valid_fraction · 2^64` (`mix64` is the
-//! splitmix64 finalizer, see [`crate::rng`]).
+//! splitmix64 finalizer, see [`crate::rng`]). When that would leave the train split empty (data
+//! of one or a few sessions, like PaddleRec's `small.txt`: one user side), every train row stays
+//! in train and valid is empty instead (a notice, and `valid_moved_to_train` in the manifest);
+//! `train` then trains without validation.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -79,6 +82,48 @@ pub fn run(cfg: &SplitStage) -> Result<StageReport> {
     let rg = cfg.params.row_group_rows;
 
     // train → train + valid; test → test (re-chunked).
+    let (train_rows, valid_rows) = train_and_valid(&sources, &rule, rg, &out)?;
+    let moved = (train_rows == 0 && valid_rows > 0).then_some(valid_rows);
+    if let Some(rows) = moved {
+        crate::log::event("valid_moved_to_train", serde_json::json!({ "rows": rows }), || {
+            format!("split: every train session fell in valid ({rows} rows): they stay in train, valid is empty")
+        });
+        train_and_valid(&sources, &ValidRule::new(0.0, 0), rg, &out)?;
+    }
+    let mut test = ParquetOut::create(&out(Split::Test, SAMPLES_FILE), schema::samples_schema(), rg)?;
+    sources.for_each_batch(Split::Test, rg, |batch| test.write(&batch))?;
+    test.close()?;
+    for (split, from) in [(Split::Train, Split::Train), (Split::Valid, Split::Train), (Split::Test, Split::Test)] {
+        let to = out(split, COMMON_FILE);
+        match (split, &sources.parts) {
+            (Split::Valid, Some(_)) => link_or_copy(&out(Split::Train, COMMON_FILE), &to)?,
+            _ => sources.write_common(from, &to)?,
+        }
+    }
+
+    let mut counts = BTreeMap::from([(schema::HASH_BUCKETS.to_string(), hash_buckets)]);
+    if let Some(n) = sources.parts {
+        counts.insert("ingest_shards".into(), n as u64);
+    }
+    if let Some(rows) = moved {
+        counts.insert("valid_moved_to_train".into(), rows);
+    }
+    let mut outputs = Vec::new();
+    for split in Split::ALL {
+        profile(&out(split, SAMPLES_FILE), split, &mut counts)?;
+        outputs.push(out(split, SAMPLES_FILE));
+        outputs.push(out(split, COMMON_FILE));
+    }
+    st.finish(&outputs, counts, BTreeMap::new(), cfg.threads)
+}
+
+/// Writes the train and valid samples of the source train split by `rule`; their row counts.
+fn train_and_valid(
+    sources: &Sources,
+    rule: &ValidRule,
+    rg: usize,
+    out: &impl Fn(Split, &str) -> PathBuf,
+) -> Result<(u64, u64)> {
     let mut train = ParquetOut::create(&out(Split::Train, SAMPLES_FILE), schema::samples_schema(), rg)?;
     let mut valid = ParquetOut::create(&out(Split::Valid, SAMPLES_FILE), schema::samples_schema(), rg)?;
     sources.for_each_batch(Split::Train, rg, |batch| {
@@ -97,30 +142,7 @@ pub fn run(cfg: &SplitStage) -> Result<StageReport> {
         }
         Ok(())
     })?;
-    train.close()?;
-    valid.close()?;
-    let mut test = ParquetOut::create(&out(Split::Test, SAMPLES_FILE), schema::samples_schema(), rg)?;
-    sources.for_each_batch(Split::Test, rg, |batch| test.write(&batch))?;
-    test.close()?;
-    for (split, from) in [(Split::Train, Split::Train), (Split::Valid, Split::Train), (Split::Test, Split::Test)] {
-        let to = out(split, COMMON_FILE);
-        match (split, &sources.parts) {
-            (Split::Valid, Some(_)) => link_or_copy(&out(Split::Train, COMMON_FILE), &to)?,
-            _ => sources.write_common(from, &to)?,
-        }
-    }
-
-    let mut counts = BTreeMap::from([(schema::HASH_BUCKETS.to_string(), hash_buckets)]);
-    if let Some(n) = sources.parts {
-        counts.insert("ingest_shards".into(), n as u64);
-    }
-    let mut outputs = Vec::new();
-    for split in Split::ALL {
-        profile(&out(split, SAMPLES_FILE), split, &mut counts)?;
-        outputs.push(out(split, SAMPLES_FILE));
-        outputs.push(out(split, COMMON_FILE));
-    }
-    st.finish(&outputs, counts, BTreeMap::new(), cfg.threads)
+    Ok((train.close()?, valid.close()?))
 }
 
 /// The ingested tables split reads: `{train,test}/{samples,common}.parquet` of a whole ingest, or

@@ -6,6 +6,11 @@
 //! (`epochs.parquet`); with `train.calibration: level` or `platt`, the kept model's output
 //! calibration is then fitted on the valid split. Deterministic for a given config, seed and thread count; `--resume`
 //! continues from the last finished epoch bit-identically.
+//!
+//! An empty valid split (data with a single session, like PaddleRec's `small.txt`) is no error:
+//! training validates nothing — each epoch's end still logs its training loss, with null valid
+//! metrics, in `epochs.parquet` —, never stops early, keeps the last epoch's model as
+//! `model.bin`, and skips `train.calibration`; a notice says so.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -134,8 +139,19 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
             model
         }
     };
+    let valid_rows = batches::count_rows(&path(Split::Valid, SAMPLES_FILE))?;
+    if valid_rows == 0 {
+        crate::log::event("no_validation", serde_json::json!({ "valid": path(Split::Valid, SAMPLES_FILE) }), || {
+            format!(
+                "train: the valid split {} is empty: no validation, no early stopping; model.bin is the last \
+                 epoch's model (epochs.parquet: null valid metrics)",
+                cfg.data.join(Split::Valid.name()).display()
+            )
+        });
+    }
     let trainer = Trainer {
         cfg,
+        valid_rows,
         train_rows: batches::count_rows(&path(Split::Train, SAMPLES_FILE))?,
         train: path(Split::Train, SAMPLES_FILE),
         valid: path(Split::Valid, SAMPLES_FILE),
@@ -237,6 +253,8 @@ struct Trainer<'a> {
     train_rows: u64,
     /// Click rate and buys per click of train and valid together (the calibration's level).
     rates: [Option<f64>; 2],
+    /// 0: nothing to validate on (only the epochs' ends are logged; the last one is kept).
+    valid_rows: u64,
     resume_key: String,
     inputs: Vec<manifest::FileEntry>,
 }
@@ -277,7 +295,8 @@ impl Trainer<'_> {
                     bar.set_message(format!("loss {:.4} ctr auc {auc}", window.loss_sum / window.rows as f64));
                 }
             }
-            if selection::validation_due(train, state.steps, (before, epoch_rows as u64), self.train_rows) {
+            let due = selection::validation_due(train, state.steps, (before, epoch_rows as u64), self.train_rows);
+            if due && self.valid_rows > 0 {
                 bar.suspend(|| self.validate(model, state, epoch_rows, &mut window))?;
                 if state.stop.stopped {
                     break;
@@ -298,6 +317,12 @@ impl Trainer<'_> {
     /// Fits the calibration of the kept model (`model.bin`) on the valid split's logits and
     /// rewrites it; a tower without both classes there keeps the identity, said so.
     fn calibrate(&self) -> Result<()> {
+        if self.valid_rows == 0 {
+            crate::log::event("calibration", serde_json::json!({ "rows": 0, "skipped": "empty valid split" }), || {
+                "train.calibration skipped: the valid split is empty (the model keeps σ(logit))".into()
+            });
+            return Ok(());
+        }
         let path = self.cfg.out.join(MODEL_FILE);
         let (mut model, header) = checkpoint::load::<TrainState>(&path)?;
         let (mut zc, mut zv, mut click, mut buy) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

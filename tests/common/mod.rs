@@ -223,6 +223,7 @@ pub fn ingest_and_split_with(
     use esmm::stages::{ingest, split};
     let ing = ingest::run(&ingest::IngestStage {
         raw: root.join("raw"),
+        split_dirs: None,
         out: root.join("ingest"),
         params: ingest_params,
         threads: 2,
