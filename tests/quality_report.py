@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The quality sweep's table (tests/quality.sh): test AUCs of every system on every world, next
-to the world's oracle and semi-oracle, and the issue's bars for the defaults.
+"""The quality sweep's tables (tests/quality.sh): test AUCs of every system on every world, next
+to the world's oracle and semi-oracle, then calibration (mean prediction / observed rate) and
+normalized entropy of the systems esmm evaluate scored, and the issues' bars for the defaults.
 
 usage: quality_report.py DIR OUT --worlds W... --settings S...
 reads  DIR/<world>/metrics_<setting>/metrics.parquet (esmm), DIR/<world>/metrics_rechub/metrics.parquet
@@ -20,16 +21,42 @@ TASKS = [("ctr", "ctr"), ("cvr", "cvr (clicked)"), ("ctcvr", "ctcvr"), ("cvr_ent
 OVER_RECHUB = {"ctr": 0.03, "ctcvr": 0.06, "cvr_entire_space": 0.08}
 TO_SEMI = {"ctr": 0.015, "ctcvr": 0.03, "cvr_entire_space": 0.04}
 PLANTED = ("oracle", "semi_oracle")
+# Calibration bars of the defaults (issue 18): calibration within [0.9, 1.1], normalized entropy < 1.
+CAL_TASKS = [("ctr", "ctr"), ("cvr", "cvr (clicked)"), ("ctcvr", "ctcvr")]
+CAL_RANGE = (0.9, 1.1)
 
 
-def aucs(path):
-    """{model: {task: auc}} of a metrics.parquet (slice `all`)."""
+def aucs(path, metric="auc"):
+    """{model: {task: value}} of one metric of a metrics.parquet (slice `all`)."""
     t = pq.read_table(path).to_pylist()
     out = {}
     for r in t:
-        if r["slice"] == "all" and r["metric"] == "auc" and r["value"] is not None:
+        if r["slice"] == "all" and r["metric"] == metric and r["value"] is not None:
             out.setdefault(r["model"], {})[r["task"]] = r["value"]
     return out
+
+
+def calibration_table(scored):
+    """Markdown lines and bar checks for [(system, metrics.parquet, model)]."""
+    md = ["\n| system | " + " | ".join(f"calibration {t[1]}" for t in CAL_TASKS) + " | "
+          + " | ".join(f"NE {t[1]}" for t in CAL_TASKS) + " |", "|---|" + "---:|" * (2 * len(CAL_TASKS))]
+    rows, checks = {}, []
+    for name, path, model in scored:
+        cal, ne = aucs(path, "calibration").get(model, {}), aucs(path, "normalized_entropy").get(model, {})
+        cell = lambda v: "–" if v is None else f"{v:.3f}"
+        md.append(f"| {name} | " + " | ".join(cell(cal.get(t)) for t, _ in CAL_TASKS) + " | "
+                  + " | ".join(cell(ne.get(t)) for t, _ in CAL_TASKS) + " |")
+        rows[name] = {**{f"calibration_{t}": cal.get(t) for t, _ in CAL_TASKS},
+                      **{f"ne_{t}": ne.get(t) for t, _ in CAL_TASKS}}
+        if name == "esmm defaults":
+            for t, _ in CAL_TASKS:
+                c, n = cal.get(t), ne.get(t)
+                if c is not None:
+                    ok = CAL_RANGE[0] <= c <= CAL_RANGE[1]
+                    checks.append(f"{t}: calibration {c:.3f} (bar {CAL_RANGE[0]}–{CAL_RANGE[1]}) {'ok' if ok else 'NOT MET'}")
+                if n is not None:
+                    checks.append(f"{t}: normalized entropy {n:.3f} (bar < 1) {'ok' if n < 1 else 'NOT MET'}")
+    return md, rows, checks
 
 
 def world_keys(pipeline_file):
@@ -64,7 +91,7 @@ def main():
                 f"{keys.get('items')} items (~{per_item:.0f} each), individual_sd {keys.get('individual_sd', '0.05')}, "
                 f"individual_df {keys.get('individual_df', '0')}, {keys.get('train_rows')} train / "
                 f"{keys.get('test_rows')} test rows")
-        systems = []
+        systems, scored = [], []
         first = None
         for s in a.settings:
             m = os.path.join(base, f"metrics_{s}", "metrics.parquet")
@@ -74,7 +101,9 @@ def main():
             first = first or got
             trained = [k for k in got if k not in PLANTED]
             for k in trained:
-                systems.append((f"esmm {s}" if k == "esmm" else f"{k} {s}", got[k]))
+                name = f"esmm {s}" if k == "esmm" else f"{k} {s}"
+                systems.append((name, got[k]))
+                scored.append((name, m, k))
         if first:
             for p in PLANTED:
                 if p in first:
@@ -82,7 +111,9 @@ def main():
         rechub = os.path.join(base, "metrics_rechub", "metrics.parquet")
         if os.path.exists(rechub):
             got = aucs(rechub)
-            systems.append(("torch-rechub ESMM", next(v for k, v in got.items() if k not in PLANTED)))
+            model = next(k for k in got if k not in PLANTED)
+            systems.append(("torch-rechub ESMM", got[model]))
+            scored.append(("torch-rechub ESMM", rechub, model))
         paddle = os.path.join(base, "paddle.json")
         if os.path.exists(paddle):
             j = json.load(open(paddle))
@@ -91,10 +122,13 @@ def main():
         md.append(f"\n## World `{w}`\n\n{desc}\n")
         md.append("| system | " + " | ".join(t[1] for t in TASKS) + " |")
         md.append("|---|" + "---:|" * len(TASKS))
+        cal_md, cal_rows, cal_checks = calibration_table(scored)
         for name, v in systems:
             cell = lambda t: "–" if v.get(t) is None else f"{v[t]:.4f}"
             md.append(f"| {name} | " + " | ".join(cell(t) for t, _ in TASKS) + " |")
-            rows.append({"world": w, "system": name, **{f"auc_{t}": v.get(t) for t, _ in TASKS}})
+            rows.append({"world": w, "system": name, **{f"auc_{t}": v.get(t) for t, _ in TASKS},
+                         **cal_rows.get(name, {})})
+        md.extend(cal_md)
         d = dict(systems)
         dflt, rh, semi = d.get("esmm defaults"), d.get("torch-rechub ESMM"), d.get("semi-oracle")
         checks = []
@@ -106,6 +140,7 @@ def main():
             if dflt and semi and dflt.get(t) is not None and semi.get(t) is not None:
                 g = semi[t] - dflt[t]
                 checks.append(f"{t}: semi-oracle − defaults = {g:+.4f} (bar {gap}) {'ok' if g <= gap else 'NOT MET'}")
+        checks.extend(cal_checks)
         if checks:
             md.append("\nBars for the defaults:\n")
             md.extend(f"- {c}" for c in checks)
@@ -114,10 +149,12 @@ def main():
     tmp = os.path.join(a.out, ".quality.md.tmp")
     open(tmp, "w").write(text)
     os.replace(tmp, os.path.join(a.out, "quality.md"))
-    cols = ["world", "system"] + [f"auc_{t}" for t, _ in TASKS]
+    floats = ([f"auc_{t}" for t, _ in TASKS] + [f"calibration_{t}" for t, _ in CAL_TASKS]
+              + [f"ne_{t}" for t, _ in CAL_TASKS])
+    cols = ["world", "system"] + floats
     table = pa.table({c: [r.get(c) for r in rows] for c in cols},
                      schema=pa.schema([("world", pa.string()), ("system", pa.string())] +
-                                      [(f"auc_{t}", pa.float64()) for t, _ in TASKS]))
+                                      [(c, pa.float64()) for c in floats]))
     tmp = os.path.join(a.out, ".quality.parquet.tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, os.path.join(a.out, "quality.parquet"))

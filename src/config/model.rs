@@ -181,10 +181,10 @@ impl SelectOn {
 #[serde(rename_all = "snake_case")]
 pub enum CalibrationKind {
     /// σ(logit), as trained.
-    #[default]
     None,
     /// Per tower, the intercept moved so that the valid split's mean prediction is the base
     /// rate of train and valid ([`crate::model::calibration`]).
+    #[default]
     Level,
     /// Platt scaling per tower fitted on the valid split, its level then set like `level`.
     Platt,
@@ -223,7 +223,7 @@ pub struct TrainConfig {
     /// Seed of the per-epoch shuffle.
     pub seed: u64,
     /// Calibration of the kept model, fitted on the valid split once training ends (left out
-    /// of the config hash when `none`, so runs from before it stay up to date).
+    /// of the config hash when `none`, so files that pin `none` hash as before it existed).
     #[serde(skip_serializing_if = "CalibrationKind::is_none")]
     pub calibration: CalibrationKind,
 }
@@ -241,7 +241,7 @@ impl Default for TrainConfig {
             early_stopping_patience: 2,
             lr_decay: 1.0,
             seed: 1,
-            calibration: CalibrationKind::None,
+            calibration: CalibrationKind::Level,
         }
     }
 }

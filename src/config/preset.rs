@@ -1,7 +1,8 @@
 //! Named presets (`model.preset`): a set of `model:` / `train:` values that stand in for the
 //! keys the file does not give itself (a key the file gives wins). `paddlerec` is PaddleRec's
 //! `models/multitask/esmm` as shipped: sum pooling, the first 3 ids per field, embeddings
-//! uniform in ±1, every id its own row, one epoch over shuffled rows, no early stopping.
+//! uniform in ±1, every id its own row, one epoch over shuffled rows, no early stopping, no
+//! calibration.
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,7 @@ impl Preset {
         match self {
             Preset::Paddlerec => {
                 "model: {pooling: sum, max_len: 3, init_scale: 1.0, min_sessions: 0, shrink_sessions: 0}\n\
-                 train: {epochs: 1, shuffle: rows, evals_per_epoch: 1, early_stopping_patience: 0}"
+                 train: {epochs: 1, shuffle: rows, evals_per_epoch: 1, early_stopping_patience: 0, calibration: none}"
             }
         }
     }
@@ -54,6 +55,7 @@ mod tests {
         assert_eq!((c.model.min_sessions, c.model.shrink_sessions), (0, 0.0));
         assert_eq!((c.train.epochs, c.train.shuffle, c.train.evals_per_epoch), (2, ShuffleUnit::Rows, 1));
         assert_eq!(c.train.early_stopping_patience, 0);
+        assert_eq!(c.train.calibration, crate::config::CalibrationKind::None);
         let e = PipelineConfig::parse("model:\n  preset: tensorflow\n").unwrap_err().to_string();
         assert!(e.contains("preset") && e.contains("paddlerec"), "{e}");
     }
