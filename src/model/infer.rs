@@ -1,4 +1,4 @@
-//! Scoring a whole samples file in input order, batch by batch (predict, validation, the
+//! Reading a whole samples file in input order, batch by batch, for scoring (validation, the
 //! calibration fit).
 
 use std::path::Path;
@@ -9,36 +9,10 @@ use anyhow::Result;
 use super::esmm::Model;
 use crate::batches::{self, Batch, CommonTable, LoaderConfig, ShuffleUnit};
 
-/// Calls `f(batch, p_ctr, p_cvr)` for every batch of `samples`, in file order; the loader runs
-/// on its own thread.
-pub fn score_file(
-    model: &Model,
-    samples: &Path,
-    common: &Arc<CommonTable>,
-    batch_size: usize,
-    mut f: impl FnMut(&Batch, &[f32], &[f32]) -> Result<()>,
-) -> Result<()> {
-    each_batch(model, samples, common, batch_size, |b| {
-        let (p_ctr, p_cvr) = model.predict(b, common);
-        f(b, &p_ctr, &p_cvr)
-    })
-}
-
-/// [`score_file`] with the towers' raw logits `(zc, zv)` instead of probabilities.
-pub fn logits_file(
-    model: &Model,
-    samples: &Path,
-    common: &Arc<CommonTable>,
-    batch_size: usize,
-    mut f: impl FnMut(&Batch, &[f32], &[f32]) -> Result<()>,
-) -> Result<()> {
-    each_batch(model, samples, common, batch_size, |b| {
-        let (zc, zv) = model.logits(b, common);
-        f(b, &zc, &zv)
-    })
-}
-
-fn each_batch(
+/// Calls `f(batch)` for every batch of `samples` (joined to `common` the way `model` was
+/// trained), in file order; the loader runs on its own thread. `f` scores with
+/// [`Model::predict`] (probabilities) or [`Model::logits`].
+pub fn for_each_batch(
     model: &Model,
     samples: &Path,
     common: &Arc<CommonTable>,

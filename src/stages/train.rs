@@ -326,9 +326,10 @@ impl Trainer<'_> {
         let path = self.cfg.out.join(MODEL_FILE);
         let (mut model, header) = checkpoint::load::<TrainState>(&path)?;
         let (mut zc, mut zv, mut click, mut buy) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        infer::logits_file(&model, &self.valid, &self.common, 4096, |b, c, v| {
-            zc.extend_from_slice(c);
-            zv.extend_from_slice(v);
+        infer::for_each_batch(&model, &self.valid, &self.common, 4096, |b| {
+            let (c, v) = model.logits(b, &self.common);
+            zc.extend_from_slice(&c);
+            zv.extend_from_slice(&v);
             click.extend(b.click.iter().map(|&c| c == 1));
             buy.extend(b.buy.iter().map(|&b| b == 1));
             Ok(())
@@ -370,11 +371,12 @@ impl Trainer<'_> {
         let train_seconds = window.started.elapsed().as_secs_f64();
         let mut scored = Scored::default();
         let mut valid_loss = 0.0;
-        infer::score_file(model, &self.valid, &self.common, 4096, |b, p_ctr, p_cvr| {
+        infer::for_each_batch(model, &self.valid, &self.common, 4096, |b| {
+            let (p_ctr, p_cvr) = model.predict(b, &self.common);
             for i in 0..b.len() {
                 scored.push(b.click[i], b.buy[i], p_ctr[i], p_cvr[i]);
             }
-            valid_loss += model_loss(model.spec.kind, p_ctr, p_cvr, &b.click, &b.buy);
+            valid_loss += model_loss(model.spec.kind, &p_ctr, &p_cvr, &b.click, &b.buy);
             Ok(())
         })?;
         let m = scored.metrics();
