@@ -13,9 +13,12 @@
 # Environment:
 #   QUALITY_DIR=/tmp/esmm-quality      work dir; results in $QUALITY_DIR/results/quality.{md,parquet}
 #   QUALITY_WORLDS="dense sparse sparser"   names under tests/quality/worlds/
-#   QUALITY_SETTINGS="defaults previous demo"   names under tests/quality/settings/ (the first
-#                                      names the world in the report; the others there are the
-#                                      levers measured: admit, shrink, steps, lr5, ada, lr2x, bs256, decay)
+#   QUALITY_SETTINGS="defaults none previous demo"   names under tests/quality/settings/ (the
+#                                      first names the world in the report; none = the defaults
+#                                      uncalibrated; the others there are the levers measured: admit,
+#                                      shrink, steps, lr5, ada, lr2x, bs256, decay, level, platt, bias,
+#                                      bias_level, bias_platt)
+#   Real-rate world (issue 18): QUALITY_WORLDS=realrate QUALITY_TRAIN_ROWS=8000000 QUALITY_TEST_ROWS=2000000
 #   QUALITY_TRAIN_ROWS=2000000 QUALITY_TEST_ROWS=500000
 #   QUALITY_PEERS=1                    0 skips the peers (PEERS_DIR, PEERS_VENV locate them;
 #                                      `bash ../shared/peers/setup.sh` makes the venv); a peer's
@@ -28,7 +31,7 @@ BIN=$(realpath "${1:?usage: quality.sh BIN}")
 HERE=$(cd "$(dirname "$0")" && pwd)
 DIR=${QUALITY_DIR:-/tmp/esmm-quality}
 WORLDS=${QUALITY_WORLDS:-dense sparse sparser}
-SETTINGS=${QUALITY_SETTINGS:-defaults previous demo}
+SETTINGS=${QUALITY_SETTINGS:-defaults none previous demo}
 TRAIN_ROWS=${QUALITY_TRAIN_ROWS:-2000000}
 TEST_ROWS=${QUALITY_TEST_ROWS:-500000}
 PEERS_ON=${QUALITY_PEERS:-1}
