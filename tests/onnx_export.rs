@@ -135,6 +135,20 @@ fn onnxruntime_scores_like_predict_for_every_kind_and_pooling() {
         serde_json::from_slice(&std::fs::read(root.join("esmm_sum/export/contract.json")).unwrap()).unwrap();
     assert_eq!(sum["inputs"].as_array().unwrap().len(), 23, "sum pooling reads no weights");
     assert_eq!(contract["inputs"].as_array().unwrap().len(), 31, "23 id inputs + 8 weights");
+    readme_snippet_runs(&root.join("esmm_mean/export"));
+}
+
+/// The Python block of the README's "Serving" section runs as written, beside `export/`.
+fn readme_snippet_runs(export: &Path) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let serving = readme.split("\n## Serving\n").nth(1).expect("README: no Serving section");
+    let code =
+        serving.split("```python\n").nth(1).and_then(|s| s.split("```").next()).expect("README: no python block");
+    let dir = export.parent().unwrap().join("snippet");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(export, dir.join("export")).unwrap();
+    let out = Command::new(python()).arg("-c").arg(code).current_dir(&dir).output().unwrap();
+    assert!(out.status.success(), "the README's serving snippet failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn esmm(args: &[&str]) -> (i32, String) {

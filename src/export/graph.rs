@@ -34,11 +34,6 @@ pub fn int(name: &str, v: i64) -> AttributeProto {
     AttributeProto { name: name.into(), type_: AttributeType::INT.into(), i: v, ..Default::default() }
 }
 
-/// A float attribute.
-pub fn float(name: &str, v: f32) -> AttributeProto {
-    AttributeProto { name: name.into(), type_: AttributeType::FLOAT.into(), f: v, ..Default::default() }
-}
-
 fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
     let dim = dims
         .iter()
