@@ -36,6 +36,12 @@ impl FeatureHasher {
         Ok(Self { modulus: hash_buckets - 1, field_seeds })
     }
 
+    /// The seed of field index `field`: `xxh3_64_with_seed(field name, hash_seed)` (exported in
+    /// the serving contract).
+    pub fn field_seed(&self, field: usize) -> u64 {
+        self.field_seeds[field]
+    }
+
     /// Bucket of raw id `raw_id` of field index `field` (an index into [`FIELDS`]).
     #[inline]
     pub fn bucket(&self, field: usize, raw_id: u64) -> u32 {

@@ -12,6 +12,8 @@ pub mod batches;
 pub mod columns;
 /// YAML pipeline configuration with strict keys.
 pub mod config;
+/// Serving export: the model as an ONNX graph and the hashing contract (`esmm export`).
+pub mod export;
 /// Feature hashing contract (xxh3) with test vectors.
 pub mod hashing;
 /// Output locks (flock): one writer per output directory, readers shared.

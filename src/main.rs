@@ -14,7 +14,7 @@ use esmm::model::ModelKind;
 use esmm::schema::Split;
 use esmm::shard::Shard;
 use esmm::stages::run::Stage;
-use esmm::stages::{evaluate, generate, ingest, predict, report, run, split, train, StageReport};
+use esmm::stages::{evaluate, export, generate, ingest, predict, report, run, split, train, StageReport};
 
 /// mimalloc keeps freed blocks for reuse: dfdx allocates its activations and gradients every
 /// step, and glibc's malloc returned them to the kernel (page faults on every step).
@@ -192,6 +192,22 @@ enum Command {
         /// the parts in name order are the unsharded file row for row.
         #[arg(long, value_name = "I/N", value_parser = parse_shard)]
         shard: Option<Shard>,
+        #[command(flatten)]
+        common: CommonFlags,
+    },
+    /// Write OUT/model.onnx (the model as one ONNX graph: the same pCTR, pCVR, pCTCVR as
+    /// predict) and OUT/contract.json (input names, fields, how to hash raw ids) for serving.
+    Export {
+        /// A train output directory.
+        #[arg(long, value_name = "DIR")]
+        model: Option<PathBuf>,
+        /// Output directory (model.onnx, contract.json).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// The split (or ingest) directory the model was trained on; by default found through
+        /// the model's manifest.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
         #[command(flatten)]
         common: CommonFlags,
     },
@@ -432,6 +448,11 @@ fn dispatch(cli: Cli, json: bool) -> Result<(), Failure> {
                 None => predict::run(&stage),
                 Some(s) => predict::run_shard(&stage, s),
             })?
+        }
+        Command::Export { model, out, data, common } => {
+            let model = require(model.or(from_file.then(|| config.paths.model.clone())), "--model")?;
+            let out = require(out, "--out")?;
+            failed(export::run(&export::ExportStage { model, out, data, threads, force: common.force }))?
         }
         Command::Evaluate { predictions, out, truth, fail_on_suspect, common } => {
             let default = from_file.then(|| config.paths.predictions.join(format!("{}.parquet", Split::Test)));

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench: one table for every stage (generate, ingest, split, train, predict, evaluate) —
 # throughput and peak RSS — with the PyTorch reference trained and run on the same data in the
-# same run, at each thread count, and the machine's sgemm ceiling for this model.
+# same run, at each thread count, the exported model in onnxruntime beside `esmm predict`, and
+# the machine's sgemm ceiling for this model.
 #
 #   usage: tests/bench.sh BIN            (BIN = target/release/esmm; examples/towers_bench beside it)
 #
@@ -132,6 +133,12 @@ for t in $THREADS; do
     measure evaluate_$b$t "$BIN" evaluate --predictions "$m/pred.parquet" --out "$m/metrics" --threads "$t" --force
     row evaluate "esmm ($b)" "$t" "$TEST_ROWS" "$SECS" "$(rate "$TEST_ROWS" "$SECS")" rows/s "$RSS_MB"
   done
+  # the last model exported to ONNX and scored by onnxruntime (tests/onnx_check.py --bench: the
+  # padded inputs are built from the test split first, then the session's loop is timed)
+  "$BIN" export --model "$m" --out "$m/export" --data "$P/split" --force 2>"$W/export$t.err"
+  measure onnx$t "$PY" "$HERE/onnx_check.py" --bench "$m/export" "$P/split/test" "$t"
+  row predict "onnxruntime" "$t" "$(json "$W/onnx$t.out" "['rows']")" "$(json "$W/onnx$t.out" "['seconds']")" \
+    "$(json "$W/onnx$t.out" "['samples_per_second']")" samples/s "$RSS_MB" "esmm export of esmm ($b); inference loop only, batch 1000"
   if [ "$TORCH" = 1 ]; then
     measure torch$t env OMP_NUM_THREADS="$t" MKL_NUM_THREADS="$t" "$PEER_PY" "$PEERS/torch_esmm.py" \
       --train "$P/raw/train/part-0" --test "$P/raw/test/part-0" --threads "$t" --emb sparse \

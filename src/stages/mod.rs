@@ -13,6 +13,7 @@ use crate::manifest::{self, FileEntry, Manifest};
 use crate::shard::Shard;
 
 pub mod evaluate;
+pub mod export;
 pub mod generate;
 pub mod infer_line;
 pub mod ingest;
