@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use esmm::model::towers::{Backend, DenseAdam, TowerSpec, Towers, HIDDEN, INPUT};
+use esmm::model::towers::{Backend, DenseAdam, TowerSpec, Towers, DEFAULT_EMB_DIM, HIDDEN, INPUT};
 use esmm::rng::Rng;
 
 struct Args {
@@ -83,7 +83,7 @@ fn towers(a: &Args) {
     let mut rng = Rng::new(1);
     let spec = TowerSpec { backend: a.backend, ..Default::default() };
     let adam = DenseAdam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
-    let mut t = Towers::with_spec(&spec, adam, || rng.normal() as f32).unwrap();
+    let mut t = Towers::with_spec(&spec, DEFAULT_EMB_DIM, adam, || rng.normal() as f32).unwrap();
     let n = a.batch;
     let x: Vec<f32> = (0..n * INPUT).map(|_| rng.f64() as f32 * 2.0 - 1.0).collect();
     let g: Vec<f32> = (0..n).map(|_| (rng.f64() as f32 - 0.5) / n as f32).collect();

@@ -12,7 +12,8 @@
 #   BENCH_TRAIN_ROWS=1000000     PaddleRec-format rows for train (ours and PyTorch's)
 #   BENCH_TEST_ROWS=200000       PaddleRec-format rows for predict (ours and PyTorch's inference)
 #   BENCH_THREADS="1 2"          thread counts of the data, train and predict stages
-#   BENCH_BACKENDS="gemm dfdx"   tower backends to train with
+#   BENCH_BACKENDS="gemm dfdx"   tower backends to train with (at embedding dim 12)
+#   BENCH_DIMS=16                other embedding dims to train at too (gemm; "" for none)
 #   BENCH_SECONDS=5              duration of each towers / sgemm micro-benchmark
 #   BENCH_TORCH=1                0 skips the PyTorch reference (PEERS_DIR, PEERS_VENV locate it)
 # Tiny smoke run:  BENCH_ROWS=20000 BENCH_TRAIN_ROWS=20000 BENCH_TEST_ROWS=5000 BENCH_SECONDS=0.3 make bench
@@ -26,6 +27,7 @@ TRAIN_ROWS=${BENCH_TRAIN_ROWS:-1000000}
 TEST_ROWS=${BENCH_TEST_ROWS:-200000}
 THREADS=${BENCH_THREADS:-1 2}
 BACKENDS=${BENCH_BACKENDS:-gemm dfdx}
+DIMS=${BENCH_DIMS-16}
 SECONDS_MICRO=${BENCH_SECONDS:-5}
 TORCH=${BENCH_TORCH:-1}
 PEERS=${PEERS_DIR:-$HERE/../../shared/peers}
@@ -51,29 +53,31 @@ measure() {
   RSS_MB=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$W/$name.time")
 }
 
-# row STAGE SYSTEM THREADS ROWS SECONDS RATE UNIT RSS_MB [NOTE]: one measurement
+# row STAGE SYSTEM THREADS ROWS SECONDS RATE UNIT RSS_MB [NOTE [DIM]]: one measurement (DIM: the
+# embedding dim of a model row)
 row() {
-  printf '{"timestamp":"%s","commit":"%s","stage":"%s","system":"%s","threads":%s,"rows":%s,"seconds":%s,"throughput":%s,"unit":"%s","peak_rss_mb":%s,"note":"%s"}\n' \
-    "$STAMP" "$COMMIT" "$1" "$2" "$3" "$4" "$5" "$6" "$7" "${8:-null}" "${9:-}" >>"$RESULTS"
+  printf '{"timestamp":"%s","commit":"%s","stage":"%s","system":"%s","threads":%s,"rows":%s,"seconds":%s,"throughput":%s,"unit":"%s","peak_rss_mb":%s,"note":"%s","dim":%s}\n' \
+    "$STAMP" "$COMMIT" "$1" "$2" "$3" "$4" "$5" "$6" "$7" "${8:-null}" "${9:-}" "${10:-null}" >>"$RESULTS"
   printf '  %-9s %-22s %s thr  %10.0f %-10s %6s MB\n' "$1" "$2" "$3" "$6" "$7" "${8:-?}" >&2
 }
 rate() { awk -v n="$1" -v s="$2" 'BEGIN{printf "%.1f", n/(s>0?s:1e-9)}'; }
 json() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
 
-# PaddleRec parity settings (model.preset: paddlerec — sum pooling, max_len 3, init_scale 1.0,
-# every id its own row, 1 epoch over shuffled rows) for train and predict.
+# parity BACKEND [DIM]: PaddleRec parity settings (model.preset: paddlerec — sum pooling,
+# max_len 3, init_scale 1.0, every id its own row, 1 epoch over shuffled rows) for train and
+# predict, at embedding dim DIM (12).
 parity() {
-  cat >"$W/parity_$1.yaml" <<EOF
+  cat >"$W/parity_$1_${2:-12}.yaml" <<EOF
 model:
   preset: paddlerec
   backend: $1
-  embedding_dim: 12
+  embedding_dim: ${2:-12}
   ctr_fc_sizes: [256, 64]
   cvr_fc_sizes: [256, 64]
 train:
   batch_size: 1024
 EOF
-  echo "$W/parity_$1.yaml"
+  echo "$W/parity_$1_${2:-12}.yaml"
 }
 
 echo "bench: $STAMP commit $COMMIT, rows $ROWS, train $TRAIN_ROWS, test $TEST_ROWS, threads [$THREADS]" >&2
@@ -124,7 +128,7 @@ for t in $THREADS; do
     measure train_$b$t "$BIN" train --config "$(parity "$b")" --data "$P/split" --out "$m" --threads "$t" \
       --force --log-format json
     sps=$(grep '"event":"epoch"' "$W/train_$b$t.err" | tail -1 | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["samples_per_second"])')
-    row train "esmm ($b)" "$t" "$TRAIN_ROWS" "$SECS" "$sps" samples/s "$RSS_MB" "epoch loop; stage wall $(rate "$TRAIN_ROWS" "$SECS") rows/s"
+    row train "esmm ($b)" "$t" "$TRAIN_ROWS" "$SECS" "$sps" samples/s "$RSS_MB" "epoch loop; stage wall $(rate "$TRAIN_ROWS" "$SECS") rows/s" 12
     measure predict_$b$t "$BIN" predict --model "$m" --data "$P/split" --split test --out "$m/pred.parquet" \
       --threads "$t" --force --log-format json
     sps=$(grep '"event":"scored"' "$W/predict_$b$t.err" | tail -1 | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["samples_per_second"])')
@@ -132,6 +136,15 @@ for t in $THREADS; do
       "scoring loop incl. Parquet read/write; stage wall incl. model load $(rate "$TEST_ROWS" "$SECS") rows/s"
     measure evaluate_$b$t "$BIN" evaluate --predictions "$m/pred.parquet" --out "$m/metrics" --threads "$t" --force
     row evaluate "esmm ($b)" "$t" "$TEST_ROWS" "$SECS" "$(rate "$TEST_ROWS" "$SECS")" rows/s "$RSS_MB"
+  done
+  for d in $DIMS; do
+    m=$P/model_gemm_dim$d$t
+    measure train_dim$d$t "$BIN" train --config "$(parity gemm "$d")" --data "$P/split" --out "$m" --threads "$t" \
+      --force --log-format json
+    sps=$(grep '"event":"epoch"' "$W/train_dim$d$t.err" | tail -1 | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["samples_per_second"])')
+    row train "esmm (gemm, dim $d)" "$t" "$TRAIN_ROWS" "$SECS" "$sps" samples/s "$RSS_MB" \
+      "epoch loop, embedding dim $d; stage wall $(rate "$TRAIN_ROWS" "$SECS") rows/s" "$d"
+    rm -rf "$m"
   done
   # the last model exported to ONNX and scored by onnxruntime (tests/onnx_check.py --bench: the
   # padded inputs are built from the test split first, then the session's loop is timed)

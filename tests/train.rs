@@ -286,6 +286,63 @@ fn baselines_train_too() {
     assert_eq!(read_rows(&root.join("pa1.parquet")).len(), 2_000);
 }
 
+/// `model.embedding_dim` other than 12: 16 (a fixed-size pooling path) trains, resumes bit for
+/// bit and predicts with the size read from the checkpoint; 5 (the run-time-sized path) trains
+/// and predicts. A checkpoint whose spec disagrees with its tables is refused, naming both
+/// sizes; one written before the field existed reads as 12.
+#[test]
+fn other_embedding_dims_train_resume_and_predict() {
+    let root = temp_dir("embdim");
+    let data = prepare(&root, GenerateConfig { train_rows: 8_000, test_rows: 2_000, ..small_world() });
+    let at = |dim| ModelConfig { embedding_dim: dim, ..Default::default() };
+    train_model(&data, &root.join("d16"), at(16), 2, false);
+    train_model(&data, &root.join("r16"), at(16), 1, false);
+    train_model(&data, &root.join("r16"), at(16), 2, true);
+    assert!(same_weights(&root.join("d16/checkpoint.bin"), &root.join("r16/checkpoint.bin")));
+    let load = |p: &Path| esmm::model::checkpoint::load::<serde_json::Value>(p).map(|l| l.0);
+    let m = load(&root.join("d16/model.bin")).unwrap();
+    assert_eq!((m.spec.embedding_dim, m.tables[0].dim, m.towers.dim()), (16, 16, 16));
+    assert_eq!(m.towers.params()[0].len(), 256 * 23 * 16);
+    for (dir, pred) in [("d16", "p16.parquet"), ("r16", "r16.parquet")] {
+        predict_to(&root.join(dir), &data, &root.join(pred));
+    }
+    assert_eq!(read_rows(&root.join("p16.parquet")).len(), 2_000);
+    assert!(std::fs::read(root.join("p16.parquet")).unwrap() == std::fs::read(root.join("r16.parquet")).unwrap());
+    train_model(&data, &root.join("d5"), at(5), 1, false);
+    predict_to(&root.join("d5"), &data, &root.join("p5.parquet"));
+    assert_eq!(read_rows(&root.join("p5.parquet")).len(), 2_000);
+
+    // The header's spec says 12, the tables hold 16: refused, naming both.
+    let (bytes, json) = checkpoint_header(&root.join("d16/model.bin"));
+    let lied = json.replacen("\"embedding_dim\":16", "\"embedding_dim\":12", 1);
+    std::fs::write(root.join("lied.bin"), with_header(&bytes, &lied)).unwrap();
+    let e = format!("{:#}", load(&root.join("lied.bin")).err().unwrap());
+    assert!(e.contains("lied.bin is corrupt") && e.contains("[16]") && e.contains("embedding_dim 12"), "{e}");
+    // A default-size checkpoint without the field (as written before it) loads at 12.
+    train_model(&data, &root.join("d12"), ModelConfig::default(), 1, false);
+    let (bytes, json) = checkpoint_header(&root.join("d12/model.bin"));
+    let old = json.replacen("\"embedding_dim\":12,", "", 1);
+    assert!(old.len() < json.len());
+    std::fs::write(root.join("old.bin"), with_header(&bytes, &old)).unwrap();
+    let m = load(&root.join("old.bin")).unwrap();
+    assert_eq!(m.spec, load(&root.join("d12/model.bin")).unwrap().spec);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A checkpoint's bytes and its JSON header (magic, u64 length, JSON, arrays).
+fn checkpoint_header(path: &Path) -> (Vec<u8>, String) {
+    let bytes = std::fs::read(path).unwrap();
+    let len = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+    let json = String::from_utf8(bytes[16..16 + len].to_vec()).unwrap();
+    (bytes, json)
+}
+
+/// `bytes` (a checkpoint) with its header replaced by `json`.
+fn with_header(bytes: &[u8], json: &str) -> Vec<u8> {
+    let len = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+    [&bytes[..8], &(json.len() as u64).to_le_bytes()[..], json.as_bytes(), &bytes[16 + len..]].concat()
+}
+
 /// Checkpoints hold the same weights and optimizer state (headers differ in timings only).
 fn same_weights(a: &Path, b: &Path) -> bool {
     let load = |p: &Path| esmm::model::checkpoint::load::<serde_json::Value>(p).unwrap().0;

@@ -406,12 +406,26 @@ mod tests {
     }
 
     #[test]
+    fn any_embedding_dim_on_gemm() {
+        for dim in [1, 5, 16, 64, 100] {
+            let c = PipelineConfig::parse(&format!("model: {{embedding_dim: {dim}}}\n")).unwrap();
+            assert_eq!(c.model.embedding_dim, dim);
+        }
+        PipelineConfig::parse("model: {embedding_dim: 12, backend: dfdx}\n").unwrap();
+    }
+
+    #[test]
     fn invalid_values_are_rejected_with_key() {
         for (yaml, key) in [
             ("split: {valid_fraction: 1.5}", "split.valid_fraction"),
             ("ingest: {hash_buckets: 1}", "ingest.hash_buckets"),
             ("ingest: {max_ids_per_field: {\"999\": 3}}", "999"),
             ("generate: {ctr: 0}", "generate.ctr"),
+            ("model: {embedding_dim: 0}", "model.embedding_dim must be >= 1"),
+            (
+                "model: {embedding_dim: 16, backend: dfdx}",
+                "model.embedding_dim: model.backend: dfdx is compiled for 12",
+            ),
         ] {
             let msg = format!("{:#}", PipelineConfig::parse(yaml).unwrap_err());
             assert!(msg.contains(key), "{yaml}: {msg}");

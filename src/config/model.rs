@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::preset::Preset;
 use crate::batches::ShuffleUnit;
-use crate::model::{Backend, DenseAdam, ModelKind, Pooling, SparseOptimizer, TowerSpec, EMB_DIM, HIDDEN};
+use crate::model::{Backend, DenseAdam, ModelKind, Pooling, SparseOptimizer, TowerSpec, DEFAULT_EMB_DIM, HIDDEN};
 use crate::schema::{field_index, FIELDS};
 
 /// Sparse optimizer of the embedding table.
@@ -30,7 +30,8 @@ pub struct ModelConfig {
     pub kind: ModelKind,
     /// Tower backend: `gemm` (default, any hidden sizes) or `dfdx` (the reference, compiled for [256, 64]).
     pub backend: Backend,
-    /// Embedding dimension (the model is compiled for 12).
+    /// Embedding dimension, any >= 1 (PaddleRec's 12 by default; `backend: dfdx` is compiled
+    /// for 12); the towers' input is 23 × this wide.
     pub embedding_dim: usize,
     pub ctr_fc_sizes: Vec<usize>,
     pub cvr_fc_sizes: Vec<usize>,
@@ -83,7 +84,7 @@ impl Default for ModelConfig {
             preset: None,
             kind: ModelKind::Esmm,
             backend: Backend::Gemm,
-            embedding_dim: EMB_DIM,
+            embedding_dim: DEFAULT_EMB_DIM,
             ctr_fc_sizes: HIDDEN.to_vec(),
             cvr_fc_sizes: HIDDEN.to_vec(),
             pooling: Pooling::Mean,
@@ -103,12 +104,7 @@ impl Default for ModelConfig {
 
 impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
-        ensure!(
-            self.embedding_dim == EMB_DIM,
-            "model.embedding_dim: the model is compiled for {EMB_DIM}, got {}",
-            self.embedding_dim
-        );
-        self.towers().validate()?;
+        self.towers().validate(self.embedding_dim)?;
         ensure!(self.learning_rate > 0.0 && self.learning_rate.is_finite(), "model.learning_rate must be > 0");
         if let Some(lr) = self.embedding_learning_rate {
             ensure!(lr > 0.0 && lr.is_finite(), "model.embedding_learning_rate must be > 0");

@@ -249,7 +249,9 @@ mod tests {
         assert!(err("runner:\n  epoch: 1\n").contains("runner.epoch"));
         assert!(err("train: {epochs: 4}\nrunner: {epochs: 5}\n").contains("runner.epochs"));
         assert!(err("predict: {batch_size: 4}\nrunner: {infer_batch_size: 5}\n").contains("runner.infer_batch_size"));
-        assert!(err("hyper_parameters: {sparse_feature_dim: 16}\n").contains("embedding_dim"));
+        let c = PipelineConfig::parse("hyper_parameters: {sparse_feature_dim: 16}\n").unwrap();
+        assert_eq!(c.model.embedding_dim, 16);
+        assert!(err("hyper_parameters: {sparse_feature_dim: 0}\n").contains("model.embedding_dim"));
         assert!(err("hyper_parameters: {num_field: 22}\n").contains("num_field"));
         assert!(err("hyper_parameters: {optimizer: {klass: adam}}\n").contains("klass"));
     }

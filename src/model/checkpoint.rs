@@ -154,8 +154,17 @@ fn read_body<S: for<'de> Deserialize<'de>>(inp: &mut impl Read) -> Result<(Model
             Vocab::from_parts(m, spec.hash_buckets as u32, admitted, scale)?
         }
     };
-    let towers = Towers::with_spec(&spec.towers, spec.dense, || 0.0)?;
+    let towers = Towers::with_spec(&spec.towers, spec.embedding_dim, spec.dense, || 0.0)?;
     let mut model = Model::assemble(spec.clone(), tables, towers, vocab)?;
+    ensure!(
+        header.tower_lens == model.towers.lens(),
+        "tower parameter shapes {:?} do not match the model's {:?} (embedding_dim {}, ctr_fc_sizes {:?}, cvr_fc_sizes {:?})",
+        header.tower_lens,
+        model.towers.lens(),
+        spec.embedding_dim,
+        spec.towers.ctr_fc_sizes,
+        spec.towers.cvr_fc_sizes
+    );
     model.calibration = header.calibration;
     let n = header.tower_lens.len();
     let mut arrays = Vec::with_capacity(3 * n);

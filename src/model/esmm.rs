@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::calibration::{Calibration, Platt};
 use super::embedding::{Embedding, SparseGrad, SparseOptimizer};
 use super::gather::{Gather, Users};
-use super::towers::{DenseAdam, TowerGrads, TowerSpec, Towers, EMB_DIM};
+use super::towers::{DenseAdam, TowerGrads, TowerSpec, Towers, DEFAULT_EMB_DIM};
 use super::vocab::Vocab;
 use crate::batches::{Batch, CommonTable};
 use crate::rng::Rng;
@@ -51,6 +51,10 @@ pub enum Pooling {
 pub struct ModelSpec {
     pub kind: ModelKind,
     pub hash_buckets: usize,
+    /// Embedding dimension of every table (absent in older checkpoints: 12); the towers take
+    /// `23 × embedding_dim` inputs.
+    #[serde(default = "default_emb_dim")]
+    pub embedding_dim: usize,
     pub pooling: Pooling,
     /// Ids kept per field (first ones), indexed like [`FIELDS`]; `usize::MAX` = all.
     pub max_len: Vec<usize>,
@@ -70,6 +74,10 @@ pub struct ModelSpec {
     /// training sessions weighs its own row by `n / (n + shrink_sessions)`.
     #[serde(default)]
     pub shrink_sessions: f32,
+}
+
+fn default_emb_dim() -> usize {
+    DEFAULT_EMB_DIM
 }
 
 impl ModelSpec {
@@ -112,7 +120,7 @@ pub struct Model {
 /// Per-batch buffers, reused from step to step (they only grow).
 #[derive(Default)]
 struct Scratch {
-    /// Tower inputs (one per table) and their gradients (one per tower), `[n × INPUT]`.
+    /// Tower inputs (one per table) and their gradients (one per tower), `[n × 23·dim]`.
     x: [Vec<f32>; 2],
     dx: [Vec<f32>; 2],
     /// Pooled user side / its gradient, per distinct common row.
@@ -201,14 +209,24 @@ impl Model {
         let mut rng = Rng::new(spec.seed);
         let n_tables = Self::table_count(spec.kind);
         let tables: Vec<Embedding> = (0..n_tables)
-            .map(|_| Embedding::new(spec.table_rows(), EMB_DIM, spec.sparse, spec.init_scale, || rng.f64() as f32))
+            .map(|_| {
+                let rows = spec.table_rows();
+                Embedding::new(rows, spec.embedding_dim, spec.sparse, spec.init_scale, || rng.f64() as f32)
+            })
             .collect();
-        let towers = Towers::with_spec(&spec.towers, spec.dense, || rng.normal() as f32)?;
+        let towers = Towers::with_spec(&spec.towers, spec.embedding_dim, spec.dense, || rng.normal() as f32)?;
         Self::assemble(spec, tables, towers, vocab)
     }
 
     /// A model from existing parts (checkpoints): no random initialization.
     pub fn assemble(spec: ModelSpec, tables: Vec<Embedding>, towers: Towers, vocab: Vocab) -> anyhow::Result<Self> {
+        let dims: Vec<usize> = tables.iter().map(|t| t.dim).collect();
+        anyhow::ensure!(
+            dims.iter().all(|&d| d == spec.embedding_dim) && towers.dim() == spec.embedding_dim,
+            "embedding tables of dimension {dims:?} and towers for dimension {} do not match the model's embedding_dim {}",
+            towers.dim(),
+            spec.embedding_dim
+        );
         anyhow::ensure!(
             vocab.parts().0 == spec.min_sessions
                 && (!vocab.enabled() || vocab.parts().1 as usize == spec.hash_buckets)
@@ -217,7 +235,7 @@ impl Model {
             "the embedding tables and the id admission do not match the model spec"
         );
         let grads = tables.iter().map(|_| Vec::new()).collect();
-        let gather = Gather::new(spec.pooling, spec.max_len.clone(), vocab);
+        let gather = Gather::new(spec.pooling, spec.max_len.clone(), vocab, spec.embedding_dim);
         Ok(Self { spec, tables, towers, calibration: Calibration::default(), grads, gather, scratch: Mutex::default() })
     }
 
@@ -283,7 +301,7 @@ impl Model {
         let parts = rayon::current_num_threads();
         for g in &mut self.grads {
             if g.len() != parts {
-                *g = (0..parts).map(|_| SparseGrad::new(EMB_DIM)).collect();
+                *g = (0..parts).map(|_| SparseGrad::new(self.spec.embedding_dim)).collect();
             }
         }
         let (dxc, dxv): (&[f32], &[f32]) = (dxc, dxv);

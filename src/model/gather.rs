@@ -1,8 +1,9 @@
 //! Between the embedding table(s) and the towers: gather-and-pool (forward) and scatter
-//! (backward), for [PaddleRec's field layout](crate::schema::FIELDS) (user fields first).
+//! (backward), for [PaddleRec's field layout](crate::schema::FIELDS) (user fields first), at
+//! the model's embedding dimension `dim` (the tower input is `[n × 23·dim]`).
 //!
 //! - **Pool**: each (row, field) is summed in registers from its embedding rows and stored once
-//!   into the row's slice of the tower input `[n × INPUT]`. The user side is pooled once per
+//!   into the row's slice of the tower input. The user side is pooled once per
 //!   distinct common row of the batch (the rows of one session share it) and copied to its rows,
 //!   or pooled straight into the input when every row has a common row of its own.
 //! - **Scatter**: the input gradient (both towers' summed on the fly when they share a table) is
@@ -14,19 +15,21 @@
 //! P`, one [`SparseGrad`] each, which the optimizer then applies in parallel), every partition
 //! walking the batch in the same order. Each gradient is therefore summed in the same order and
 //! the results are bit-identical for any thread count.
+//!
+//! The dimension is chosen at run time: [`with_lanes!`] runs the loops below with fixed-size
+//! vectors for the common dimensions and run-time-sized ones for any other ([`super::lanes`]).
 
 use rayon::prelude::*;
 
 use super::embedding::{Embedding, SparseGrad};
 use super::esmm::Pooling;
-use super::towers::{EMB_DIM, INPUT};
+use super::lanes::{with_lanes, Lanes};
 use super::vocab::Vocab;
 use crate::batches::{distinct_rows, Batch, CommonTable, FieldCsr};
 use crate::schema::{Side, FIELDS};
 
-/// The user-side fields come first in [`FIELDS`]: their pooled block is `x[.., ..USER_WIDTH]`.
+/// The user-side fields come first in [`FIELDS`]: their pooled block is `x[.., ..USER_FIELDS·dim]`.
 const USER_FIELDS: usize = 13;
-const USER_WIDTH: usize = USER_FIELDS * EMB_DIM;
 const _: () = {
     let mut f = 0;
     while f < FIELDS.len() {
@@ -40,8 +43,6 @@ const CHUNK: usize = 64;
 
 /// Batch rows between a prefetch and the pooling that uses it.
 const PREFETCH_AHEAD: usize = 4;
-
-type Vector = [f32; EMB_DIM];
 
 /// The user side of a batch: the distinct common rows, where their lists live, and how the
 /// batch's rows map onto them.
@@ -98,40 +99,13 @@ pub struct Gather {
     max_len: Vec<usize>,
     /// Which table row each id reads.
     vocab: Vocab,
-}
-
-#[inline]
-fn add_scaled(acc: &mut Vector, w: f32, e: &[f32]) {
-    let e = &e[..EMB_DIM];
-    for d in 0..EMB_DIM {
-        acc[d] += w * e[d];
-    }
-}
-
-/// The first `EMB_DIM` floats of `s`.
-#[inline]
-fn vector(s: &[f32]) -> Vector {
-    let mut v = [0.0f32; EMB_DIM];
-    v.copy_from_slice(&s[..EMB_DIM]);
-    v
-}
-
-/// `Σ sources[s][at..at + EMB_DIM]`, summed in source order.
-#[inline]
-fn summed(sources: &[&[f32]], at: usize) -> Vector {
-    let mut g = vector(&sources[0][at..]);
-    for s in &sources[1..] {
-        let s = &s[at..at + EMB_DIM];
-        for d in 0..EMB_DIM {
-            g[d] += s[d];
-        }
-    }
-    g
+    /// The embedding dimension (of every table this pools from or scatters to).
+    dim: usize,
 }
 
 impl Gather {
-    pub fn new(pooling: Pooling, max_len: Vec<usize>, vocab: Vocab) -> Self {
-        Self { pooling, max_len, vocab }
+    pub fn new(pooling: Pooling, max_len: Vec<usize>, vocab: Vocab, dim: usize) -> Self {
+        Self { pooling, max_len, vocab, dim }
     }
 
     pub fn vocab(&self) -> &Vocab {
@@ -170,30 +144,30 @@ impl Gather {
         }
     }
 
-    /// Pooled embedding of field `f`, row `r`, into `dst` (`EMB_DIM` floats).
+    /// Pooled embedding of field `f`, row `r`, into `dst` (`dim` floats).
     #[inline(always)]
-    fn pool_field(&self, table: &Embedding, f: usize, csr: &FieldCsr, r: usize, dst: &mut [f32]) {
-        let mut acc = [0.0f32; EMB_DIM];
-        self.visit(f, csr, r, |id, w| add_scaled(&mut acc, w, table.weights(id)));
-        dst.copy_from_slice(&acc);
+    fn pool_field<L: Lanes>(&self, l: L, table: &Embedding, f: usize, csr: &FieldCsr, r: usize, dst: &mut [f32]) {
+        let mut acc = l.zeros();
+        self.visit(f, csr, r, |id, w| l.add_scaled(&mut acc, w, table.weights(id)));
+        dst.copy_from_slice(acc.as_ref());
     }
 
     /// Adds `w · grad()` to the rows of partition `part = (p, of)` among field `f`'s ids of
     /// `csr` row `r` (`grad` evaluated at most once).
     #[inline(always)]
-    fn scatter_field(
+    fn scatter_field<V: AsRef<[f32]>>(
         &self,
         g: &mut SparseGrad,
         (p, of): (usize, usize),
         f: usize,
         csr: &FieldCsr,
         r: usize,
-        grad: impl Fn() -> Vector,
+        grad: impl Fn() -> V,
     ) {
-        let mut got: Option<Vector> = None;
+        let mut got: Option<V> = None;
         self.visit(f, csr, r, |id, w| {
             if of == 1 || id as usize % of == p {
-                g.add(id, w, got.get_or_insert_with(&grad));
+                g.add(id, w, got.get_or_insert_with(&grad).as_ref());
             }
         });
     }
@@ -212,46 +186,61 @@ impl Gather {
         }
     }
 
-    /// Tower input `x = [n × INPUT]` from `table`; `xu` is scratch for the user side.
+    /// Tower input `x = [n × 23·dim]` from `table`; `xu` is scratch for the user side.
     pub fn pool(&self, table: &Embedding, batch: &Batch, users: &Users, xu: &mut Vec<f32>, x: &mut Vec<f32>) {
+        with_lanes!(self.dim, |l| self.pool_in(l, table, batch, users, xu, x))
+    }
+
+    /// [`Gather::pool`] with the vectors of `l`.
+    fn pool_in<L: Lanes>(
+        &self,
+        l: L,
+        table: &Embedding,
+        batch: &Batch,
+        users: &Users,
+        xu: &mut Vec<f32>,
+        x: &mut Vec<f32>,
+    ) {
+        let dim = l.dim();
+        let (user_width, input) = (USER_FIELDS * dim, FIELDS.len() * dim);
         let user_block = |row: usize, dst: &mut [f32]| {
-            for (f, d) in dst.chunks_exact_mut(EMB_DIM).enumerate() {
-                self.pool_field(table, f, &users.fields[f], row, d);
+            for (f, d) in dst.chunks_exact_mut(dim).enumerate() {
+                self.pool_field(l, table, f, &users.fields[f], row, d);
             }
         };
         let identity = users.identity();
         if !identity {
-            xu.resize(users.rows.len() * USER_WIDTH, 0.0);
-            xu.par_chunks_mut(USER_WIDTH * CHUNK).enumerate().for_each(|(c, block)| {
-                for (k, dst) in block.chunks_exact_mut(USER_WIDTH).enumerate() {
+            xu.resize(users.rows.len() * user_width, 0.0);
+            xu.par_chunks_mut(user_width * CHUNK).enumerate().for_each(|(c, block)| {
+                for (k, dst) in block.chunks_exact_mut(user_width).enumerate() {
                     user_block(users.rows[c * CHUNK + k] as usize, dst);
                 }
             });
         }
-        x.resize(batch.len() * INPUT, 0.0);
+        x.resize(batch.len() * input, 0.0);
         let n = batch.len();
-        x.par_chunks_mut(INPUT * CHUNK).enumerate().for_each(|(c, block)| {
-            for (k, row) in block.chunks_exact_mut(INPUT).enumerate() {
+        x.par_chunks_mut(input * CHUNK).enumerate().for_each(|(c, block)| {
+            for (k, row) in block.chunks_exact_mut(input).enumerate() {
                 let i = c * CHUNK + k;
                 if i + PREFETCH_AHEAD < n {
                     self.prefetch_row(table, batch, users, i + PREFETCH_AHEAD);
                 }
-                let (user, item) = row.split_at_mut(USER_WIDTH);
+                let (user, item) = row.split_at_mut(user_width);
                 if identity {
                     user_block(users.rows[i] as usize, user);
                 } else {
                     let u = users.local[i] as usize;
-                    user.copy_from_slice(&xu[u * USER_WIDTH..(u + 1) * USER_WIDTH]);
+                    user.copy_from_slice(&xu[u * user_width..(u + 1) * user_width]);
                 }
-                for (j, d) in item.chunks_exact_mut(EMB_DIM).enumerate() {
+                for (j, d) in item.chunks_exact_mut(dim).enumerate() {
                     let f = USER_FIELDS + j;
-                    self.pool_field(table, f, &batch.items[j], i, d);
+                    self.pool_field(l, table, f, &batch.items[j], i, d);
                 }
             }
         });
     }
 
-    /// Accumulates the input gradient `Σ sources` (each `[n × INPUT]`) into `parts`, the
+    /// Accumulates the input gradient `Σ sources` (each `[n × 23·dim]`) into `parts`, the
     /// gradient partitions of one table (partition `p` owns the rows `≡ p mod parts.len()`);
     /// `du` is scratch for the per-common-row sums.
     pub fn scatter(
@@ -262,19 +251,31 @@ impl Gather {
         sources: &[&[f32]],
         du: &mut Vec<f32>,
     ) {
+        with_lanes!(self.dim, |l| self.scatter_in(l, parts, batch, users, sources, du))
+    }
+
+    /// [`Gather::scatter`] with the vectors of `l`.
+    fn scatter_in<L: Lanes>(
+        &self,
+        l: L,
+        parts: &mut [SparseGrad],
+        batch: &Batch,
+        users: &Users,
+        sources: &[&[f32]],
+        du: &mut Vec<f32>,
+    ) {
+        let dim = l.dim();
+        let (user_width, input) = (USER_FIELDS * dim, FIELDS.len() * dim);
         let identity = users.identity();
         if !identity {
-            du.resize(users.rows.len() * USER_WIDTH, 0.0);
-            du.par_chunks_mut(USER_WIDTH * CHUNK).enumerate().for_each(|(c, block)| {
-                for (k, dst) in block.chunks_exact_mut(USER_WIDTH).enumerate() {
+            du.resize(users.rows.len() * user_width, 0.0);
+            du.par_chunks_mut(user_width * CHUNK).enumerate().for_each(|(c, block)| {
+                for (k, dst) in block.chunks_exact_mut(user_width).enumerate() {
                     let u = c * CHUNK + k;
                     dst.fill(0.0);
                     for &i in &users.members[users.starts[u] as usize..users.starts[u + 1] as usize] {
-                        for (j, d) in dst.chunks_exact_mut(EMB_DIM).enumerate() {
-                            let g = summed(sources, i as usize * INPUT + j * EMB_DIM);
-                            for k in 0..EMB_DIM {
-                                d[k] += g[k];
-                            }
+                        for (j, d) in dst.chunks_exact_mut(dim).enumerate() {
+                            l.add(d, l.summed(sources, i as usize * input + j * dim).as_ref());
                         }
                     }
                 }
@@ -286,15 +287,15 @@ impl Gather {
             for (u, &row) in users.rows.iter().enumerate() {
                 for f in 0..USER_FIELDS {
                     self.scatter_field(g, (p, n_parts), f, &users.fields[f], row as usize, || match identity {
-                        true => summed(sources, u * INPUT + f * EMB_DIM),
-                        false => vector(&du[u * USER_WIDTH + f * EMB_DIM..]),
+                        true => l.summed(sources, u * input + f * dim),
+                        false => l.vector(&du[u * user_width + f * dim..]),
                     });
                 }
             }
             for i in 0..batch.len() {
                 for (j, csr) in batch.items.iter().enumerate() {
                     let f = USER_FIELDS + j;
-                    self.scatter_field(g, (p, n_parts), f, csr, i, || summed(sources, i * INPUT + f * EMB_DIM));
+                    self.scatter_field(g, (p, n_parts), f, csr, i, || l.summed(sources, i * input + f * dim));
                 }
             }
         });

@@ -7,13 +7,14 @@ pub mod embedding;
 pub mod esmm;
 mod gather;
 pub mod infer;
+mod lanes;
 pub mod towers;
 pub mod vocab;
 
 pub use calibration::{Calibration, Platt};
 pub use embedding::{Embedding, SparseOptimizer};
 pub use esmm::{Model, ModelKind, ModelSpec, Pooling, StepLoss};
-pub use towers::{Backend, DenseAdam, TowerSpec, EMB_DIM, HIDDEN, INPUT};
+pub use towers::{input_width, Backend, DenseAdam, TowerSpec, DEFAULT_EMB_DIM, HIDDEN, INPUT};
 pub use vocab::Vocab;
 
 #[cfg(test)]
@@ -63,6 +64,7 @@ mod gradcheck {
         ModelSpec {
             kind,
             hash_buckets: 40,
+            embedding_dim: DEFAULT_EMB_DIM,
             pooling: Pooling::Weighted,
             max_len: vec![usize::MAX; FIELDS.len()],
             sparse: SparseOptimizer::Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
@@ -73,6 +75,12 @@ mod gradcheck {
             min_sessions: 0,
             shrink_sessions: 0.0,
         }
+    }
+
+    /// `spec` at embedding dimension `dim`, on the gemm towers (dfdx is compiled for 12).
+    fn at_dim(spec: ModelSpec, dim: usize) -> ModelSpec {
+        let towers = TowerSpec { backend: Backend::Gemm, ..TowerSpec::default() };
+        ModelSpec { embedding_dim: dim, towers, ..spec }
     }
 
     /// Id admission over the 40 buckets: even ids get rows of their own, odd ones only their
@@ -95,69 +103,96 @@ mod gradcheck {
         assert!((num - ana).abs() <= 2e-3 + 3e-2 * ana.abs(), "{what}: finite difference {num} vs analytic {ana}");
     }
 
+    /// Every kind and pooling at the default dimension (a fixed-size path of `lanes`), and a
+    /// few at 16 (another fixed size) and 5 (the run-time-sized path): every touched
+    /// embedding row's gradient and a few tower weights' against central differences.
     #[test]
     fn finite_differences_match_backward_for_every_kind() {
         let (batch, common) = data();
         let cases = [ModelKind::Esmm, ModelKind::NaiveCvr, ModelKind::EsmmNs]
             .into_iter()
             .flat_map(|k| [(k, Pooling::Weighted), (k, Pooling::Mean), (k, Pooling::Sum)])
-            .map(|(k, p)| (k, p, None))
+            .map(|(k, p)| (k, p, None, DEFAULT_EMB_DIM))
             .chain([
-                (ModelKind::Esmm, Pooling::Mean, Some(even_ids())),
-                (ModelKind::EsmmNs, Pooling::Weighted, Some(even_ids())),
-                (ModelKind::Esmm, Pooling::Weighted, Some(even_ids_shrunk())),
-            ]);
-        for (kind, pooling, vocab) in cases {
+                (ModelKind::Esmm, Pooling::Mean, Some(even_ids()), DEFAULT_EMB_DIM),
+                (ModelKind::EsmmNs, Pooling::Weighted, Some(even_ids()), DEFAULT_EMB_DIM),
+                (ModelKind::Esmm, Pooling::Weighted, Some(even_ids_shrunk()), DEFAULT_EMB_DIM),
+            ])
+            .chain([16, 5].into_iter().flat_map(|dim| {
+                [
+                    (ModelKind::Esmm, Pooling::Weighted, None, dim),
+                    (ModelKind::EsmmNs, Pooling::Mean, None, dim),
+                    (ModelKind::Esmm, Pooling::Weighted, Some(even_ids_shrunk()), dim),
+                ]
+            }));
+        for (kind, pooling, vocab, embedding_dim) in cases {
             let admission = vocab.is_some();
             let (spec, vocab) = match vocab {
                 Some((s, v)) => (ModelSpec { kind, ..s }, v),
                 None => (spec(kind), Vocab::off()),
             };
+            let spec = if embedding_dim == DEFAULT_EMB_DIM { spec } else { at_dim(spec, embedding_dim) };
             let mut m = Model::new(ModelSpec { pooling, ..spec }, vocab).unwrap();
             let (_, _, tg) = m.backward(&batch, &common);
-            let eps = 1e-2f32;
-            let mut checked = 0;
-            let mut shared_rows = 0;
-            for t in 0..m.tables.len() {
-                for row in 1..m.spec.table_rows() as u32 {
-                    let Some(g) = m.embedding_grad(t, row).map(|g| g.to_vec()) else { continue };
-                    assert!(!admission || row >= 40 || row % 2 == 0, "odd id {row} has a gradient of its own");
-                    shared_rows += (row >= 40) as usize;
-                    for k in [0, 5, 11] {
-                        let w0 = m.tables[t].weights(row)[k];
-                        m.tables[t].weights_mut(row)[k] = w0 + eps;
-                        let lp = m.loss(&batch, &common);
-                        m.tables[t].weights_mut(row)[k] = w0 - eps;
-                        let lm = m.loss(&batch, &common);
-                        m.tables[t].weights_mut(row)[k] = w0;
-                        close(
-                            (lp - lm) / (2.0 * eps as f64),
-                            g[k] as f64,
-                            &format!("{kind:?} {pooling:?} table {t} row {row}[{k}]"),
-                        );
-                        checked += 1;
-                    }
-                }
-            }
+            let what = format!("{kind:?} {pooling:?} dim {embedding_dim} admission {admission}");
+            let (checked, shared_rows) = check_embedding_grads(&mut m, &batch, &common, admission, &what);
             assert!(checked >= 60, "{checked}");
             assert_eq!(shared_rows, if admission { m.tables.len() * FIELDS.len() } else { 0 });
-            // Tower weights: the last layer and the first layer of each tower.
-            let p0 = m.towers.params();
-            for (tensor, idx) in [(4usize, 3usize), (5, 0), (0, 100), (10, 7), (11, 0), (6, 2000)] {
-                let mut p = p0.clone();
-                p[tensor][idx] += eps;
-                m.towers.set_params(&p).unwrap();
-                let lp = m.loss(&batch, &common);
-                p[tensor][idx] -= 2.0 * eps;
-                m.towers.set_params(&p).unwrap();
-                let lm = m.loss(&batch, &common);
-                m.towers.set_params(&p0).unwrap();
-                close(
-                    (lp - lm) / (2.0 * eps as f64),
-                    tg.tensors()[tensor][idx] as f64,
-                    &format!("{kind:?} {pooling:?} tower tensor {tensor}[{idx}]"),
-                );
+            check_tower_grads(&mut m, &batch, &common, &tg, &what);
+        }
+    }
+
+    /// Central-difference step: small enough that a step rarely crosses a ReLU kink (at 1e-2
+    /// one of the dim-5 cases did, its difference then converging to the analytic gradient
+    /// as the step shrank), large enough for the f32 forward pass.
+    const EPS: f32 = 1e-3;
+
+    /// Central differences of the loss against the gradient of every touched embedding row of
+    /// `m`, at its first, middle and last element: (elements checked, shared rows touched).
+    fn check_embedding_grads(
+        m: &mut Model,
+        batch: &Batch,
+        common: &CommonTable,
+        admission: bool,
+        what: &str,
+    ) -> (usize, usize) {
+        let dim = m.spec.embedding_dim;
+        let (mut checked, mut shared_rows) = (0, 0);
+        for t in 0..m.tables.len() {
+            for row in 1..m.spec.table_rows() as u32 {
+                let Some(g) = m.embedding_grad(t, row).map(|g| g.to_vec()) else { continue };
+                assert!(!admission || row >= 40 || row % 2 == 0, "odd id {row} has a gradient of its own");
+                assert_eq!(g.len(), dim);
+                shared_rows += (row >= 40) as usize;
+                for k in [0, (dim - 1) / 2, dim - 1] {
+                    let w0 = m.tables[t].weights(row)[k];
+                    m.tables[t].weights_mut(row)[k] = w0 + EPS;
+                    let lp = m.loss(batch, common);
+                    m.tables[t].weights_mut(row)[k] = w0 - EPS;
+                    let lm = m.loss(batch, common);
+                    m.tables[t].weights_mut(row)[k] = w0;
+                    close((lp - lm) / (2.0 * EPS as f64), g[k] as f64, &format!("{what} table {t} row {row}[{k}]"));
+                    checked += 1;
+                }
             }
+        }
+        (checked, shared_rows)
+    }
+
+    /// The same for a few tower weights: the last layer and the first layer of each tower.
+    fn check_tower_grads(m: &mut Model, batch: &Batch, common: &CommonTable, tg: &towers::TowerGrads, what: &str) {
+        let p0 = m.towers.params();
+        for (tensor, idx) in [(4usize, 3usize), (5, 0), (0, 100), (10, 7), (11, 0), (6, 2000)] {
+            let mut p = p0.clone();
+            p[tensor][idx] += EPS;
+            m.towers.set_params(&p).unwrap();
+            let lp = m.loss(batch, common);
+            p[tensor][idx] -= 2.0 * EPS;
+            m.towers.set_params(&p).unwrap();
+            let lm = m.loss(batch, common);
+            m.towers.set_params(&p0).unwrap();
+            let ana = tg.tensors()[tensor][idx] as f64;
+            close((lp - lm) / (2.0 * EPS as f64), ana, &format!("{what} tower tensor {tensor}[{idx}]"));
         }
     }
 
@@ -194,6 +229,8 @@ mod gradcheck {
             (spec(ModelKind::EsmmNs), Vocab::off()),
             even_ids(),
             even_ids_shrunk(),
+            (at_dim(spec(ModelKind::Esmm), 16), Vocab::off()),
+            (at_dim(even_ids().0, 5), even_ids().1),
         ];
         for model in &models {
             let kind = model.0.kind;

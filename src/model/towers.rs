@@ -4,7 +4,7 @@
 //! - `dfdx` ([`dfdx`]): dfdx 0.13 modules, compiled for PaddleRec's shape (23 fields × 12 dims =
 //!   276 inputs, `[256, 64]`); the reference.
 //! - `gemm` ([`gemm`]): a fused MLP forward/backward on `gemm` 0.19 (AVX-512 where the CPU has
-//!   it), preallocated buffers, any hidden sizes.
+//!   it), preallocated buffers, any embedding dimension (input width `23 × dim`) and hidden sizes.
 //!
 //! Both hold the same parameters in the same order and layout (ctr w1 b1 w2 b2 w3 b3, then cvr;
 //! a weight is `[out × in]` row-major), start from the same initialization for the same
@@ -23,10 +23,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::schema::FIELDS;
 
-/// Embedding dimension the model is compiled for (PaddleRec `sparse_feature_dim`).
-pub const EMB_DIM: usize = 12;
-/// Tower input width: every field's pooled embedding, concatenated.
-pub const INPUT: usize = FIELDS.len() * EMB_DIM;
+/// The default embedding dimension (PaddleRec's `sparse_feature_dim`), the one the dfdx towers
+/// are compiled for; `model.embedding_dim` sets the model's.
+pub const DEFAULT_EMB_DIM: usize = 12;
+/// Tower input width at embedding dimension `dim`: every field's pooled embedding, concatenated.
+pub const fn input_width(dim: usize) -> usize {
+    FIELDS.len() * dim
+}
+/// Tower input width at [`DEFAULT_EMB_DIM`] (the dfdx towers').
+pub const INPUT: usize = input_width(DEFAULT_EMB_DIM);
 /// Hidden sizes the dfdx towers are compiled for (PaddleRec `ctr_fc_sizes` / `cvr_fc_sizes`).
 pub const HIDDEN: [usize; 2] = [256, 64];
 
@@ -66,10 +71,10 @@ impl Default for TowerSpec {
 }
 
 impl TowerSpec {
-    /// Layer widths of both towers, input first, 1 output last.
-    fn sizes(&self) -> [Vec<usize>; 2] {
+    /// Layer widths of both towers at embedding dimension `dim`, input first, 1 output last.
+    fn sizes(&self, dim: usize) -> [Vec<usize>; 2] {
         let widths = |hidden: &[usize]| {
-            let mut s = vec![INPUT];
+            let mut s = vec![input_width(dim)];
             s.extend_from_slice(hidden);
             s.push(1);
             s
@@ -77,8 +82,13 @@ impl TowerSpec {
         [widths(&self.ctr_fc_sizes), widths(&self.cvr_fc_sizes)]
     }
 
-    /// Whether the backend can run these sizes.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    /// Whether the backend can run these sizes on embeddings of `dim`.
+    pub fn validate(&self, dim: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(dim >= 1, "model.embedding_dim must be >= 1, got {dim}");
+        anyhow::ensure!(
+            self.backend == Backend::Gemm || dim == DEFAULT_EMB_DIM,
+            "model.embedding_dim: model.backend: dfdx is compiled for {DEFAULT_EMB_DIM}, got {dim} (model.backend: gemm takes any size)"
+        );
         for (key, hidden) in [("ctr_fc_sizes", &self.ctr_fc_sizes), ("cvr_fc_sizes", &self.cvr_fc_sizes)] {
             match self.backend {
                 Backend::Dfdx => anyhow::ensure!(
@@ -103,6 +113,8 @@ enum Inner {
 /// Both towers, their Adam moments and step count.
 pub struct Towers {
     spec: TowerSpec,
+    /// The embedding dimension of the inputs (`23 × dim` wide).
+    dim: usize,
     inner: Inner,
     adam: DenseAdam,
     step: u64,
@@ -141,17 +153,18 @@ fn adam_update(a: &DenseAdam, c1: f32, c2: f32, p: &mut [f32], g: &[f32], m: &mu
 }
 
 impl Towers {
-    /// The dfdx towers at PaddleRec's shape (see [`Towers::with_spec`]).
-    pub fn new(adam: DenseAdam, normal01: impl FnMut() -> f32) -> Self {
-        Self::with_spec(&TowerSpec::default(), adam, normal01).expect("the default spec is valid")
-    }
-
-    /// PaddleRec's initialization: weights normal(0, 1/√fan_in) from `normal01` (ctr tower then
-    /// cvr, layer by layer, row-major), biases 0.
-    pub fn with_spec(spec: &TowerSpec, adam: DenseAdam, mut normal01: impl FnMut() -> f32) -> anyhow::Result<Self> {
-        spec.validate()?;
+    /// Towers `spec` on embeddings of `dim` (input width `23 × dim`), with PaddleRec's
+    /// initialization: weights normal(0, 1/√fan_in) from `normal01` (ctr tower then cvr, layer
+    /// by layer, row-major), biases 0.
+    pub fn with_spec(
+        spec: &TowerSpec,
+        dim: usize,
+        adam: DenseAdam,
+        mut normal01: impl FnMut() -> f32,
+    ) -> anyhow::Result<Self> {
+        spec.validate(dim)?;
         let mut params = Vec::new();
-        for sizes in spec.sizes() {
+        for sizes in spec.sizes(dim) {
             for w in sizes.windows(2) {
                 let (inp, out) = (w[0], w[1]);
                 let sd = 1.0 / (inp as f32).sqrt();
@@ -161,15 +174,25 @@ impl Towers {
         }
         let inner = match spec.backend {
             Backend::Dfdx => Inner::Dfdx(dfdx::DfdxTowers::new(&params)),
-            Backend::Gemm => Inner::Gemm(gemm::GemmTowers::new(spec.sizes(), &params)),
+            Backend::Gemm => Inner::Gemm(gemm::GemmTowers::new(spec.sizes(dim), &params)),
         };
         let lens: Vec<usize> = params.iter().map(Vec::len).collect();
         let m: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.0; n]).collect();
-        Ok(Self { spec: spec.clone(), inner, adam, step: 0, lens, v: m.clone(), m })
+        Ok(Self { spec: spec.clone(), dim, inner, adam, step: 0, lens, v: m.clone(), m })
     }
 
     pub fn spec(&self) -> &TowerSpec {
         &self.spec
+    }
+
+    /// The embedding dimension the towers take (their input is `23 × dim` wide).
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Parameter tensor lengths, in [`Towers::params`] order.
+    pub fn lens(&self) -> &[usize] {
+        &self.lens
     }
 
     /// All parameter values: ctr (w1 b1 w2 b2 w3 b3) then cvr.
@@ -225,7 +248,7 @@ impl Towers {
     }
 
     /// One backward pass: `grad(zc, zv)` returns the loss gradients w.r.t. both logits; the
-    /// input gradients (for `xc` and `xv`, `[n × INPUT]`) go to `dx` (buffers reused from step
+    /// input gradients (for `xc` and `xv`, `[n × input width]`) go to `dx` (buffers reused from step
     /// to step), the parameter gradients are returned.
     pub fn backward(
         &mut self,

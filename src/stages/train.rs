@@ -107,6 +107,7 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
     let spec = ModelSpec {
         kind: cfg.model.kind,
         hash_buckets: hash_buckets as usize,
+        embedding_dim: cfg.model.embedding_dim,
         pooling: cfg.model.pooling,
         max_len: cfg.model.max_len_vec(),
         sparse: cfg.model.sparse(),
