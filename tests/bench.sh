@@ -137,6 +137,12 @@ for t in $THREADS; do
     measure evaluate_$b$t "$BIN" evaluate --predictions "$m/pred.parquet" --out "$m/metrics" --threads "$t" --force
     row evaluate "esmm ($b)" "$t" "$TEST_ROWS" "$SECS" "$(rate "$TEST_ROWS" "$SECS")" rows/s "$RSS_MB"
   done
+  # the last model exported to ONNX and scored by onnxruntime (tests/onnx_check.py --bench: the
+  # padded inputs are built from the test split first, then the session's loop is timed)
+  "$BIN" export --model "$m" --out "$m/export" --data "$P/split" --force 2>"$W/export$t.err"
+  measure onnx$t "$PY" "$HERE/onnx_check.py" --bench "$m/export" "$P/split/test" "$t"
+  row predict "onnxruntime" "$t" "$(json "$W/onnx$t.out" "['rows']")" "$(json "$W/onnx$t.out" "['seconds']")" \
+    "$(json "$W/onnx$t.out" "['samples_per_second']")" samples/s "$RSS_MB" "esmm export of esmm ($b); inference loop only, batch 1000"
   for d in $DIMS; do
     m=$P/model_gemm_dim$d$t
     measure train_dim$d$t "$BIN" train --config "$(parity gemm "$d")" --data "$P/split" --out "$m" --threads "$t" \
@@ -146,12 +152,6 @@ for t in $THREADS; do
       "epoch loop, embedding dim $d; stage wall $(rate "$TRAIN_ROWS" "$SECS") rows/s" "$d"
     rm -rf "$m"
   done
-  # the last model exported to ONNX and scored by onnxruntime (tests/onnx_check.py --bench: the
-  # padded inputs are built from the test split first, then the session's loop is timed)
-  "$BIN" export --model "$m" --out "$m/export" --data "$P/split" --force 2>"$W/export$t.err"
-  measure onnx$t "$PY" "$HERE/onnx_check.py" --bench "$m/export" "$P/split/test" "$t"
-  row predict "onnxruntime" "$t" "$(json "$W/onnx$t.out" "['rows']")" "$(json "$W/onnx$t.out" "['seconds']")" \
-    "$(json "$W/onnx$t.out" "['samples_per_second']")" samples/s "$RSS_MB" "esmm export of esmm ($b); inference loop only, batch 1000"
   if [ "$TORCH" = 1 ]; then
     measure torch$t env OMP_NUM_THREADS="$t" MKL_NUM_THREADS="$t" "$PEER_PY" "$PEERS/torch_esmm.py" \
       --train "$P/raw/train/part-0" --test "$P/raw/test/part-0" --threads "$t" --emb sparse \
