@@ -59,6 +59,9 @@ fn cases() -> Vec<Case> {
         m.max_len_per_field.insert("210".into(), 1);
         (m.ctr_fc_sizes, m.cvr_fc_sizes) = (vec![256, 64], vec![256, 64]);
     }));
+    // run-time embedding sizes: a compiled lane (16) and the fallback (5)
+    v.push(case("esmm_dim16", ModelKind::Esmm, Pooling::Mean, |m| m.embedding_dim = 16));
+    v.push(case("esmm_ns_dim5", ModelKind::EsmmNs, Pooling::Weighted, |m| m.embedding_dim = 5));
     for (name, calibration) in [("esmm_level", CalibrationKind::Level), ("esmm_ns_platt", CalibrationKind::Platt)] {
         let kind = if name.starts_with("esmm_ns") { ModelKind::EsmmNs } else { ModelKind::Esmm };
         v.push(Case { calibration, ..case(name, kind, Pooling::Mean, |_| {}) });
