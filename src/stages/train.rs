@@ -467,3 +467,33 @@ fn write_epochs(path: &Path, history: &[EpochLog]) -> Result<()> {
     out.close()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::towers::Towers;
+    use crate::model::{DenseAdam, TowerSpec};
+
+    /// `model.output_bias: base_rate`: the logits of the smoothed training rates, set on the
+    /// two output biases only (any hidden sizes).
+    #[test]
+    fn output_biases_start_at_the_training_rates() {
+        let counts: BTreeMap<String, u64> =
+            [("train.rows", 1000), ("train.clicks", 40), ("train.buys", 1)].map(|(k, v)| (k.to_string(), v)).into();
+        let [c, v] = base_rate_logits(&counts);
+        assert!((c - (40.5f32 / 960.5).ln()).abs() < 1e-6 && (v - (1.5f32 / 39.5).ln()).abs() < 1e-6, "{c} {v}");
+        let spec =
+            TowerSpec { backend: crate::model::Backend::Gemm, ctr_fc_sizes: vec![8, 4, 2], cvr_fc_sizes: vec![3] };
+        let adam = DenseAdam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+        let mut t = Towers::with_spec(&spec, 12, adam, || 0.5).unwrap();
+        let before = t.params();
+        t.set_output_biases([c, v]);
+        let after = t.params();
+        let changed: Vec<(usize, usize)> = (0..after.len())
+            .flat_map(|i| (0..after[i].len()).map(move |j| (i, j)))
+            .filter(|&(i, j)| after[i][j] != before[i][j])
+            .collect();
+        assert_eq!(changed, [(7, 0), (11, 0)]);
+        assert_eq!((after[7][0], after[11][0]), (c, v));
+    }
+}
