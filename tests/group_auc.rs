@@ -16,7 +16,7 @@ use arrow::datatypes::{Field, Schema, UInt64Type};
 use common::*;
 use esmm::config::{ModelConfig, TrainConfig};
 use esmm::schema::Split;
-use esmm::stages::{evaluate, predict, train};
+use esmm::stages::evaluate;
 
 fn esmm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_esmm")).args(args).output().expect("running esmm")
@@ -29,27 +29,9 @@ fn predictions(root: &Path) -> (PathBuf, PathBuf) {
     let params = TrainConfig { epochs: 1, batch_size: 256, ..Default::default() };
     let model = ModelConfig::default();
     let out = root.join("model");
-    train::run(&train::TrainStage {
-        data: data.clone(),
-        out: out.clone(),
-        model,
-        train: params,
-        threads: 2,
-        force: true,
-        resume: false,
-    })
-    .unwrap();
+    train_with(&data, &out, model, params, false);
     let pred = root.join("pred.parquet");
-    predict::run(&predict::PredictStage {
-        model: out,
-        data: data.clone(),
-        split: Split::Test,
-        out: pred.clone(),
-        batch_size: 1000,
-        threads: 2,
-        force: true,
-    })
-    .unwrap();
+    predict_split(&out, &data, Split::Test, &pred);
     (data, pred)
 }
 

@@ -14,7 +14,7 @@ use common::*;
 use esmm::config::{CalibrationKind, GenerateConfig, ModelConfig, TrainConfig};
 use esmm::model::{ModelKind, Pooling};
 use esmm::schema::Split;
-use esmm::stages::{export, predict, train};
+use esmm::stages::{export, train};
 
 const TOLERANCE: f64 = 1e-5;
 
@@ -74,27 +74,9 @@ fn run_case(root: &Path, data: &Path, c: &Case) -> serde_json::Value {
     let dir = root.join(&c.name);
     let params = TrainConfig { epochs: 1, batch_size: 256, calibration: c.calibration, ..Default::default() };
     let model = dir.join("model");
-    let stage = train::TrainStage {
-        data: data.into(),
-        out: model.clone(),
-        model: c.model.clone(),
-        train: params,
-        threads: 2,
-        force: true,
-        resume: false,
-    };
-    train::run(&stage).unwrap();
+    train_with(data, &model, c.model.clone(), params, false);
     let predictions = dir.join("test.parquet");
-    predict::run(&predict::PredictStage {
-        model: model.clone(),
-        data: data.into(),
-        split: Split::Test,
-        out: predictions.clone(),
-        batch_size: 1000,
-        threads: 2,
-        force: true,
-    })
-    .unwrap();
+    predict_split(&model, data, Split::Test, &predictions);
     let out = dir.join("export");
     let r =
         export::run(&export::ExportStage { model, out: out.clone(), data: None, threads: 2, force: false }).unwrap();

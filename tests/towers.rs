@@ -14,7 +14,6 @@ use esmm::config::{ModelConfig, TrainConfig};
 use esmm::model::towers::{input_width, Backend, DenseAdam, TowerGrads, TowerSpec, Towers, DEFAULT_EMB_DIM, INPUT};
 use esmm::rng::Rng;
 use esmm::schema::Split;
-use esmm::stages::{predict, train};
 
 const ADAM: DenseAdam = DenseAdam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
 /// Agreement bound: |a − b| ≤ TOL · max(1, |a|, |b|) (absolute for small values, relative above 1).
@@ -317,27 +316,9 @@ fn gemm_agrees_with_a_plain_reference_at_several_embedding_dims() {
 fn train_and_score(data: &Path, out: &Path, backend: Backend) -> (f64, f64) {
     let model = ModelConfig { backend, ..Default::default() };
     let params = TrainConfig { epochs: 2, batch_size: 256, early_stopping_patience: 0, ..Default::default() };
-    train::run(&train::TrainStage {
-        data: data.into(),
-        out: out.into(),
-        model,
-        train: params,
-        threads: 2,
-        force: true,
-        resume: false,
-    })
-    .unwrap();
+    train_with(data, out, model, params, false);
     let pred = out.join("p.parquet");
-    predict::run(&predict::PredictStage {
-        model: out.into(),
-        data: data.into(),
-        split: Split::Test,
-        out: pred.clone(),
-        batch_size: 1000,
-        threads: 2,
-        force: true,
-    })
-    .unwrap();
+    predict_split(out, data, Split::Test, &pred);
     let rows = read_rows(&pred);
     let col = |name: &str| -> Vec<f32> {
         rows.iter()

@@ -12,7 +12,7 @@ use common::*;
 use esmm::config::{CalibrationKind, GenerateConfig, ModelConfig, TrainConfig};
 use esmm::model::ModelKind;
 use esmm::schema::Split;
-use esmm::stages::{evaluate, predict, train};
+use esmm::stages::{evaluate, predict};
 
 /// Raw → ingest → split for a small world; returns the split directory.
 fn prepare(root: &Path, params: GenerateConfig) -> PathBuf {
@@ -31,17 +31,6 @@ fn train_to(data: &Path, out: &Path, kind: ModelKind, epochs: usize, resume: boo
 fn train_model(data: &Path, out: &Path, model: ModelConfig, epochs: usize, resume: bool) -> esmm::stages::StageReport {
     let params = TrainConfig { epochs, batch_size: 256, early_stopping_patience: 0, ..Default::default() };
     train_with(data, out, model, params, resume)
-}
-
-fn train_with(
-    data: &Path,
-    out: &Path,
-    model: ModelConfig,
-    train: TrainConfig,
-    resume: bool,
-) -> esmm::stages::StageReport {
-    train::run(&train::TrainStage { data: data.into(), out: out.into(), model, train, threads: 2, force: true, resume })
-        .unwrap()
 }
 
 /// (epoch, step, epoch_progress, valid loss) per row of an `epochs.parquet`.
@@ -114,19 +103,6 @@ fn validation_by_steps_keeps_the_best_evaluation() {
 
 fn predict_to(model: &Path, data: &Path, out: &Path) {
     predict_split(model, data, Split::Test, out)
-}
-
-fn predict_split(model: &Path, data: &Path, split: Split, out: &Path) {
-    predict::run(&predict::PredictStage {
-        model: model.into(),
-        data: data.into(),
-        split,
-        out: out.into(),
-        batch_size: 1000,
-        threads: 2,
-        force: true,
-    })
-    .unwrap();
 }
 
 fn evaluate_to(

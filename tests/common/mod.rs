@@ -177,6 +177,34 @@ pub fn tool_venv(name: &str, test: &str) -> Option<PathBuf> {
     }
 }
 
+/// Trains `model` / `train` on the split directory `data` into `out` (2 threads, forced).
+pub fn train_with(
+    data: &Path,
+    out: &Path,
+    model: esmm::config::ModelConfig,
+    train: esmm::config::TrainConfig,
+    resume: bool,
+) -> esmm::stages::StageReport {
+    use esmm::stages::train::{run, TrainStage};
+    run(&TrainStage { data: data.into(), out: out.into(), model, train, threads: 2, force: true, resume }).unwrap()
+}
+
+/// Predicts `split` of `data` with the model directory `model` into `out` (batches of 1000,
+/// 2 threads, forced).
+pub fn predict_split(model: &Path, data: &Path, split: esmm::schema::Split, out: &Path) {
+    use esmm::stages::predict::{run, PredictStage};
+    run(&PredictStage {
+        model: model.into(),
+        data: data.into(),
+        split,
+        out: out.into(),
+        batch_size: 1000,
+        threads: 2,
+        force: true,
+    })
+    .unwrap();
+}
+
 /// generate → `root/raw` (the stage is skipped when already there).
 pub fn generate(root: &Path, params: esmm::config::GenerateConfig) -> esmm::stages::StageReport {
     use esmm::stages::generate::{run, GenerateStage};
