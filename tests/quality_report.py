@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The quality sweep's tables (tests/quality.sh): test AUCs of every system on every world, next
-to the world's oracle and semi-oracle, then calibration (mean prediction / observed rate) and
+to the world's oracle and semi-oracle, then calibration (mean prediction / observed rate; and
+against the planted probabilities, free of the test labels' sampling noise) and
 normalized entropy of the systems esmm evaluate scored, and the issues' bars for the defaults.
 
 usage: quality_report.py DIR OUT --worlds W... --settings S...
@@ -39,14 +40,18 @@ def aucs(path, metric="auc"):
 def calibration_table(scored):
     """Markdown lines and bar checks for [(system, metrics.parquet, model)]."""
     md = ["\n| system | " + " | ".join(f"calibration {t[1]}" for t in CAL_TASKS) + " | "
-          + " | ".join(f"NE {t[1]}" for t in CAL_TASKS) + " |", "|---|" + "---:|" * (2 * len(CAL_TASKS))]
+          + " | ".join(f"vs truth {t[1]}" for t in CAL_TASKS) + " | "
+          + " | ".join(f"NE {t[1]}" for t in CAL_TASKS) + " |", "|---|" + "---:|" * (3 * len(CAL_TASKS))]
     rows, checks = {}, []
     for name, path, model in scored:
         cal, ne = aucs(path, "calibration").get(model, {}), aucs(path, "normalized_entropy").get(model, {})
+        truth = aucs(path, "calibration_truth").get(model, {})
         cell = lambda v: "–" if v is None else f"{v:.3f}"
         md.append(f"| {name} | " + " | ".join(cell(cal.get(t)) for t, _ in CAL_TASKS) + " | "
+                  + " | ".join(cell(truth.get(t)) for t, _ in CAL_TASKS) + " | "
                   + " | ".join(cell(ne.get(t)) for t, _ in CAL_TASKS) + " |")
         rows[name] = {**{f"calibration_{t}": cal.get(t) for t, _ in CAL_TASKS},
+                      **{f"calibration_truth_{t}": truth.get(t) for t, _ in CAL_TASKS},
                       **{f"ne_{t}": ne.get(t) for t, _ in CAL_TASKS}}
         if name == "esmm defaults":
             for t, _ in CAL_TASKS:
@@ -54,6 +59,10 @@ def calibration_table(scored):
                 if c is not None:
                     ok = CAL_RANGE[0] <= c <= CAL_RANGE[1]
                     checks.append(f"{t}: calibration {c:.3f} (bar {CAL_RANGE[0]}–{CAL_RANGE[1]}) {'ok' if ok else 'NOT MET'}")
+                if truth.get(t) is not None:
+                    ct = truth[t]
+                    ok = CAL_RANGE[0] <= ct <= CAL_RANGE[1]
+                    checks.append(f"{t}: calibration vs truth {ct:.3f} (same bar) {'ok' if ok else 'NOT MET'}")
                 if n is not None:
                     checks.append(f"{t}: normalized entropy {n:.3f} (bar < 1) {'ok' if n < 1 else 'NOT MET'}")
     return md, rows, checks
@@ -150,6 +159,7 @@ def main():
     open(tmp, "w").write(text)
     os.replace(tmp, os.path.join(a.out, "quality.md"))
     floats = ([f"auc_{t}" for t, _ in TASKS] + [f"calibration_{t}" for t, _ in CAL_TASKS]
+              + [f"calibration_truth_{t}" for t, _ in CAL_TASKS]
               + [f"ne_{t}" for t, _ in CAL_TASKS])
     cols = ["world", "system"] + floats
     table = pa.table({c: [r.get(c) for r in rows] for c in cols},

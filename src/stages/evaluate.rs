@@ -3,7 +3,7 @@
 //! (`301`). With `--truth` (the generator's planted probabilities) the oracle's metrics sit
 //! beside the model's (and the semi-oracle's, without the items' own effects, when the truth
 //! file has it), plus the CVR AUC over the entire space (against p(buy | click) for every
-//! impression). With the predictions' `user_key` and `md5` columns, group AUC per user and per
+//! impression) and each task's calibration against the planted probabilities. With the predictions' `user_key` and `md5` columns, group AUC per user and per
 //! session for each task ([`crate::metrics::group`]); older files evaluate without it, and the
 //! summary says so. Writes long-format `metrics.parquet` and `summary.md`, and flags likely label
 //! leakage (AUC ≥ 0.99), collapsed models (near-constant predictions) and calibration outside
@@ -118,8 +118,9 @@ pub fn run(cfg: &EvaluateStage) -> Result<StageReport> {
     Ok(report)
 }
 
-/// What the planted truth (`truth_path`) adds: the model's CVR AUC over the entire space (model
-/// `None`), and the oracle's and the semi-oracle's metrics with their `grouped` group AUC.
+/// What the planted truth (`truth_path`) adds: the model's CVR AUC over the entire space and
+/// its calibration against the planted probabilities (model `None`), and the oracle's and the
+/// semi-oracle's metrics with their `grouped` group AUC.
 fn planted(
     truth_path: &Path,
     predictions: &Path,
@@ -156,7 +157,9 @@ fn planted(
     let n = q.len() as u64;
     let es =
         |p: &[f32]| TaskMetric { task: "cvr_entire_space", metric: "auc", value: soft_auc(p, &q), n, positives: 0 };
-    let mut out = vec![(None, vec![es(&preds.scored.p_cvr)])];
+    let mut model = vec![es(&preds.scored.p_cvr)];
+    model.extend(preds.scored.calibration_to(&oracle));
+    let mut out = vec![(None, model)];
     for (name, scored) in [(ORACLE, Some(&oracle)), (SEMI_ORACLE, semi.as_ref())] {
         if let Some(scored) = scored {
             let mut m = scored.metrics();
@@ -255,13 +258,13 @@ fn summary(
     let _ = writeln!(
         s,
         "| task | rows | positives | AUC | logloss | NE | calibration | ECE |{}{}",
-        if has_oracle { " oracle AUC | oracle logloss |" } else { "" },
+        if has_oracle { " oracle AUC | oracle logloss | calibration vs truth |" } else { "" },
         if has_semi { " semi-oracle AUC |" } else { "" }
     );
     let _ = writeln!(
         s,
         "|---|---:|---:|---:|---:|---:|---:|---:|{}{}",
-        if has_oracle { "---:|---:|" } else { "" },
+        if has_oracle { "---:|---:|---:|" } else { "" },
         if has_semi { "---:|" } else { "" }
     );
     for task in ["ctr", "cvr", "ctcvr", "cvr_entire_space"] {
@@ -278,8 +281,9 @@ fn summary(
             fmt(get(model, "all", task, "ece"))
         );
         if has_oracle {
-            let _ =
-                write!(s, " {} | {} |", fmt(get(ORACLE, "all", task, "auc")), fmt(get(ORACLE, "all", task, "logloss")));
+            let oracle = |metric: &str| fmt(get(ORACLE, "all", task, metric));
+            let truth = fmt(get(model, "all", task, "calibration_truth"));
+            let _ = write!(s, " {} | {} | {truth} |", oracle("auc"), oracle("logloss"));
         }
         if has_semi {
             let _ = write!(s, " {} |", fmt(get(SEMI_ORACLE, "all", task, "auc")));
