@@ -48,11 +48,6 @@ fn thin(pts: Vec<(f64, f64)>, max_points: usize) -> Vec<(f64, f64)> {
     out
 }
 
-/// Area under a curve by the trapezoid rule.
-pub fn area(pts: &[(f64, f64)]) -> f64 {
-    pts.windows(2).map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0).sum()
-}
-
 /// One reliability bin.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Bin {
@@ -92,7 +87,8 @@ mod tests {
         assert_eq!(pts.first(), Some(&(0.0, 0.0)));
         assert_eq!(pts.last(), Some(&(1.0, 1.0)));
         let want = crate::metrics::auc(&scores, &labels).unwrap();
-        assert!((area(&pts) - want).abs() < 1e-12, "{} vs {want}", area(&pts));
+        let area: f64 = pts.windows(2).map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0).sum();
+        assert!((area - want).abs() < 1e-12, "{area} vs {want}");
         assert!(roc(&scores, &[false; 8], 10).is_none());
     }
 

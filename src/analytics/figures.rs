@@ -1,7 +1,7 @@
 //! The report's figures: training curves (loss and validation AUC per epoch), ROC curves per
 //! task and reliability diagrams per task, the runs of a directory overlaid.
 
-use super::curves::{self, Bin};
+use super::curves::Bin;
 use super::inputs::Epochs;
 use super::plot::{nice_range, Canvas, Chart, Corner, Series, PALETTE};
 
@@ -74,14 +74,15 @@ pub fn training(label: &str, e: &Epochs) -> Canvas {
     cv
 }
 
-/// ROC curves of one task: one series per run, labelled with its AUC, and the chance diagonal.
-pub fn roc(title: &str, runs: &[(String, Vec<(f64, f64)>)]) -> Canvas {
+/// ROC curves of one task: one series per run `(label, AUC, curve)`, labelled with its AUC, and
+/// the chance diagonal.
+pub fn roc(title: &str, runs: &[(String, f64, Vec<(f64, f64)>)]) -> Canvas {
     let mut cv = Canvas::new(560, 540);
     let series = runs
         .iter()
         .enumerate()
-        .map(|(k, (label, pts))| Series {
-            label: format!("{label}  AUC {:.4}", curves::area(pts)),
+        .map(|(k, (label, auc, pts))| Series {
+            label: format!("{label}  AUC {auc:.4}"),
             color: PALETTE[k % PALETTE.len()],
             points: pts.clone(),
             markers: false,

@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use polars::prelude as pl;
 
 use super::tables::{variants, METRICS_DIR, MODEL_DIR, PREDICTIONS_DIR, PREDICTIONS_FILE};
-use crate::metrics::Scored;
 use crate::schema::{
     is_planted, EPOCH, EPOCHS_FILE, EPOCH_PROGRESS, METRIC, METRICS_FILE, MODEL, N, RUN_ID, SLICE, SPLIT, TASK,
     TRAIN_LOSS, VALID_AUC_CTCVR, VALID_AUC_CTR, VALID_AUC_CVR, VALID_LOSS, VALUE,
@@ -157,12 +156,4 @@ pub fn read_epochs(path: &Path) -> Result<Epochs> {
         auc_cvr: f(VALID_AUC_CVR)?,
         auc_ctcvr: f(VALID_AUC_CTCVR)?,
     })
-}
-
-/// The three tasks of a scored split as (task, scores, labels): CTR on every row, CVR on the
-/// clicked rows, CTCVR (pCTR·pCVR against click∧buy) on every row — as `esmm evaluate` scores them.
-pub fn tasks(s: &Scored) -> Vec<(&'static str, Vec<f32>, Vec<bool>)> {
-    let clicked = s.filter(|i| s.click[i]);
-    let (p_ctcvr, ctcvr) = s.ctcvr();
-    vec![("ctr", s.p_ctr.clone(), s.click.clone()), ("cvr", clicked.p_cvr, clicked.buy), ("ctcvr", p_ctcvr, ctcvr)]
 }

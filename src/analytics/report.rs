@@ -116,16 +116,20 @@ pub fn build(dir: &Path, out: &Path) -> Result<Vec<PathBuf>> {
         .map(|(label, p)| Ok((label, crate::metrics::inputs::read_predictions(p)?.scored)))
         .collect::<Result<_>>()?;
     if !scored.is_empty() {
-        let per_run: Vec<(String, Vec<(&'static str, Vec<f32>, Vec<bool>)>)> =
-            scored.iter().map(|(l, s)| (l.clone(), inputs::tasks(s))).collect();
+        let per_run: Vec<(String, [(&'static str, Vec<f32>, Vec<bool>); 3])> =
+            scored.iter().map(|(l, s)| (l.clone(), s.tasks())).collect();
         md.push_str(
             "## ROC curves\n\nTest predictions (`predictions*/test.parquet`): CTR on every impression, \
              CVR on clicked impressions, CTCVR (pCTR·pCVR against click ∧ buy) on every impression.\n\n",
         );
         for (k, task) in ["ctr", "cvr", "ctcvr"].iter().enumerate() {
-            let curves: Vec<(String, Vec<(f64, f64)>)> = per_run
+            // the legend's AUC is the metric's (every point), not the thinned curve's area
+            let curves: Vec<(String, f64, Vec<(f64, f64)>)> = per_run
                 .iter()
-                .filter_map(|(l, t)| Some((l.clone(), curves::roc(&t[k].1, &t[k].2, ROC_POINTS)?)))
+                .filter_map(|(l, t)| {
+                    let (p, y) = (&t[k].1, &t[k].2);
+                    Some((l.clone(), crate::metrics::auc(p, y)?, curves::roc(p, y, ROC_POINTS)?))
+                })
                 .collect();
             let name = format!("roc_{task}.png");
             write_png(out, &name, &figures::roc(&format!("ROC: {}", task.to_uppercase()), &curves), &mut written)?;

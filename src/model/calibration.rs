@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::esmm::{sigmoid, softplus};
+use super::logistic::{sigmoid, softplus};
 
 /// `p = σ(a·z + b)` for a logit `z`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,6 +134,12 @@ pub struct Calibration {
 }
 
 impl Calibration {
+    /// (pCTR, pCVR) of the towers' logits.
+    pub fn probabilities(&self, zc: Vec<f32>, zv: Vec<f32>) -> (Vec<f32>, Vec<f32>) {
+        let map = |z: Vec<f32>, p: Platt| z.into_iter().map(|z| p.prob(z)).collect();
+        (map(zc, self.ctr), map(zv, self.cvr))
+    }
+
     /// Fits both maps from valid-split logits and labels (pCVR on the clicked rows); a tower
     /// whose rows lack one class keeps the identity (`false` in the second value says which).
     /// `rates` (click rate, buys per click), when given, set each map's level: the valid

@@ -10,9 +10,10 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::calibration::{Calibration, Platt};
+use super::calibration::Calibration;
 use super::embedding::{Embedding, SparseGrad, SparseOptimizer};
-use super::gather::{Gather, Users};
+use super::gather::{Gather, Pooling, Users};
+use super::logistic::{sigmoid, softplus};
 use super::towers::{DenseAdam, TowerGrads, TowerSpec, Towers, DEFAULT_EMB_DIM};
 use super::vocab::Vocab;
 use crate::batches::{Batch, CommonTable};
@@ -30,20 +31,6 @@ pub enum ModelKind {
     NaiveCvr,
     /// ESMM without shared embeddings: one table per tower.
     EsmmNs,
-}
-
-/// How a field's embedding rows are combined.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Pooling {
-    /// Plain sum (PaddleRec parity: values ignored).
-    Sum,
-    /// Sum weighted by the raw values for the weighted fields (histories, combinations).
-    Weighted,
-    /// `weighted`, with each weighted field divided by its id count: a history of 500 ids then
-    /// enters the towers at the scale of a single id (a one-id field, e.g. a combination feature
-    /// with its count value, is unchanged).
-    Mean,
 }
 
 /// Everything that fixes the model's shape and update rule.
@@ -102,6 +89,14 @@ impl StepLoss {
     pub fn value(&self) -> f64 {
         self.ctr / self.rows.max(1) as f64 + self.second / self.second_rows.max(1) as f64
     }
+
+    /// The sums of two batches together: [`StepLoss::value`] is then the objective over both.
+    pub fn add(&mut self, other: &StepLoss) {
+        self.ctr += other.ctr;
+        self.second += other.second;
+        self.rows += other.rows;
+        self.second_rows += other.second_rows;
+    }
 }
 
 /// The model: embedding table(s) and towers.
@@ -126,25 +121,6 @@ struct Scratch {
     /// Pooled user side / its gradient, per distinct common row.
     xu: Vec<f32>,
     du: Vec<f32>,
-}
-
-#[inline]
-pub(super) fn softplus(x: f64) -> f64 {
-    if x > 0.0 {
-        x + (-x).exp().ln_1p()
-    } else {
-        x.exp().ln_1p()
-    }
-}
-
-#[inline]
-pub(super) fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
 }
 
 /// log(e^a + e^b + e^c), stable.
@@ -277,8 +253,16 @@ impl Model {
     /// (pCTR, pCVR) per row, through [`Model::calibration`].
     pub fn predict(&self, batch: &Batch, common: &CommonTable) -> (Vec<f32>, Vec<f32>) {
         let (zc, zv) = self.logits(batch, common);
-        let s = |z: Vec<f32>, p: Platt| z.into_iter().map(|z| p.prob(z)).collect();
-        (s(zc, self.calibration.ctr), s(zv, self.calibration.cvr))
+        self.calibration.probabilities(zc, zv)
+    }
+
+    /// The objective's sums over a batch (the training loss, no update) and its (pCTR, pCVR)
+    /// through [`Model::calibration`]: validation.
+    pub fn evaluate(&self, batch: &Batch, common: &CommonTable) -> (StepLoss, Vec<f32>, Vec<f32>) {
+        let (zc, zv) = self.logits(batch, common);
+        let loss = loss_grads(self.spec.kind, &zc, &zv, &batch.click, &batch.buy).2;
+        let (p_ctr, p_cvr) = self.calibration.probabilities(zc, zv);
+        (loss, p_ctr, p_cvr)
     }
 
     /// Forward, loss and backward: leaves the embedding gradients in the model and returns the
@@ -345,9 +329,8 @@ impl Model {
         (loss, p_ctr)
     }
 
-    /// The loss of a batch, without updating anything (gradient checks, validation loss).
+    /// The loss of a batch, without updating anything (gradient checks).
     pub fn loss(&self, batch: &Batch, common: &CommonTable) -> f64 {
-        let (zc, zv) = self.logits(batch, common);
-        loss_grads(self.spec.kind, &zc, &zv, &batch.click, &batch.buy).2.value()
+        self.evaluate(batch, common).0.value()
     }
 }

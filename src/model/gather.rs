@@ -20,9 +20,9 @@
 //! vectors for the common dimensions and run-time-sized ones for any other ([`super::lanes`]).
 
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use super::embedding::{Embedding, SparseGrad};
-use super::esmm::Pooling;
 use super::lanes::{with_lanes, Lanes};
 use super::vocab::Vocab;
 use crate::batches::{distinct_rows, Batch, CommonTable, FieldCsr};
@@ -37,6 +37,20 @@ const _: () = {
         f += 1;
     }
 };
+
+/// How a field's embedding rows are combined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// Plain sum (PaddleRec parity: values ignored).
+    Sum,
+    /// Sum weighted by the raw values for the weighted fields (histories, combinations).
+    Weighted,
+    /// `weighted`, with each weighted field divided by its id count: a history of 500 ids then
+    /// enters the towers at the scale of a single id (a one-id field, e.g. a combination feature
+    /// with its count value, is unchanged).
+    Mean,
+}
 
 /// Rows per parallel task when pooling (small enough to balance, large enough to amortize).
 const CHUNK: usize = 64;

@@ -8,12 +8,14 @@ pub mod esmm;
 mod gather;
 pub mod infer;
 mod lanes;
+pub mod logistic;
 pub mod towers;
 pub mod vocab;
 
 pub use calibration::{Calibration, Platt};
 pub use embedding::{Embedding, SparseOptimizer};
-pub use esmm::{Model, ModelKind, ModelSpec, Pooling, StepLoss};
+pub use esmm::{Model, ModelKind, ModelSpec, StepLoss};
+pub use gather::Pooling;
 pub use towers::{input_width, Backend, DenseAdam, TowerSpec, DEFAULT_EMB_DIM, HIDDEN, INPUT};
 pub use vocab::Vocab;
 

@@ -13,9 +13,9 @@ use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray, UInt64Array
 use serde::Serialize;
 
 use super::{StageReport, StageRun};
-use crate::batches::{self, CommonTable, LoaderConfig, ShuffleUnit};
+use crate::batches::{self, CommonTable};
 use crate::manifest;
-use crate::model::checkpoint;
+use crate::model::{checkpoint, infer};
 use crate::parquet_out::ParquetOut;
 use crate::schema::{self, Split, COMMON_FILE, MODEL_FILE, SAMPLES_FILE};
 use crate::shard::Shard;
@@ -67,7 +67,7 @@ fn run_inner(cfg: &PredictStage, shard: Option<Shard>) -> Result<StageReport> {
     }
     st.invalidate()?;
     let (model, _) = checkpoint::load::<serde_json::Value>(&cfg.model.join(MODEL_FILE))?;
-    if let Some(&b) = split.counts.get(schema::HASH_BUCKETS).filter(|&&b| b != model.spec.hash_buckets as u64) {
+    if let Some(b) = split.hash_buckets().filter(|&b| b != model.spec.hash_buckets as u64) {
         bail!(
             "{} was hashed into {b} buckets, the model in {} into {}: predict on data ingested like its training data",
             cfg.data.display(),
@@ -86,22 +86,8 @@ fn run_inner(cfg: &PredictStage, shard: Option<Shard>) -> Result<StageReport> {
     let started = std::time::Instant::now();
     let mut writer = ParquetOut::create(&out, schema::predictions_schema(), 1 << 17)?;
     let split_name = cfg.split.name();
-    let rx = batches::spawn(LoaderConfig {
-        path: samples,
-        batch_size,
-        shuffle_seed: None,
-        shuffle_unit: ShuffleUnit::Rows,
-        pool_row_groups: 1,
-        buckets: model.spec.hash_buckets,
-        common: Some(Arc::clone(&common)),
-    });
-    // Batches before `first` are decoded but not scored; the loader stops when we hang up.
-    for (k, b) in (0..end).zip(rx) {
-        let b = b?;
-        if k < first {
-            continue;
-        }
-        let (p_ctr, p_cvr) = model.predict(&b, &common);
+    infer::for_batches_in(&model, &samples, &common, batch_size, first..end, |b| {
+        let (p_ctr, p_cvr) = model.predict(b, &common);
         let p_ctcvr: Float32Array = p_ctr.iter().zip(&p_cvr).map(|(a, b)| a * b).collect();
         let cols: Vec<ArrayRef> = vec![
             Arc::new(UInt64Array::from(b.sample_id.clone())),
@@ -115,9 +101,8 @@ fn run_inner(cfg: &PredictStage, shard: Option<Shard>) -> Result<StageReport> {
             Arc::new(UInt64Array::from(common.user_keys(&b.common_row))),
             Arc::new(UInt64Array::from(common.md5s(&b.common_row))),
         ];
-        writer
-            .write(&RecordBatch::try_new(schema::predictions_schema(), cols).context("building predictions batch")?)?;
-    }
+        writer.write(&RecordBatch::try_new(schema::predictions_schema(), cols).context("building predictions batch")?)
+    })?;
     let rows = writer.close()?;
     // The scoring loop alone (Parquet read and write included, model and common table load not).
     let rate = rows as f64 / started.elapsed().as_secs_f64().max(1e-9);

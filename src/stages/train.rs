@@ -27,7 +27,7 @@ use crate::batches::{self, CommonTable, LoaderConfig};
 use crate::config::{CalibrationKind, ModelConfig, OutputBias, TrainConfig};
 use crate::manifest;
 use crate::metrics::{self, Scored};
-use crate::model::{checkpoint, infer, Calibration, Model, ModelSpec, Platt, Vocab};
+use crate::model::{checkpoint, infer, Calibration, Model, ModelSpec, Platt, StepLoss, Vocab};
 use crate::parquet_out::ParquetOut;
 use crate::schema::{self, Split, CHECKPOINT_FILE, COMMON_FILE, EPOCHS_FILE, MODEL_FILE, SAMPLES_FILE};
 
@@ -91,8 +91,7 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
     cfg.model.validate()?;
     cfg.train.validate()?;
     let split = manifest::require(&cfg.data, "split")?;
-    let hash_buckets =
-        *split.counts.get(schema::HASH_BUCKETS).context("split manifest lacks hash_buckets (rerun split)")?;
+    let hash_buckets = split.hash_buckets().context("the split manifest has no data contract (rerun split)")?;
     let path = |s: Split, f: &str| cfg.data.join(s.name()).join(f);
     let inputs = [path(Split::Train, SAMPLES_FILE), path(Split::Train, COMMON_FILE), path(Split::Valid, SAMPLES_FILE)];
     let params = Params { model: &cfg.model, train: &cfg.train, hash_buckets };
@@ -371,13 +370,13 @@ impl Trainer<'_> {
     fn validate(&self, model: &Model, state: &mut TrainState, epoch_rows: usize, window: &mut Window) -> Result<()> {
         let train_seconds = window.started.elapsed().as_secs_f64();
         let mut scored = Scored::default();
-        let mut valid_loss = 0.0;
+        let mut valid_loss = StepLoss::default();
         infer::for_each_batch(model, &self.valid, &self.common, 4096, |b| {
-            let (p_ctr, p_cvr) = model.predict(b, &self.common);
+            let (loss, p_ctr, p_cvr) = model.evaluate(b, &self.common);
             for i in 0..b.len() {
                 scored.push(b.click[i], b.buy[i], p_ctr[i], p_cvr[i]);
             }
-            valid_loss += model_loss(model.spec.kind, &p_ctr, &p_cvr, &b.click, &b.buy);
+            valid_loss.add(&loss);
             Ok(())
         })?;
         let m = scored.metrics();
@@ -387,7 +386,7 @@ impl Trainer<'_> {
             step: state.steps,
             epoch_progress: epoch as f64 + epoch_rows as f64 / self.train_rows.max(1) as f64,
             train_loss: window.loss_sum / window.rows.max(1) as f64,
-            valid_loss: (!scored.is_empty()).then(|| valid_loss / scored.len() as f64),
+            valid_loss: (!scored.is_empty()).then(|| valid_loss.value()),
             valid_auc_ctr: Scored::get(&m, "ctr", "auc"),
             valid_auc_cvr: Scored::get(&m, "cvr", "auc"),
             valid_auc_ctcvr: Scored::get(&m, "ctcvr", "auc"),
@@ -422,27 +421,6 @@ fn log_evaluation(log: &EpochLog, epochs: usize) {
             log.samples_per_second
         )
     });
-}
-
-/// Summed per-row loss of the model's objective from probabilities (validation).
-fn model_loss(kind: crate::model::ModelKind, p_ctr: &[f32], p_cvr: &[f32], click: &[u8], buy: &[u8]) -> f64 {
-    let bce = metrics::bce;
-    (0..p_ctr.len())
-        .map(|i| {
-            let (c, b) = (click[i] == 1, buy[i] == 1);
-            let ctr = bce(p_ctr[i] as f64, c);
-            ctr + match kind {
-                crate::model::ModelKind::NaiveCvr => {
-                    if c {
-                        bce(p_cvr[i] as f64, b)
-                    } else {
-                        0.0
-                    }
-                }
-                _ => bce(p_ctr[i] as f64 * p_cvr[i] as f64, c && b),
-            }
-        })
-        .sum()
 }
 
 fn write_epochs(path: &Path, history: &[EpochLog]) -> Result<()> {
