@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::schema::MANIFEST_FILE;
+use crate::schema::{DataContract, HASH_BUCKETS, MANIFEST_FILE};
 
 /// A file the stage read or wrote, identified cheaply.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -37,6 +37,10 @@ pub struct Manifest {
     pub config: serde_json::Value,
     pub inputs: Vec<FileEntry>,
     pub outputs: Vec<FileEntry>,
+    /// The hashing behind the tables' ids (ingest, split; absent elsewhere and in older
+    /// manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataContract>,
     /// Stage-specific counts (rows read, rows written, label sums, ...).
     pub counts: BTreeMap<String, u64>,
     /// Skipped units (rows or features) per reason, and valid-but-counted cases.
@@ -44,6 +48,14 @@ pub struct Manifest {
     pub seconds: f64,
     pub threads: usize,
     pub finished_unix: u64,
+}
+
+impl Manifest {
+    /// The hash-bucket count of the tables this manifest describes: from its data contract, or
+    /// from the counts where split manifests kept it before the contract existed.
+    pub fn hash_buckets(&self) -> Option<u64> {
+        self.data.as_ref().map(|d| d.hash_buckets).or_else(|| self.counts.get(HASH_BUCKETS).copied())
+    }
 }
 
 const SAMPLE: u64 = 1 << 20;
@@ -284,5 +296,28 @@ mod tests {
         assert_ne!(a.fingerprint, b.fingerprint);
         fs::write(&p, b"1,0,1\n2,0,0\n").unwrap();
         assert_ne!(b, fingerprint(&p).unwrap());
+    }
+
+    /// The bucket count comes from the data contract, or from the counts of a split manifest
+    /// written before the contract existed.
+    #[test]
+    fn hash_buckets_from_the_contract_or_older_counts() {
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "stage": "split", "version": "0.1.0", "config_hash": "0", "config": {}, "inputs": [],
+            "outputs": [], "counts": {"hash_buckets": 4096}, "skipped": {}, "seconds": 0.0,
+            "threads": 1, "finished_unix": 0
+        }))
+        .unwrap();
+        assert_eq!((m.data.as_ref(), m.hash_buckets()), (None, Some(4096)));
+        m.counts.clear();
+        assert_eq!(m.hash_buckets(), None);
+        let data = DataContract { format: "aliccp".into(), hash_buckets: 1 << 20, hash_seed: 7, max_ids_per_field: Default::default() };
+        m.data = Some(data);
+        assert_eq!(m.hash_buckets(), Some(1 << 20));
+        // written and read back with the contract; without one the key is left out
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(text.contains("\"hash_seed\":7"));
+        m.data = None;
+        assert!(!serde_json::to_string(&m).unwrap().contains("\"data\""));
     }
 }

@@ -1,7 +1,7 @@
 //! The data contract: field list, file and column names, Parquet (arrow) schemas.
 //!
 //! Every other module takes names from here; no column name is spelled anywhere else.
-//! DESIGN §1 (raw fields) and §3 (Parquet tables).
+//! The raw fields and the Parquet tables; the README's "Data contracts" section says the same for users.
 
 use std::sync::Arc;
 
@@ -96,8 +96,23 @@ pub const SAMPLES_FILE: &str = "samples.parquet";
 pub const COMMON_FILE: &str = "common.parquet";
 /// Every stage writes this last, beside its outputs; its presence means "complete".
 pub const MANIFEST_FILE: &str = "_manifest.json";
-/// Key of the hash-bucket count in the ingest manifest's config and the split manifest's counts.
+/// Key of the hash-bucket count in the split manifest's counts before the [`DataContract`]
+/// (still read, for outputs written then).
 pub const HASH_BUCKETS: &str = "hash_buckets";
+
+/// What the bucket ids of every table made from one ingest mean: written by ingest into its
+/// manifest (`data`), carried on by split, read by train, checked by predict. A model only
+/// scores data hashed the way its training data was.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DataContract {
+    /// Raw layout the ids came from (`aliccp` or `paddlerec`).
+    pub format: String,
+    /// Embedding buckets including the padding bucket 0.
+    pub hash_buckets: u64,
+    pub hash_seed: u64,
+    /// Ids kept per field and row (the first ones), where ingest capped them.
+    pub max_ids_per_field: std::collections::BTreeMap<String, usize>,
+}
 
 /// Rows per Parquet row group of the common table (its rows hold hundreds of ids each).
 pub const COMMON_ROW_GROUP_ROWS: usize = 4096;

@@ -165,6 +165,12 @@ fn generate_ingest_split_round_trip() {
     let m = manifest(&root.join("split_a"));
     assert_eq!(m["counts"]["valid.rows"], valid.len() as u64);
     assert_eq!(m["counts"]["valid.md5s"], valid_set.len() as u64);
+    // the data contract travels typed from ingest to split, not in the counts
+    let ingest = manifest(&root.join("ingest"));
+    assert_eq!(m["data"], ingest["data"]);
+    assert_eq!(m["data"]["hash_buckets"], ingest["config"]["hash_buckets"]);
+    assert_eq!((m["data"]["format"].as_str(), m["data"]["hash_seed"].as_u64()), (Some("aliccp"), Some(0)));
+    assert!(m["counts"].get("hash_buckets").is_none());
 }
 
 #[test]

@@ -245,7 +245,7 @@ fn baselines_train_too() {
         std::fs::copy(data.join(f), rehashed.join(f)).unwrap();
     }
     let mut m = common::manifest(&data);
-    m["counts"][esmm::schema::HASH_BUCKETS] = 4096.into();
+    m["data"]["hash_buckets"] = 4096.into();
     std::fs::write(rehashed.join(esmm::schema::MANIFEST_FILE), m.to_string()).unwrap();
     let e = predict::run(&predict::PredictStage {
         model: root.join("a1"),

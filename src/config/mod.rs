@@ -117,7 +117,7 @@ impl Paths {
     }
 }
 
-/// The synthetic data generator (DESIGN §2 `generate`).
+/// The synthetic data generator (`generate:`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GenerateConfig {
@@ -211,7 +211,7 @@ pub enum Format {
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     pub format: Format,
-    /// Embedding buckets including the padding bucket 0 (DESIGN §3).
+    /// Embedding buckets including the padding bucket 0 (README "Data contracts").
     pub hash_buckets: u64,
     pub hash_seed: u64,
     /// First bad input is an error (file, line, reason) instead of a counted skip.
@@ -251,6 +251,20 @@ impl IngestConfig {
             bail!("ingest.row_group_rows must be >= 1");
         }
         Ok(())
+    }
+
+    /// The data contract of the tables this ingest writes.
+    pub fn contract(&self) -> crate::schema::DataContract {
+        let format = match self.format {
+            Format::Aliccp => "aliccp",
+            Format::Paddlerec => "paddlerec",
+        };
+        crate::schema::DataContract {
+            format: format.into(),
+            hash_buckets: self.hash_buckets,
+            hash_seed: self.hash_seed,
+            max_ids_per_field: self.max_ids_per_field.clone(),
+        }
     }
 
     /// Per-field cap as an array indexed like [`FIELDS`] (`usize::MAX` = no cap).

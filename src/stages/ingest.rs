@@ -1,4 +1,4 @@
-//! `esmm ingest`: raw CSV → hashed Parquet (DESIGN §3), streaming with bounded memory.
+//! `esmm ingest`: raw CSV → hashed Parquet (tables of [`crate::schema`]), streaming with bounded memory.
 //!
 //! Per source split: the common file first (md5 → row index kept in memory, ~16 B per md5),
 //! then the skeleton, joined by md5 (not by runs). Lines are parsed in parallel chunks and
@@ -60,7 +60,7 @@ fn run_inner(cfg: &IngestStage, shard: Option<Shard>) -> Result<StageReport> {
     cfg.params.validate()?;
     let inputs: Vec<PathBuf> =
         Split::SOURCES.iter().map(|&s| input_files(cfg, s)).collect::<Result<Vec<_>>>()?.concat();
-    let st = match shard {
+    let mut st = match shard {
         None => StageRun::begin("ingest", &cfg.out, &cfg.params, &inputs)?,
         Some(s) => StageRun::begin_shard("ingest", &cfg.out, s, &cfg.params, &inputs)?,
     };
@@ -89,6 +89,7 @@ fn run_inner(cfg: &IngestStage, shard: Option<Shard>) -> Result<StageReport> {
         counts.insert("shard_index".into(), s.index as u64);
         counts.insert("shard_count".into(), s.count as u64);
     }
+    st.set_data(cfg.params.contract());
     st.finish(&outputs, counts, skipped, cfg.threads)
 }
 

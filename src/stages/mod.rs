@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::lock::{self, Lock};
 use crate::manifest::{self, FileEntry, Manifest};
+use crate::schema::DataContract;
 use crate::shard::Shard;
 
 pub mod evaluate;
@@ -66,6 +67,8 @@ pub struct StageRun<'a> {
     scope: Scope,
     /// The output lock (and input locks), held until the stage ends.
     locks: Vec<Lock>,
+    /// Written into the manifest ([`StageRun::set_data`]).
+    data: Option<DataContract>,
 }
 
 /// What a stage run owns in its output location.
@@ -99,7 +102,7 @@ impl<'a> StageRun<'a> {
         let (config_hash, config) = manifest::config_hash(config)?;
         let inputs = inputs.iter().map(|p| manifest::fingerprint(p)).collect::<Result<Vec<_>>>()?;
         let (started, locks) = (Instant::now(), vec![lock]);
-        Ok(Self { stage, out_dir, manifest, config_hash, config, inputs, started, scope, locks })
+        Ok(Self { stage, out_dir, manifest, config_hash, config, inputs, started, scope, locks, data: None })
     }
 
     /// Like [`StageRun::begin`] for a stage whose output is one file: its manifest is
@@ -182,6 +185,11 @@ impl<'a> StageRun<'a> {
         }
     }
 
+    /// The data contract the manifest is to carry (ingest, split).
+    pub fn set_data(&mut self, data: DataContract) {
+        self.data = Some(data);
+    }
+
     /// Writes the manifest (the last step of every stage) and returns the report.
     pub fn finish(
         self,
@@ -201,6 +209,7 @@ impl<'a> StageRun<'a> {
             config: self.config,
             inputs: self.inputs,
             outputs,
+            data: self.data,
             counts: counts.clone(),
             skipped: skipped.clone(),
             seconds,

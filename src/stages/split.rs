@@ -27,11 +27,11 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use polars::prelude as pl;
 
 use super::{StageReport, StageRun};
-use crate::config::SplitConfig;
+use crate::config::{IngestConfig, SplitConfig};
 use crate::manifest;
 use crate::parquet_out::ParquetOut;
 use crate::rng::{hash_words, mix64};
-use crate::schema::{self, Split, BUY, CLICK, COMMON_FILE, COMMON_ROW, COMMON_ROW_GROUP_ROWS, MD5, SAMPLES_FILE};
+use crate::schema::{self, DataContract, Split, BUY, CLICK, COMMON_FILE, COMMON_ROW, COMMON_ROW_GROUP_ROWS, MD5, SAMPLES_FILE};
 use crate::shard::Shard;
 
 pub struct SplitStage {
@@ -65,11 +65,7 @@ impl ValidRule {
 pub fn run(cfg: &SplitStage) -> Result<StageReport> {
     cfg.params.validate()?;
     let sources = Sources::find(&cfg.input)?;
-    let hash_buckets = sources
-        .config
-        .get(schema::HASH_BUCKETS)
-        .and_then(|v| v.as_u64())
-        .context("ingest manifest lacks hash_buckets")?;
+    let data = sources.data()?;
     let inputs: Vec<PathBuf> = Split::SOURCES.iter().flat_map(|&s| sources.files(s)).collect();
     let mut st = StageRun::begin("split", &cfg.out, &cfg.params, &inputs)?;
     st.read_lock(&cfg.input)?;
@@ -101,7 +97,8 @@ pub fn run(cfg: &SplitStage) -> Result<StageReport> {
         }
     }
 
-    let mut counts = BTreeMap::from([(schema::HASH_BUCKETS.to_string(), hash_buckets)]);
+    st.set_data(data);
+    let mut counts = BTreeMap::new();
     if let Some(n) = sources.parts {
         counts.insert("ingest_shards".into(), n as u64);
     }
@@ -158,6 +155,14 @@ struct Sources {
 }
 
 impl Sources {
+    /// The ingest's data contract (rebuilt from its config: manifests before the contract
+    /// existed have the same keys there).
+    fn data(&self) -> Result<DataContract> {
+        let ingest: IngestConfig = serde_json::from_value(self.config.clone())
+            .with_context(|| format!("the ingest config in the manifest of {}", self.dir.display()))?;
+        Ok(ingest.contract())
+    }
+
     fn find(dir: &Path) -> Result<Self> {
         if let Some(m) = manifest::read(dir)? {
             return Ok(Self { dir: dir.to_path_buf(), parts: None, config: m.config });
