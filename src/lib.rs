@@ -1,4 +1,5 @@
-//! esmm: the ESMM conversion-rate pipeline (Ali-CCP raw CSV → hashed Parquet → splits → model).
+//! esmm: the ESMM conversion-rate pipeline (Ali-CCP raw CSV → hashed Parquet → splits → model
+//! → predictions and metrics in Parquet → report; the model exported to ONNX for serving).
 //!
 //! Data flows one way: raw files → [`aliccp`] / [`paddlerec`] → [`hashing`] → [`schema`] → Parquet.
 
@@ -24,7 +25,8 @@ pub mod log;
 pub mod manifest;
 /// Exact metrics: AUC, logloss, calibration, group AUC.
 pub mod metrics;
-/// The ESMM model (embeddings, dfdx towers, loss).
+/// The ESMM model: embedding tables, the towers (gemm by default, dfdx), the loss, calibration,
+/// checkpoints.
 pub mod model;
 /// PaddleRec's preprocessed ESMM CSV (`sample_id,click,buy,key,field:id,...`).
 pub mod paddlerec;
@@ -40,7 +42,8 @@ pub mod rng;
 pub mod schema;
 /// Sharded fan-out (`--shard i/n`): shard of a session, part file names.
 pub mod shard;
-/// The pipeline stages (`generate`, `ingest`, `split`, `run`).
+/// The pipeline stages, one module each (`generate`, `ingest`, `split`, `train`, `predict`,
+/// `evaluate`, `report`, `export`), and `run` (the DAG over them).
 pub mod stages;
 /// The planted model behind `generate`.
 pub mod synth;

@@ -1,4 +1,4 @@
-//! The raw Ali-CCP format (DESIGN §1): chunked line reading, line tokenizers, and the skip
+//! The raw Ali-CCP format: chunked line reading, line tokenizers, and the skip
 //! policy for bad input. Turns raw bytes into hashed, columnar rows; knows nothing of Parquet.
 
 pub mod reader;

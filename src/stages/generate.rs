@@ -1,4 +1,4 @@
-//! `esmm generate`: synthetic raw Ali-CCP files (DESIGN §1) with the planted truth per sample.
+//! `esmm generate`: synthetic raw Ali-CCP files (the raw format of [`crate::aliccp`]) with the planted truth per sample.
 //!
 //! Writes `sample_skeleton_{train,test}.csv`, `common_features_{train,test}.csv` and
 //! `truth_{train,test}.csv` into the output directory. Chunks of sessions are rendered on

@@ -2,7 +2,7 @@
 //! buy-given-click probabilities are known per sample, with sample selection bias built in.
 //!
 //! Layout: [`rng`] (PRNG, samplers), [`format`] (hand-written number formatting), [`world`]
-//! (users, items, ids, calibrated intercepts), [`session`] (one md5: user-side history and its
+//! (users, items, ids, intercepts), `calibrate` (the intercepts met by simulation), [`session`] (one md5: user-side history and its
 //! impressions with labels), [`chunk`] (fixed chunks of sessions rendered to raw CSV bytes).
 //!
 //! The planted model, per impression of item `i` to user `u` in scenario `s` (σ = logistic):
@@ -19,6 +19,7 @@
 //! `b_c`, `b_v` are calibrated by bisection so that the expected CTR and CVR-among-clicks
 //! match the config. See [`model`] for the coefficients.
 
+mod calibrate;
 pub mod chunk;
 pub mod format;
 pub mod session;
