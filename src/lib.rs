@@ -13,6 +13,8 @@ pub mod batches;
 pub mod columns;
 /// YAML pipeline configuration with strict keys.
 pub mod config;
+/// Error kinds that decide the exit status (usage/config 2, failure 1, closed stdout 0).
+pub mod error;
 /// Serving export: the model as an ONNX graph and the hashing contract (`esmm export`).
 pub mod export;
 /// Feature hashing contract (xxh3) with test vectors.

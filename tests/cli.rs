@@ -41,6 +41,32 @@ fn usage_and_config_errors_exit_2() {
     let o = esmm(&["split", "--config", "bad2.yaml"], &dir);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("split.valid_fraction"), "{}", stderr(&o));
+    // A limit of the generator's world is a configuration error too.
+    std::fs::write(dir.join("big.yaml"), "generate: {users: 30000000}\n").unwrap();
+    let o = esmm(&["generate", "--config", "big.yaml"], &dir);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("generate.users"), "{}", stderr(&o));
+}
+
+/// `esmm sql … | head`: a reader that closes stdout early ends the command with exit 0 and no
+/// message (no panic, no error).
+#[test]
+fn a_closed_stdout_exits_0_silently() {
+    use std::process::Stdio;
+    let dir = temp_dir("cli-epipe");
+    for args in [&["sql", "--duckdb-views", "--table", "t=x.parquet"][..], &["--help"][..]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_esmm"))
+            .args(args)
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader goes away before esmm writes
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o), "", "{args:?}");
+    }
 }
 
 #[test]

@@ -1,16 +1,66 @@
 //! `esmm sql`: runs a SQL query with polars SQL over the tables of a run directory (see
-//! [`super::tables`]) and renders the result as an aligned text table, CSV or Parquet.
+//! [`super::tables`]) and renders the result as an aligned text table, CSV or Parquet
+//! ([`command`]: the whole subcommand, printing on stdout).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use polars::prelude as pl;
 use polars::sql::SQLContext;
 
-use super::tables::{scan, Table};
+use super::tables::{self, scan, Table};
+use crate::error::usage;
 use crate::manifest::AtomicFile;
+
+/// What `esmm sql` was asked.
+#[derive(Clone, Debug, Default)]
+pub struct SqlCommand {
+    pub file: Option<PathBuf>,
+    pub query: Option<String>,
+    /// The run directory whose outputs become tables.
+    pub run: Option<PathBuf>,
+    /// `--table NAME=FILE.parquet` flags.
+    pub tables: Vec<String>,
+    pub out: Option<PathBuf>,
+    /// Rows printed on stdout (0 = none).
+    pub limit: usize,
+    pub duckdb_views: bool,
+}
+
+/// `esmm sql`: registers the tables, runs the query, prints the result on stdout (and writes it
+/// to `--out`). A missing or malformed flag is a usage error; a closed stdout ends it quietly.
+pub fn command(a: &SqlCommand) -> Result<()> {
+    let extra = a.tables.iter().map(|t| tables::parse_table_arg(t)).collect::<Result<Vec<_>>>()?;
+    if a.run.is_none() && extra.is_empty() {
+        return Err(usage(anyhow!("--run DIR (or at least one --table) is required")));
+    }
+    let found = match &a.run {
+        Some(dir) => tables::run_tables(dir)?,
+        None => Vec::new(),
+    };
+    let all = tables::merge(found, extra);
+    if a.duckdb_views {
+        return crate::error::print(&tables::duckdb_views(&all));
+    }
+    let mut df = match (&a.file, &a.query) {
+        (Some(f), _) => query_file(f, &all)?,
+        (None, Some(q)) => query(q, &all)?,
+        (None, None) => return Err(usage(anyhow!("give a FILE.sql or --query"))),
+    };
+    let mut printed = Ok(());
+    if a.limit > 0 {
+        let shown = rows(&df.head(Some(a.limit)))?;
+        printed = crate::error::print(&format_table(&shown, a.limit, df.height()));
+    }
+    // --out is written even when the reader of stdout has gone
+    if let Some(out) = &a.out {
+        write_result(out, &mut df)?;
+        eprintln!("sql: {} rows -> {}", df.height(), out.display());
+    }
+    printed
+}
 
 /// One value of a result, as both engines' results are compared (numbers by value, whatever
 /// their integer or float width).

@@ -17,9 +17,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use polars::prelude as pl;
 
+use crate::error::{usage, UsageResult};
 use crate::schema::{Split, COMMON_FILE, EPOCHS_FILE, METRICS_FILE, SAMPLES_FILE};
 
 /// Stage directories inside a run directory (the `paths:` of the demo pipelines).
@@ -46,7 +47,10 @@ pub fn variants(run: &Path, prefix: &str) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(run) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("run directory {} does not exist", run.display()),
+        // a usage error: the run directory is named on the command line
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(usage(anyhow!("run directory {} does not exist", run.display())))
+        }
         Err(e) => return Err(e).with_context(|| format!("listing {}", run.display())),
     };
     for entry in entries {
@@ -88,13 +92,13 @@ pub fn run_tables(run: &Path) -> Result<Vec<Table>> {
     Ok(tables)
 }
 
-/// Parses `NAME=FILE.parquet` (a `--table` flag).
+/// Parses `NAME=FILE.parquet` (a `--table` flag); a malformed one is a usage error.
 pub fn parse_table_arg(arg: &str) -> Result<Table> {
-    let (name, file) = arg.split_once('=').with_context(|| format!("--table {arg}: expected NAME=FILE.parquet"))?;
-    ensure!(
-        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-        "--table {arg}: the name must be letters, digits and _"
-    );
+    let (name, file) =
+        arg.split_once('=').with_context(|| format!("--table {arg}: expected NAME=FILE.parquet")).usage()?;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(usage(anyhow!("--table {arg}: the name must be letters, digits and _")));
+    }
     Ok(Table { name: name.to_string(), files: vec![PathBuf::from(file)] })
 }
 

@@ -3,7 +3,8 @@
 //! Every key has a default, so a file only names what it changes; an unknown key is an error
 //! that names it (and the file). Relative paths are relative to the working directory.
 //! PaddleRec's own `config.yaml` is accepted too ([`paddle`]). Command-line flags override the
-//! file (see `main.rs`).
+//! file ([`crate::stages::settings`]). Every error found here is a configuration error (exit
+//! status 2, [`crate::error`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::error::UsageResult;
 use crate::schema::{field_index, FIELDS};
 
 pub mod model;
@@ -165,7 +167,12 @@ impl Default for GenerateConfig {
 }
 
 impl GenerateConfig {
+    /// Checks the values; an error is a configuration error (exit status 2).
     pub fn validate(&self) -> Result<()> {
+        self.check().usage()
+    }
+
+    fn check(&self) -> Result<()> {
         check_rate("generate.ctr", self.ctr)?;
         check_rate("generate.cvr", self.cvr)?;
         if !(self.rows_per_md5 >= 1.0 && self.rows_per_md5.is_finite()) {
@@ -195,7 +202,7 @@ fn check_rate(key: &str, v: f64) -> Result<()> {
 }
 
 /// Raw input layout.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// The four Ali-CCP files (`sample_skeleton_*.csv`, `common_features_*.csv`).
@@ -236,7 +243,12 @@ impl Default for IngestConfig {
 }
 
 impl IngestConfig {
+    /// Checks the values; an error is a configuration error (exit status 2).
     pub fn validate(&self) -> Result<()> {
+        self.check().usage()
+    }
+
+    fn check(&self) -> Result<()> {
         crate::hashing::FeatureHasher::new(self.hash_buckets, self.hash_seed).context("ingest.hash_buckets")?;
         for (field, &cap) in &self.max_ids_per_field {
             if field_index(field.as_bytes()).is_none() {
@@ -296,7 +308,12 @@ impl Default for SplitConfig {
 }
 
 impl SplitConfig {
+    /// Checks the values; an error is a configuration error (exit status 2).
     pub fn validate(&self) -> Result<()> {
+        self.check().usage()
+    }
+
+    fn check(&self) -> Result<()> {
         if !(0.0..1.0).contains(&self.valid_fraction) {
             bail!("split.valid_fraction must be in [0, 1), got {}", self.valid_fraction);
         }
@@ -308,10 +325,12 @@ impl SplitConfig {
 }
 
 impl PipelineConfig {
-    /// Reads and validates a YAML file; errors name the file and the offending key. The
-    /// PaddleRec keys without a meaning here are named once, in a notice on stderr.
+    /// Reads and validates a YAML file; errors (configuration errors, exit status 2) name the
+    /// file and the offending key. The PaddleRec keys without a meaning here are named once, in
+    /// a notice on stderr.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display())).usage()?;
         let config = Self::parse(&text).with_context(|| format!("config {}", path.display()))?;
         config.notices(path);
         Ok(config)
@@ -338,7 +357,12 @@ impl PipelineConfig {
         }
     }
 
+    /// Parses and validates YAML text; an error is a configuration error (exit status 2).
     pub fn parse(text: &str) -> Result<Self> {
+        Self::from_yaml(text).usage()
+    }
+
+    fn from_yaml(text: &str) -> Result<Self> {
         let mut config: Self = if text.trim().is_empty() {
             Self::default()
         } else {
@@ -355,7 +379,12 @@ impl PipelineConfig {
         Ok(config)
     }
 
+    /// Checks every section; an error is a configuration error (exit status 2).
     pub fn validate(&self) -> Result<()> {
+        self.check().usage()
+    }
+
+    fn check(&self) -> Result<()> {
         if let Some(g) = &self.generate {
             g.validate()?;
         }
@@ -444,5 +473,20 @@ mod tests {
             let msg = format!("{:#}", PipelineConfig::parse(yaml).unwrap_err());
             assert!(msg.contains(key), "{yaml}: {msg}");
         }
+    }
+
+    /// Every way a configuration is rejected is a configuration error (exit status 2).
+    #[test]
+    fn errors_are_configuration_errors() {
+        use crate::error::Kind;
+        let kind = |e: anyhow::Error| Kind::of(&e);
+        assert_eq!(kind(PipelineConfig::parse("nonsense: 1\n").unwrap_err()), Kind::Usage);
+        assert_eq!(kind(PipelineConfig::parse("train: {epochs: 0}\n").unwrap_err()), Kind::Usage);
+        assert_eq!(kind(PipelineConfig::load(Path::new("/nonexistent.yaml")).unwrap_err()), Kind::Usage);
+        assert_eq!(kind(GenerateConfig { ctr: 2.0, ..Default::default() }.validate().unwrap_err()), Kind::Usage);
+        assert_eq!(kind(SplitConfig { row_group_rows: 0, ..Default::default() }.validate().unwrap_err()), Kind::Usage);
+        let model = ModelConfig { learning_rate: 0.0, ..Default::default() };
+        assert_eq!(kind(model.validate().unwrap_err()), Kind::Usage);
+        assert_eq!(kind(TrainConfig { epochs: 0, ..Default::default() }.validate().unwrap_err()), Kind::Usage);
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::preset::Preset;
 use crate::batches::ShuffleUnit;
+use crate::error::UsageResult;
 use crate::model::{Backend, DenseAdam, ModelKind, Pooling, SparseOptimizer, TowerSpec, DEFAULT_EMB_DIM, HIDDEN};
 use crate::schema::{field_index, FIELDS};
 
@@ -103,7 +104,12 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
+    /// Checks the values; an error is a configuration error (exit status 2).
     pub fn validate(&self) -> Result<()> {
+        self.check().usage()
+    }
+
+    fn check(&self) -> Result<()> {
         self.towers().validate(self.embedding_dim)?;
         ensure!(self.learning_rate > 0.0 && self.learning_rate.is_finite(), "model.learning_rate must be > 0");
         if let Some(lr) = self.embedding_learning_rate {
@@ -243,7 +249,12 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Checks the values; an error is a configuration error (exit status 2).
     pub fn validate(&self) -> Result<()> {
+        self.check().usage()
+    }
+
+    fn check(&self) -> Result<()> {
         ensure!(self.epochs >= 1, "train.epochs must be >= 1");
         ensure!(self.batch_size >= 1, "train.batch_size must be >= 1");
         ensure!(self.shuffle_pool_row_groups >= 1, "train.shuffle_pool_row_groups must be >= 1");

@@ -1,5 +1,6 @@
 //! The pipeline stages, one module each, each with one entry point `run(&Config) -> Result<StageReport>`.
 //! Stages talk only through files in their output directories and the `_manifest.json` there.
+//! Their settings are resolved from flags and the pipeline file in one place, [`settings`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ pub mod predict;
 pub mod report;
 pub mod run;
 pub mod selection;
+pub mod settings;
 pub mod split;
 pub mod train;
 

@@ -6,19 +6,21 @@
 //! two overlapping runs cannot interleave writes: the second one stops with exit status 1.
 //!
 //! Adding a stage (e.g. a report after evaluate): a [`Stage`] variant at its place in the
-//! order, its upstream in [`Stage::upstream`], and its call in [`run_one`].
+//! order, its upstream in [`Stage::upstream`], its settings in [`super::settings`] (the same
+//! function its single-stage command uses) and its call in [`run_one`].
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
-use super::{evaluate, generate, ingest, predict, split, train, StageReport};
+use super::{evaluate, generate, ingest, predict, settings, split, train, StageReport};
 use crate::config::PipelineConfig;
+use crate::error::usage;
 use crate::manifest;
-use crate::schema::{truth_file, Split};
+use crate::schema::Split;
 
 /// The stages of a pipeline, in run order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
     Generate,
     Ingest,
@@ -46,7 +48,7 @@ impl Stage {
     /// The finished outputs this stage reads: (manifest path, location, producing stage).
     fn upstream(self, c: &PipelineConfig) -> Vec<(PathBuf, PathBuf, Stage)> {
         let dir = |p: &PathBuf, s| (manifest::manifest_path(p), p.clone(), s);
-        let predictions = predictions_file(c);
+        let predictions = settings::predictions_file(c, Split::Test);
         match self {
             Stage::Generate => vec![],
             // Real raw data has no manifest: ingest checks its files itself.
@@ -66,6 +68,16 @@ impl std::fmt::Display for Stage {
     }
 }
 
+impl std::str::FromStr for Stage {
+    type Err = anyhow::Error;
+
+    /// A stage by its [`Stage::name`] (a usage error otherwise).
+    fn from_str(s: &str) -> Result<Self> {
+        let names = Stage::ALL.map(Stage::name).join(", ");
+        Stage::ALL.into_iter().find(|x| x.name() == s).ok_or_else(|| usage(anyhow!("unknown stage `{s}` ({names})")))
+    }
+}
+
 pub struct RunStage {
     pub config: PipelineConfig,
     /// Rerun the selected stages even when up to date.
@@ -76,21 +88,18 @@ pub struct RunStage {
     pub until: Option<Stage>,
 }
 
-fn predictions_file(c: &PipelineConfig) -> PathBuf {
-    c.paths.predictions.join(format!("{}.parquet", Split::Test))
-}
-
-/// The stages `cfg` selects, in order; errors name the offending flag.
+/// The stages `cfg` selects, in order; errors (usage errors) name the offending flag.
 pub fn plan(cfg: &RunStage) -> Result<Vec<Stage>> {
     let has_generate = cfg.config.generate.is_some();
     for (flag, stage) in [("--from", cfg.from), ("--until", cfg.until)] {
         if stage == Some(Stage::Generate) && !has_generate {
-            bail!("{flag} generate: the pipeline has no `generate:` section (real data is not generated)");
+            let why = "the pipeline has no `generate:` section (real data is not generated)";
+            return Err(usage(anyhow!("{flag} generate: {why}")));
         }
     }
     if let (Some(a), Some(b)) = (cfg.from, cfg.until) {
         if a > b {
-            bail!("--from {a} comes after --until {b}");
+            return Err(usage(anyhow!("--from {a} comes after --until {b}")));
         }
     }
     let first = Stage::ALL.iter().position(|&s| s != Stage::Generate || has_generate).unwrap_or(0);
@@ -124,75 +133,24 @@ pub fn run(cfg: &RunStage, mut on_stage: impl FnMut(&StageReport)) -> Result<Vec
         reports.push(r);
     }
     if cfg.config.paddle.chain && stages.contains(&Stage::Evaluate) {
-        super::infer_line::log_test_aucs(&cfg.config.paths.metrics, &cfg.config.paths.model, model_name(&cfg.config))?;
+        let (c, name) = (&cfg.config, settings::model_name(cfg.config.model.kind));
+        super::infer_line::log_test_aucs(&c.paths.metrics, &c.paths.model, name)?;
     }
     Ok(reports)
 }
 
-/// The model's name in the metrics table: its kind.
-fn model_name(c: &PipelineConfig) -> String {
-    serde_json::to_value(c.model.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-}
-
+/// One stage of the chain, resolved like the single-stage command with `--config` and no flags.
 fn run_one(cfg: &RunStage, stage: Stage) -> Result<StageReport> {
     let c = &cfg.config;
-    let threads = c.worker_threads();
-    let force = cfg.force;
+    let b = settings::Base { config: c, from_file: true, force: cfg.force };
     match stage {
-        Stage::Generate => {
-            let params = c.generate.clone().unwrap_or_default();
-            generate::run(&generate::GenerateStage { out: c.paths.raw.clone(), params, threads, force })
-        }
-        Stage::Ingest => ingest::run(&ingest::IngestStage {
-            raw: c.paths.raw.clone(),
-            split_dirs: c.paths.raw_dirs(),
-            out: c.paths.ingest.clone(),
-            params: c.ingest.clone(),
-            threads,
-            force,
-        }),
-        Stage::Split => split::run(&split::SplitStage {
-            input: c.paths.ingest.clone(),
-            out: c.paths.split.clone(),
-            params: c.split.clone(),
-            threads,
-            force,
-        }),
-        Stage::Train => train::run(&train::TrainStage {
-            data: c.paths.split.clone(),
-            out: c.paths.model.clone(),
-            model: c.model.clone(),
-            train: c.train.clone(),
-            threads,
-            force,
-            resume: false,
-        }),
-        Stage::Predict => predict::run(&predict::PredictStage {
-            model: c.paths.model.clone(),
-            data: c.paths.split.clone(),
-            split: Split::Test,
-            out: predictions_file(c),
-            batch_size: predict_batch_size(c),
-            threads,
-            force,
-        }),
-        Stage::Evaluate => evaluate::run(&evaluate::EvaluateStage {
-            predictions: predictions_file(c),
-            out: c.paths.metrics.clone(),
-            truth: c.generate.is_some().then(|| c.paths.raw.join(truth_file(Split::Test))),
-            run_id: c.run_id.clone(),
-            model_name: model_name(c),
-            fail_on_suspect: false,
-            threads,
-            force,
-        }),
+        Stage::Generate => generate::run(&settings::generate(b, Default::default())?),
+        Stage::Ingest => ingest::run(&settings::ingest(b, Default::default())?),
+        Stage::Split => split::run(&settings::split(b, Default::default())?),
+        Stage::Train => train::run(&settings::train(b, Default::default())?),
+        Stage::Predict => predict::run(&settings::predict(b, Default::default())?),
+        Stage::Evaluate => evaluate::run(&settings::evaluate(b, settings::EvaluateFlags::for_run(c))?),
     }
-}
-
-/// Rows per scoring batch of `predict` for a config (the CLI uses the same): `predict.batch_size`,
-/// else the training batch size, at least 1024.
-pub fn predict_batch_size(c: &PipelineConfig) -> usize {
-    c.predict.batch_size.unwrap_or(c.train.batch_size.max(1024))
 }
 
 #[cfg(test)]
@@ -215,5 +173,18 @@ mod tests {
         let e = |c: RunStage| format!("{:#}", plan(&c).unwrap_err());
         assert!(e(cfg("", Some(Train), Some(Split))).contains("--from train comes after --until split"));
         assert!(e(cfg("", Some(Generate), None)).contains("no `generate:` section"));
+        let kind = |c: RunStage| crate::error::Kind::of(&plan(&c).unwrap_err());
+        assert_eq!(kind(cfg("", Some(Train), Some(Split))), crate::error::Kind::Usage);
+        assert_eq!(kind(cfg("", None, Some(Generate))), crate::error::Kind::Usage);
+    }
+
+    #[test]
+    fn stages_parse_by_name() {
+        for s in Stage::ALL {
+            assert_eq!(s.name().parse::<Stage>().unwrap(), s);
+        }
+        let e = "trian".parse::<Stage>().unwrap_err();
+        assert_eq!(crate::error::Kind::of(&e), crate::error::Kind::Usage);
+        assert!(format!("{e:#}").contains("unknown stage `trian` (generate, ingest"), "{e:#}");
     }
 }

@@ -4,11 +4,12 @@
 //! It depends only on the generator config (seed and world shape), never on row counts or
 //! thread counts, so train and test draw from the same world.
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, Result};
 
 use super::format::WeightTable;
 use super::{field, model};
 use crate::config::GenerateConfig;
+use crate::error::usage;
 use crate::rng::{hash_words, mix64, power_law, unit, Alias, Rng};
 use crate::schema::FIELDS;
 
@@ -151,11 +152,13 @@ impl World {
     pub fn build_uncalibrated(params: &GenerateConfig) -> Result<Self> {
         params.validate()?;
         // Beyond the config's own checks: what the world's index types can hold.
+        // (configuration errors like the config's own: exit status 2)
         if params.users > MAX_ENTITIES || params.items > MAX_ENTITIES {
-            bail!("generate.users and generate.items must be at most {MAX_ENTITIES}");
+            return Err(usage(anyhow!("generate.users and generate.items must be at most {MAX_ENTITIES}")));
         }
         if params.rows_per_md5 > MAX_ROWS_PER_MD5 {
-            bail!("generate.rows_per_md5 must be at most {MAX_ROWS_PER_MD5}, got {}", params.rows_per_md5);
+            let n = params.rows_per_md5;
+            return Err(usage(anyhow!("generate.rows_per_md5 must be at most {MAX_ROWS_PER_MD5}, got {n}")));
         }
         let (indiv, df) = (params.individual_sd, params.individual_df);
         let seed = params.seed;
@@ -408,7 +411,8 @@ mod tests {
             GenerateConfig { rows_per_md5: 1e9, ..small() },
             GenerateConfig { history_mean: f64::NAN, ..small() },
         ] {
-            assert!(World::build(&bad).is_err());
+            let e = World::build(&bad).err().expect("an error");
+            assert_eq!(crate::error::Kind::of(&e), crate::error::Kind::Usage, "{e:#}");
         }
     }
 
