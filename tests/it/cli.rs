@@ -4,6 +4,7 @@
 use crate::common;
 
 use std::path::Path;
+use std::process::Command;
 
 use common::{esmm, stderr, temp_dir};
 
