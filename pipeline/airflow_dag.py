@@ -23,7 +23,7 @@ out the retry delay). With the KubernetesPodOperator the same commands run in po
 "Operating it"); the shards need a shared file system for the ingest directory.
 
 Works on Airflow 3 and 2 (BashOperator from the standard provider, or from its Airflow 2 place).
-tests/ops.rs runs it with `airflow dags test` on the Airflow pinned in
+tests/it/ops.rs runs it with `airflow dags test` on the Airflow pinned in
 tests/requirements-airflow.txt and parses it with Airflow's DagBag.
 """
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Looks at pipeline/airflow_dag.py through Airflow itself, for tests/ops.rs: parses the DAGs
+"""Looks at pipeline/airflow_dag.py through Airflow itself, for tests/it/ops.rs: parses the DAGs
 folder with Airflow's DagBag and reads the runs that `airflow dags test` recorded in the metadata
 DB ($AIRFLOW_HOME). Run it with the Python of the Airflow venv.
 

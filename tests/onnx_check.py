@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Scores a test split with exported ONNX models in onnxruntime and compares to `esmm predict`;
-called by tests/onnx_export.rs (and tests/bench.sh with --bench).
+called by tests/it/onnx_export.rs (and tests/bench.sh with --bench).
 
   onnx_check.py CASES.json
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Independent readers of esmm's outputs (pyarrow, DuckDB, xxhash), called by
-tests/external_readers.rs. Prints one JSON object:
+tests/it/external_readers.rs. Prints one JSON object:
 
   files:   per Parquet file (relative path): rows seen by pyarrow and by DuckDB, column types,
            label sums and total list lengths (DuckDB)

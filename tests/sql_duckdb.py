@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Runs SQL files in DuckDB over the views printed by `esmm sql --duckdb-views` (the table
-convention of src/analytics/tables.rs), for tests/analytics.rs to compare with polars SQL.
+convention of src/analytics/tables.rs), for tests/it/analytics.rs to compare with polars SQL.
 
 usage: sql_duckdb.py VIEWS.sql QUERY.sql...
 Prints one JSON object: {query file name: {"columns": [...], "rows": [[...], ...]}}; integers

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes, once, the venv of a pinned tool that some tests run for real (Apache Airflow, the DuckDB
 # CLI), and reuses it while its requirements file is unchanged. Called by `make tools` and by the
-# tests themselves (tests/common/mod.rs, tool_venv), so a plain `cargo test` gets them too.
+# tests themselves (tests/it/common/mod.rs, tool_venv), so a plain `cargo test` gets them too.
 #
 # usage: tool_venv.sh VENV REQUIREMENTS.txt
 # exit 0: VENV is ready (VENV/.ok holds the sha256 of REQUIREMENTS.txt);

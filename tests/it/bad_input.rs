@@ -2,7 +2,7 @@
 //! counts the smallest broken unit; `--strict` fails naming file, line and reason; valid oddities
 //! pass strict mode.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use common::*;
 use esmm::config::IngestConfig;
 use esmm::hashing::FeatureHasher;
 use esmm::schema::field_index;
-use esmm::stages::ingest::{run, IngestStage};
+use esmm::stages::ingest::run;
 
 const A: &str = "0123456789abcdef";
 const B: &str = "fedcba9876543210";
@@ -57,8 +57,7 @@ impl Fixture {
 
 fn ingest(raw: &PathBuf, params: IngestConfig) -> anyhow::Result<(PathBuf, esmm::stages::StageReport)> {
     let out = raw.join("out");
-    let r =
-        run(&IngestStage { raw: raw.clone(), split_dirs: None, out: out.clone(), params, threads: 2, force: true })?;
+    let r = run(&ingest_stage(raw, &out, params))?;
     Ok((out, r))
 }
 

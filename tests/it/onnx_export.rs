@@ -5,7 +5,7 @@
 //! `onnx.checker` checks it, xxhash re-hashes the contract's test vectors): every probability
 //! within 1e-5 of `esmm predict`'s. Bad input is a clear error, never a panic.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,7 +14,7 @@ use common::*;
 use esmm::config::{CalibrationKind, GenerateConfig, ModelConfig, TrainConfig};
 use esmm::model::{ModelKind, Pooling};
 use esmm::schema::Split;
-use esmm::stages::{export, train};
+use esmm::stages::export;
 
 const TOLERANCE: f64 = 1e-5;
 
@@ -136,11 +136,6 @@ fn readme_snippet_runs(export: &Path) {
     assert!(out.status.success(), "the README's serving snippet failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn esmm(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_esmm")).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 /// A missing model directory, a train directory whose model.bin is not a checkpoint, and a
 /// missing flag: exit 1, 1 and 2 with a message, no panic.
 #[test]
@@ -148,32 +143,27 @@ fn bad_models_are_clear_errors() {
     let root = temp_dir("onnx-bad");
     let s = |p: &PathBuf| p.to_string_lossy().into_owned();
     let (missing, out) = (root.join("nope"), root.join("out"));
-    let (code, err) = esmm(&["export", "--model", &s(&missing), "--out", &s(&out)]);
+    let (code, err) = code_and_stderr(&esmm(&["export", "--model", &s(&missing), "--out", &s(&out)], Path::new(".")));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("nope") && err.contains("_manifest.json") && !err.contains("panicked"), "{err}");
-    let (code, err) = esmm(&["export", "--model", &s(&missing)]);
+    let (code, err) = code_and_stderr(&esmm(&["export", "--model", &s(&missing)], Path::new(".")));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--out"), "{err}");
     // a train manifest over data that exists, and a model.bin that is not a checkpoint
     generate(&root, GenerateConfig { train_rows: 500, test_rows: 100, ..small_world() });
     let data = ingest_and_split_small(&root);
     let model = root.join("model");
-    let stage = train::TrainStage {
-        data: data.clone(),
-        out: model.clone(),
-        model: ModelConfig { ctr_fc_sizes: vec![8], cvr_fc_sizes: vec![8], ..Default::default() },
-        train: TrainConfig { epochs: 1, batch_size: 256, ..Default::default() },
-        threads: 2,
-        force: true,
-        resume: false,
-    };
-    train::run(&stage).unwrap();
+    let params = ModelConfig { ctr_fc_sizes: vec![8], cvr_fc_sizes: vec![8], ..Default::default() };
+    train_with(&data, &model, params, TrainConfig { epochs: 1, batch_size: 256, ..Default::default() }, false);
     std::fs::write(model.join("model.bin"), b"not a model").unwrap();
-    let (code, err) = esmm(&["export", "--model", &s(&model), "--out", &s(&out)]);
+    let (code, err) = code_and_stderr(&esmm(&["export", "--model", &s(&model), "--out", &s(&out)], Path::new(".")));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("not an esmm checkpoint") && !err.contains("panicked"), "{err}");
     // --data pointing at something that is neither a split nor an ingest
-    let (code, err) = esmm(&["export", "--model", &s(&model), "--out", &s(&out), "--data", &s(&model)]);
+    let (code, err) = code_and_stderr(&esmm(
+        &["export", "--model", &s(&model), "--out", &s(&out), "--data", &s(&model)],
+        Path::new("."),
+    ));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("not of split or ingest"), "{err}");
 }

@@ -3,7 +3,7 @@
 //! (weights 1.0); each bad-input class is skipped and counted, and `--strict` names the file,
 //! the line and the reason.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +13,7 @@ use esmm::aliccp::Reason;
 use esmm::config::{Format, IngestConfig};
 use esmm::hashing::FeatureHasher;
 use esmm::schema::field_index;
-use esmm::stages::ingest::{run, IngestStage};
+use esmm::stages::ingest::run;
 use proptest::prelude::*;
 
 /// PaddleRec's layout: `sample_id,click,buy,<ignored column>,field:id,...` (its reader also
@@ -50,14 +50,7 @@ fn raw() -> PathBuf {
 
 fn ingest(raw: &Path, strict: bool) -> anyhow::Result<esmm::stages::StageReport> {
     let params = IngestConfig { format: Format::Paddlerec, strict, ..Default::default() };
-    run(&IngestStage {
-        raw: raw.to_path_buf(),
-        split_dirs: None,
-        out: raw.join("out"),
-        params,
-        threads: 2,
-        force: true,
-    })
+    run(&ingest_stage(raw, &raw.join("out"), params))
 }
 
 #[test]

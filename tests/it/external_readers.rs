@@ -1,7 +1,7 @@
 //! Readers that are not ours — pyarrow, DuckDB (and Python's xxhash for the hashing contract) —
 //! read every output of generate → ingest → split and agree with our counts.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

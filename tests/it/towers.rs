@@ -5,7 +5,7 @@
 //! fixed-size path of the pooling covers) gemm is checked against a plain-loop f64 reference
 //! and finite differences, and trained end to end.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -6,16 +6,15 @@
 //! lines written here; with PaddleRec's real files too when `../shared/peers/paddlerec` exists
 //! (skipped with a printed reason otherwise).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use common::{read_rows, temp_dir, Value};
+use common::{esmm, read_rows, stderr, temp_dir, Value};
 use esmm::config::{Format, PipelineConfig};
 
-const FIXTURE: &str = include_str!("fixtures/paddlerec_esmm_all_keys.yaml");
+const FIXTURE: &str = include_str!("../fixtures/paddlerec_esmm_all_keys.yaml");
 
 /// The fixture's keys without a meaning here, as the notice names them.
 const IGNORED: &[&str] = &[
@@ -34,14 +33,6 @@ const IGNORED: &[&str] = &[
     "runner.save_inference_fetch_varnames",
     "hyper_parameters.optimizer.strategy",
 ];
-
-fn esmm(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_esmm")).args(args).current_dir(cwd).output().expect("running esmm")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// PaddleRec's copy of the ESMM model directory, if this checkout has `../shared`.
 fn paddlerec_dir() -> Option<PathBuf> {

@@ -2,7 +2,7 @@
 //! appears, when an output or a checkpoint appears, after fixed delays), then rerun to the end,
 //! gives byte for byte the outputs of an uninterrupted run, and leaves no temporaries behind.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,7 +2,7 @@
 //! predictor, predictions cover every row in input order, runs are deterministic, a resumed run
 //! equals an uninterrupted one, and the leakage / collapse guards fire.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -111,16 +111,7 @@ fn evaluate_to(
     truth: Option<PathBuf>,
     fail: bool,
 ) -> anyhow::Result<esmm::stages::StageReport> {
-    evaluate::run(&evaluate::EvaluateStage {
-        predictions: pred.into(),
-        out: out.into(),
-        truth,
-        run_id: "t".into(),
-        model_name: "esmm".into(),
-        fail_on_suspect: fail,
-        threads: 2,
-        force: true,
-    })
+    evaluate::run(&evaluate::EvaluateStage { truth, fail_on_suspect: fail, ..evaluate_stage(pred, out) })
 }
 
 fn metric(dir: &Path, model: &str, task: &str, name: &str) -> f64 {
@@ -248,13 +239,8 @@ fn baselines_train_too() {
     m["data"]["hash_buckets"] = 4096.into();
     std::fs::write(rehashed.join(esmm::schema::MANIFEST_FILE), m.to_string()).unwrap();
     let e = predict::run(&predict::PredictStage {
-        model: root.join("a1"),
-        data: rehashed.clone(),
-        split: Split::Test,
-        out: root.join("pr.parquet"),
-        batch_size: 1000,
         threads: 1,
-        force: true,
+        ..predict_stage(&root.join("a1"), &rehashed, Split::Test, &root.join("pr.parquet"))
     })
     .err()
     .unwrap();

@@ -4,14 +4,14 @@
 //! exactly when the lenient run counted a problem. Config errors name the key and the file; an
 //! unwritable or full output location is a clear error that leaves no partial output.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::Command;
 
 use common::mutate::{lines_in, mutate, mutation, render, skipped_rows};
-use common::{read_rows, temp_dir, u, Value};
+use common::{esmm, ingest_stage, read_rows, temp_dir, u, Value};
 use esmm::aliccp::Reason;
 use esmm::config::IngestConfig;
 use esmm::stages::ingest::{run, IngestStage};
@@ -62,14 +62,7 @@ fn skeleton_lines_n(n: usize) -> Vec<Vec<u8>> {
 
 fn ingest(raw: &Path, out: &Path, strict: bool) -> anyhow::Result<esmm::stages::StageReport> {
     let params = IngestConfig { strict, hash_buckets: 1 << 16, ..Default::default() };
-    run(&IngestStage {
-        raw: raw.to_path_buf(),
-        split_dirs: None,
-        out: out.to_path_buf(),
-        params,
-        threads: 1,
-        force: true,
-    })
+    run(&IngestStage { threads: 1, ..ingest_stage(raw, out, params) })
 }
 
 type Row = BTreeMap<String, Value>;
@@ -177,10 +170,6 @@ proptest! {
 fn baseline_cached() -> &'static (HashMap<u64, Row>, HashMap<u64, Row>) {
     static BASE: std::sync::OnceLock<(HashMap<u64, Row>, HashMap<u64, Row>)> = std::sync::OnceLock::new();
     BASE.get_or_init(baseline)
-}
-
-fn esmm(args: &[&str], cwd: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_esmm")).args(args).current_dir(cwd).output().expect("running esmm")
 }
 
 #[test]

@@ -1,20 +1,12 @@
 //! The command-line contract (README "Command line", "Scheduling and exit codes"): subcommands, exit statuses, config errors naming the
 //! key and the file, `--strict` failures naming file and line, reruns skipping up-to-date stages.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::temp_dir;
-
-fn esmm(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_esmm")).args(args).current_dir(cwd).output().expect("running esmm")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{esmm, stderr, temp_dir};
 
 #[test]
 fn help_lists_the_stages_and_exit_codes() {

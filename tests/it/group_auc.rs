@@ -4,11 +4,10 @@
 //! them, or by another tool) still evaluates and says once that group AUC was not computed; a
 //! null key is an error naming the file, the row and the column.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt64Array};
@@ -17,10 +16,6 @@ use common::*;
 use esmm::config::{ModelConfig, TrainConfig};
 use esmm::schema::Split;
 use esmm::stages::evaluate;
-
-fn esmm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_esmm")).args(args).output().expect("running esmm")
-}
 
 /// Raw → split → a 1-epoch model → predictions of the test split; returns (split dir, predictions).
 fn predictions(root: &Path) -> (PathBuf, PathBuf) {
@@ -36,16 +31,7 @@ fn predictions(root: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn evaluate_to(pred: &Path, out: &Path, truth: Option<PathBuf>) -> anyhow::Result<esmm::stages::StageReport> {
-    evaluate::run(&evaluate::EvaluateStage {
-        predictions: pred.into(),
-        out: out.into(),
-        truth,
-        run_id: "g".into(),
-        model_name: "esmm".into(),
-        fail_on_suspect: false,
-        threads: 2,
-        force: true,
-    })
+    evaluate::run(&evaluate::EvaluateStage { truth, run_id: "g".into(), ..evaluate_stage(pred, out) })
 }
 
 /// (model, task, metric) → (value, n) of the `all` rows of a metrics file.
@@ -165,7 +151,10 @@ fn predict_writes_the_keys_and_evaluate_the_group_auc() {
     // An old predictions file, without user_key and md5: the same metrics, no group AUC, said once.
     let old = root.join("old.parquet");
     rewrite(&pred, &old, |c, _| c.retain(|(n, _)| n != "user_key" && n != "md5"));
-    let o = esmm(&["evaluate", "--predictions", old.to_str().unwrap(), "--out", root.join("old").to_str().unwrap()]);
+    let o = esmm(
+        &["evaluate", "--predictions", old.to_str().unwrap(), "--out", root.join("old").to_str().unwrap()],
+        Path::new("."),
+    );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     let note = "Group AUC: not computed, the predictions lack the `user_key` and `md5` columns.";
@@ -192,7 +181,10 @@ fn predict_writes_the_keys_and_evaluate_the_group_auc() {
         let v = col.1.as_primitive::<UInt64Type>();
         col.1 = Arc::new((0..v.len()).map(|i| (start + i != 7).then(|| v.value(i))).collect::<UInt64Array>());
     });
-    let o = esmm(&["evaluate", "--predictions", nulls.to_str().unwrap(), "--out", root.join("null").to_str().unwrap()]);
+    let o = esmm(
+        &["evaluate", "--predictions", nulls.to_str().unwrap(), "--out", root.join("null").to_str().unwrap()],
+        Path::new("."),
+    );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("null_key.parquet: column `user_key` has 1 null values, the first in row 7"), "{stderr}");

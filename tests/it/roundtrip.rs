@@ -2,7 +2,7 @@
 //! counts, labels, per-row hashed ids and weights; thread-count independence; split determinism
 //! and session (md5) disjointness.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -24,30 +24,16 @@ fn generate(dir: &Path, train: u64, test: u64) {
         cvr: 0.2,
         ..Default::default()
     };
-    generate::run(&generate::GenerateStage { out: dir.to_path_buf(), params, threads: 2, force: false }).unwrap();
+    generate::run(&generate_stage(dir, params)).unwrap();
 }
 
 fn ingest_to(raw: &Path, out: &Path, threads: usize) -> esmm::stages::StageReport {
-    ingest::run(&ingest::IngestStage {
-        raw: raw.to_path_buf(),
-        split_dirs: None,
-        out: out.to_path_buf(),
-        params: IngestConfig::default(),
-        threads,
-        force: false,
-    })
-    .unwrap()
+    ingest::run(&ingest::IngestStage { threads, force: false, ..ingest_stage(raw, out, IngestConfig::default()) })
+        .unwrap()
 }
 
 fn split_to(input: &Path, out: &Path) {
-    split::run(&split::SplitStage {
-        input: input.to_path_buf(),
-        out: out.to_path_buf(),
-        params: SplitConfig::default(),
-        threads: 2,
-        force: false,
-    })
-    .unwrap();
+    split::run(&split_stage(input, out, SplitConfig::default())).unwrap();
 }
 
 /// The features of one raw feature list, hashed field by field (independent of the tokenizer).

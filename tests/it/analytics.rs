@@ -6,7 +6,7 @@
 //!   paper-style table with mean ± std over the two esmm seeds;
 //! - the `esmm sql` command line: table output, CSV and Parquet files, usage errors.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -53,42 +53,23 @@ fn run_dir() -> &'static Path {
         for (suffix, kind, run_id, seed) in RUNS {
             let model_dir = root.join(format!("model{suffix}"));
             let preds = root.join(format!("predictions{suffix}/test.parquet"));
-            train::run(&train::TrainStage {
-                data: data.clone(),
-                out: model_dir.clone(),
-                model: ModelConfig { kind, seed, ..Default::default() },
-                train: TrainConfig {
-                    epochs: 2,
-                    batch_size: 256,
-                    early_stopping_patience: 0,
-                    seed,
-                    ..Default::default()
-                },
-                threads: 2,
-                force: false,
-                resume: false,
-            })
-            .unwrap();
+            let model = ModelConfig { kind, seed, ..Default::default() };
+            let params =
+                TrainConfig { epochs: 2, batch_size: 256, early_stopping_patience: 0, seed, ..Default::default() };
+            train::run(&train::TrainStage { force: false, ..train_stage(&data, &model_dir, model, params) }).unwrap();
             predict::run(&predict::PredictStage {
-                model: model_dir,
-                data: data.clone(),
-                split: Split::Test,
-                out: preds.clone(),
                 batch_size: 1024,
-                threads: 2,
                 force: false,
+                ..predict_stage(&model_dir, &data, Split::Test, &preds)
             })
             .unwrap();
             let model_name = serde_json::to_value(kind).unwrap().as_str().unwrap().to_string();
             evaluate::run(&evaluate::EvaluateStage {
-                predictions: preds,
-                out: root.join(format!("metrics{suffix}")),
                 truth: Some(root.join("raw/truth_test.csv")),
                 run_id: run_id.into(),
                 model_name,
-                fail_on_suspect: false,
-                threads: 2,
                 force: false,
+                ..evaluate_stage(&preds, &root.join(format!("metrics{suffix}")))
             })
             .unwrap();
         }

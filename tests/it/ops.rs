@@ -4,7 +4,7 @@
 //! calling only commands and flags that exist and run by real Airflow, and the crontab example's
 //! line run the way cron runs it.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -13,15 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{read_rows, temp_dir, Value};
-
-fn esmm(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_esmm")).args(args).current_dir(cwd).output().expect("running esmm")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{esmm, read_rows, stderr, temp_dir, Value};
 
 const PIPELINE: &str = "paths: {raw: d/raw, ingest: d/ingest, split: d/split, model: d/model, predictions: d/pred, \
                         metrics: d/metrics}\n\

@@ -1,4 +1,5 @@
-//! Shared helpers for the integration tests: temp dirs, raw fixtures, reading Parquet back.
+//! Shared helpers for the integration tests: temp dirs, raw fixtures, the `esmm` runner, the
+//! stage settings every test starts from, reading Parquet back.
 #![allow(dead_code)]
 
 pub mod mutate;
@@ -7,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, AsArray};
@@ -177,6 +178,91 @@ pub fn tool_venv(name: &str, test: &str) -> Option<PathBuf> {
     }
 }
 
+/// Runs the esmm binary with `args` in `cwd` and waits for it.
+pub fn esmm(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_esmm")).args(args).current_dir(cwd).output().expect("running esmm")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The exit status (-1 when killed by a signal) and stderr of a finished run.
+pub fn code_and_stderr(o: &Output) -> (i32, String) {
+    (o.status.code().unwrap_or(-1), stderr(o))
+}
+
+// The settings each stage starts from in the tests: 2 threads, forced, the library's defaults
+// otherwise. A test changes what it needs with `Stage { field, ..xxx_stage(…) }`.
+
+pub fn generate_stage(out: &Path, params: esmm::config::GenerateConfig) -> esmm::stages::generate::GenerateStage {
+    esmm::stages::generate::GenerateStage { out: out.into(), params, threads: 2, force: false }
+}
+
+pub fn ingest_stage(raw: &Path, out: &Path, params: esmm::config::IngestConfig) -> esmm::stages::ingest::IngestStage {
+    esmm::stages::ingest::IngestStage {
+        raw: raw.into(),
+        split_dirs: None,
+        out: out.into(),
+        params,
+        threads: 2,
+        force: true,
+    }
+}
+
+pub fn split_stage(input: &Path, out: &Path, params: esmm::config::SplitConfig) -> esmm::stages::split::SplitStage {
+    esmm::stages::split::SplitStage { input: input.into(), out: out.into(), params, threads: 2, force: false }
+}
+
+pub fn train_stage(
+    data: &Path,
+    out: &Path,
+    model: esmm::config::ModelConfig,
+    train: esmm::config::TrainConfig,
+) -> esmm::stages::train::TrainStage {
+    esmm::stages::train::TrainStage {
+        data: data.into(),
+        out: out.into(),
+        model,
+        train,
+        threads: 2,
+        force: true,
+        resume: false,
+    }
+}
+
+/// Batches of 1000.
+pub fn predict_stage(
+    model: &Path,
+    data: &Path,
+    split: esmm::schema::Split,
+    out: &Path,
+) -> esmm::stages::predict::PredictStage {
+    esmm::stages::predict::PredictStage {
+        model: model.into(),
+        data: data.into(),
+        split,
+        out: out.into(),
+        batch_size: 1000,
+        threads: 2,
+        force: true,
+    }
+}
+
+/// Run id `t`, model `esmm`, no truth file, suspect results reported but not failed.
+pub fn evaluate_stage(predictions: &Path, out: &Path) -> esmm::stages::evaluate::EvaluateStage {
+    esmm::stages::evaluate::EvaluateStage {
+        predictions: predictions.into(),
+        out: out.into(),
+        truth: None,
+        run_id: "t".into(),
+        model_name: "esmm".into(),
+        fail_on_suspect: false,
+        threads: 2,
+        force: true,
+    }
+}
+
 /// Trains `model` / `train` on the split directory `data` into `out` (2 threads, forced).
 pub fn train_with(
     data: &Path,
@@ -185,30 +271,19 @@ pub fn train_with(
     train: esmm::config::TrainConfig,
     resume: bool,
 ) -> esmm::stages::StageReport {
-    use esmm::stages::train::{run, TrainStage};
-    run(&TrainStage { data: data.into(), out: out.into(), model, train, threads: 2, force: true, resume }).unwrap()
+    let stage = esmm::stages::train::TrainStage { resume, ..train_stage(data, out, model, train) };
+    esmm::stages::train::run(&stage).unwrap()
 }
 
 /// Predicts `split` of `data` with the model directory `model` into `out` (batches of 1000,
 /// 2 threads, forced).
 pub fn predict_split(model: &Path, data: &Path, split: esmm::schema::Split, out: &Path) {
-    use esmm::stages::predict::{run, PredictStage};
-    run(&PredictStage {
-        model: model.into(),
-        data: data.into(),
-        split,
-        out: out.into(),
-        batch_size: 1000,
-        threads: 2,
-        force: true,
-    })
-    .unwrap();
+    esmm::stages::predict::run(&predict_stage(model, data, split, out)).unwrap();
 }
 
 /// generate → `root/raw` (the stage is skipped when already there).
 pub fn generate(root: &Path, params: esmm::config::GenerateConfig) -> esmm::stages::StageReport {
-    use esmm::stages::generate::{run, GenerateStage};
-    run(&GenerateStage { out: root.join("raw"), params, threads: 2, force: false }).unwrap()
+    esmm::stages::generate::run(&generate_stage(&root.join("raw"), params)).unwrap()
 }
 
 /// `root/raw` → ingest (`root/ingest`) → split (`root/split`); returns both reports.
@@ -242,29 +317,16 @@ pub fn ingest_and_split_small(root: &Path) -> PathBuf {
 }
 
 /// [`ingest_and_split`] with explicit ingest settings (e.g. fewer hash buckets, so the model
-/// files of a training test stay small).
+/// files of a training test stay small). Neither stage is forced.
 pub fn ingest_and_split_with(
     root: &Path,
     params: esmm::config::SplitConfig,
     ingest_params: esmm::config::IngestConfig,
 ) -> (esmm::stages::StageReport, esmm::stages::StageReport) {
     use esmm::stages::{ingest, split};
-    let ing = ingest::run(&ingest::IngestStage {
-        raw: root.join("raw"),
-        split_dirs: None,
-        out: root.join("ingest"),
-        params: ingest_params,
-        threads: 2,
-        force: false,
-    })
-    .unwrap();
-    let spl = split::run(&split::SplitStage {
-        input: root.join("ingest"),
-        out: root.join("split"),
-        params,
-        threads: 2,
-        force: false,
-    })
-    .unwrap();
+    let ingest_stage =
+        ingest::IngestStage { force: false, ..ingest_stage(&root.join("raw"), &root.join("ingest"), ingest_params) };
+    let ing = ingest::run(&ingest_stage).unwrap();
+    let spl = split::run(&split_stage(&root.join("ingest"), &root.join("split"), params)).unwrap();
     (ing, spl)
 }
