@@ -311,7 +311,12 @@ mod tests {
         assert_eq!((m.data.as_ref(), m.hash_buckets()), (None, Some(4096)));
         m.counts.clear();
         assert_eq!(m.hash_buckets(), None);
-        let data = DataContract { format: "aliccp".into(), hash_buckets: 1 << 20, hash_seed: 7, max_ids_per_field: Default::default() };
+        let data = DataContract {
+            format: "aliccp".into(),
+            hash_buckets: 1 << 20,
+            hash_seed: 7,
+            max_ids_per_field: Default::default(),
+        };
         m.data = Some(data);
         assert_eq!(m.hash_buckets(), Some(1 << 20));
         // written and read back with the contract; without one the key is left out

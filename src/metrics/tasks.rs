@@ -64,7 +64,11 @@ impl Scored {
     pub fn tasks(&self) -> [(&'static str, Vec<f32>, Vec<bool>); 3] {
         let clicked = self.filter(|i| self.click[i]);
         let (p_ctcvr, ctcvr) = self.ctcvr();
-        [("ctr", self.p_ctr.clone(), self.click.clone()), ("cvr", clicked.p_cvr, clicked.buy), ("ctcvr", p_ctcvr, ctcvr)]
+        [
+            ("ctr", self.p_ctr.clone(), self.click.clone()),
+            ("cvr", clicked.p_cvr, clicked.buy),
+            ("ctcvr", p_ctcvr, ctcvr),
+        ]
     }
 
     /// AUC, logloss and calibration of the three tasks.

@@ -31,7 +31,9 @@ use crate::config::{IngestConfig, SplitConfig};
 use crate::manifest;
 use crate::parquet_out::ParquetOut;
 use crate::rng::{hash_words, mix64};
-use crate::schema::{self, DataContract, Split, BUY, CLICK, COMMON_FILE, COMMON_ROW, COMMON_ROW_GROUP_ROWS, MD5, SAMPLES_FILE};
+use crate::schema::{
+    self, DataContract, Split, BUY, CLICK, COMMON_FILE, COMMON_ROW, COMMON_ROW_GROUP_ROWS, MD5, SAMPLES_FILE,
+};
 use crate::shard::Shard;
 
 pub struct SplitStage {

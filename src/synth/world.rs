@@ -415,5 +415,4 @@ mod tests {
             assert_eq!(crate::error::Kind::of(&e), crate::error::Kind::Usage, "{e:#}");
         }
     }
-
 }
