@@ -152,24 +152,31 @@ pub fn common_features_file(split: Split) -> String {
     format!("common_features_{split}.csv")
 }
 /// Planted ground truth written by `generate`: `sample_id,click,buy,p_click,p_buy_given_click`,
-/// then the semi-oracle's two probabilities ([`TRUTH_SEMI`]: without the items' own effects).
+/// then the semi-oracle's two probabilities ([`TRUTH_SEMI`]: without the items' own effects)
+/// and the group oracle's ([`TRUTH_GROUP`]: without the users' own effects either).
 pub fn truth_file(split: Split) -> String {
     format!("truth_{split}.csv")
 }
 pub const TRUTH_HEADER: &str = "sample_id,click,buy,p_click,p_buy_given_click";
-/// Model names `evaluate` gives the planted truth and the semi-oracle in the metrics table.
+/// Model names `evaluate` gives the planted truth, the semi-oracle and the group oracle in the
+/// metrics table.
 pub const ORACLE: &str = "oracle";
 pub const SEMI_ORACLE: &str = "semi_oracle";
+pub const GROUP_ORACLE: &str = "group_oracle";
 
 /// Whether a metrics row's model is one of the planted truths rather than a trained model.
 pub fn is_planted(model: &str) -> bool {
-    model == ORACLE || model == SEMI_ORACLE
+    [ORACLE, SEMI_ORACLE, GROUP_ORACLE].contains(&model)
 }
 
 /// Optional truth columns after [`TRUTH_HEADER`]: the semi-oracle, each row's probabilities
 /// without the item's individual bias, clickbait and latent effects (what no model can learn
 /// for items seen a few times): every world tells its learnable ceiling.
 pub const TRUTH_SEMI: &str = "p_click_semi,p_buy_given_click_semi";
+/// Optional truth columns after [`TRUTH_SEMI`]: the group oracle, each row's probabilities from
+/// the group-level effects alone (profile, category, shop, brand, scenario, history matches):
+/// neither the item's nor the user's own effects, what a model knows that learns nothing per id.
+pub const TRUTH_GROUP: &str = "p_click_group,p_buy_given_click_group";
 
 fn list_of(item: DataType) -> DataType {
     DataType::List(Arc::new(Field::new("item", item, false)))

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The quality sweep's tables (tests/quality.sh): test AUCs of every system on every world, next
-to the world's oracle and semi-oracle, then calibration (mean prediction / observed rate; and
+to the world's oracle, semi-oracle and group oracle, then calibration (mean prediction / observed rate; and
 against the planted probabilities, free of the test labels' sampling noise) and
 normalized entropy of the systems esmm evaluate scored, and the issues' bars for the defaults.
 
@@ -21,7 +21,7 @@ TASKS = [("ctr", "ctr"), ("cvr", "cvr (clicked)"), ("ctcvr", "ctcvr"), ("cvr_ent
 # The issue's bars for the defaults: at least rechub + margin, within gap of the semi-oracle.
 OVER_RECHUB = {"ctr": 0.03, "ctcvr": 0.06, "cvr_entire_space": 0.08}
 TO_SEMI = {"ctr": 0.015, "ctcvr": 0.03, "cvr_entire_space": 0.04}
-PLANTED = ("oracle", "semi_oracle")
+PLANTED = ("oracle", "semi_oracle", "group_oracle")
 # Calibration bars of the defaults (issue 18): calibration within [0.9, 1.1], normalized entropy < 1.
 CAL_TASKS = [("ctr", "ctr"), ("cvr", "cvr (clicked)"), ("ctcvr", "ctcvr")]
 CAL_RANGE = (0.9, 1.1)

@@ -222,6 +222,11 @@ pub struct TrainConfig {
     /// Learning rates are multiplied by this at each epoch's start after the first
     /// (epoch `e` trains at `lr · lr_decay^e`; 1 = constant).
     pub lr_decay: f32,
+    /// Re-initialize the embedding tables (weights and optimizer state) at each epoch's start
+    /// after the first, keeping the towers: every epoch's embeddings see each row once, the
+    /// towers train on for several epochs (the "one-epoch" overfitting is the embeddings').
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reset_embeddings: bool,
     /// Seed of the per-epoch shuffle.
     pub seed: u64,
     /// Calibration of the kept model, fitted on the valid split once training ends (left out
@@ -233,15 +238,16 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            epochs: 10,
+            epochs: 4,
             batch_size: 1024,
             shuffle_pool_row_groups: 4,
             shuffle: ShuffleUnit::Sessions,
-            evals_per_epoch: 4,
+            evals_per_epoch: 1,
             eval_every_steps: 0,
             select_on: SelectOn::Loss,
             early_stopping_patience: 2,
             lr_decay: 1.0,
+            reset_embeddings: true,
             seed: 1,
             calibration: CalibrationKind::Level,
         }

@@ -247,7 +247,7 @@ mod tests {
         let err = |yaml: &str| format!("{:#}", PipelineConfig::parse(yaml).unwrap_err());
         assert!(err("runner:\n  bogus: 1\n").contains("runner.bogus"));
         assert!(err("runner:\n  epoch: 1\n").contains("runner.epoch"));
-        assert!(err("train: {epochs: 4}\nrunner: {epochs: 5}\n").contains("runner.epochs"));
+        assert!(err("train: {epochs: 6}\nrunner: {epochs: 5}\n").contains("runner.epochs"));
         assert!(err("predict: {batch_size: 4}\nrunner: {infer_batch_size: 5}\n").contains("runner.infer_batch_size"));
         let c = PipelineConfig::parse("hyper_parameters: {sparse_feature_dim: 16}\n").unwrap();
         assert_eq!(c.model.embedding_dim, 16);

@@ -16,7 +16,9 @@ use polars::prelude as pl;
 
 use super::group::Grouping;
 use super::Scored;
-use crate::schema::{BUY, CLICK, MD5, P_CTR, P_CVR, SAMPLE_ID, SCENARIO, SPLIT, TRUTH_HEADER, TRUTH_SEMI, USER_KEY};
+use crate::schema::{
+    BUY, CLICK, MD5, P_CTR, P_CVR, SAMPLE_ID, SCENARIO, SPLIT, TRUTH_GROUP, TRUTH_HEADER, TRUTH_SEMI, USER_KEY,
+};
 
 /// A predictions file: one split's rows with labels and the two predicted probabilities.
 pub struct Predictions {
@@ -132,23 +134,30 @@ pub struct Truth {
     pub p_buy_given_click: f32,
     /// The semi-oracle's `(p_click, p_buy_given_click)` when the file has [`TRUTH_SEMI`].
     pub semi: Option<(f32, f32)>,
+    /// The group oracle's when it also has [`TRUTH_GROUP`].
+    pub group: Option<(f32, f32)>,
 }
 
-/// Reads a `truth_<split>.csv` (header [`TRUTH_HEADER`], optionally followed by [`TRUTH_SEMI`];
-/// extra columns allowed) by sample id.
+/// Reads a `truth_<split>.csv` (header [`TRUTH_HEADER`], optionally followed by [`TRUTH_SEMI`]
+/// and then [`TRUTH_GROUP`]; extra columns allowed) by sample id.
 pub fn read_truth(path: &Path) -> Result<HashMap<u64, Truth>> {
     let file = path.display();
     let reader = BufReader::new(File::open(path).with_context(|| format!("opening {file}"))?);
     let mut lines = reader.lines();
-    let with_semi = format!("{TRUTH_HEADER},{TRUTH_SEMI}");
-    let has_semi = match lines.next().transpose().with_context(|| format!("reading {file}"))? {
+    // how many of the optional column pairs follow the required ones, in order
+    let optional = match lines.next().transpose().with_context(|| format!("reading {file}"))? {
         Some(h) if h.starts_with(TRUTH_HEADER) => {
-            let semi: Vec<&str> = TRUTH_SEMI.split(',').collect();
-            h.trim_end_matches('\r').split(',').skip(5).take(2).eq(semi)
+            let cols: Vec<&str> = h.trim_end_matches('\r').split(',').skip(5).collect();
+            let pairs = [TRUTH_SEMI, TRUTH_GROUP];
+            pairs
+                .iter()
+                .enumerate()
+                .take_while(|(k, p)| cols.get(2 * k..2 * k + 2).is_some_and(|c| c.join(",") == **p))
+                .count()
         }
         _ => bail!("{file}: expected the header `{TRUTH_HEADER}`"),
     };
-    let header = if has_semi { with_semi.as_str() } else { TRUTH_HEADER };
+    let header = [TRUTH_HEADER, TRUTH_SEMI, TRUTH_GROUP][..=optional].join(",");
     let names: Vec<&str> = header.split(',').collect();
     let mut out = HashMap::new();
     for (i, line) in lines.enumerate() {
@@ -174,8 +183,15 @@ pub fn read_truth(path: &Path) -> Result<HashMap<u64, Truth>> {
             Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
             _ => Err(bad(k, "a probability in [0, 1]")),
         };
-        let semi = if has_semi { Some((prob(5)?, prob(6)?)) } else { None };
-        let t = Truth { click: label(1)?, buy: label(2)?, p_click: prob(3)?, p_buy_given_click: prob(4)?, semi };
+        let pair = |k: usize| -> Result<Option<(f32, f32)>> {
+            if optional > k {
+                Ok(Some((prob(5 + 2 * k)?, prob(6 + 2 * k)?)))
+            } else {
+                Ok(None)
+            }
+        };
+        let (semi, group) = (pair(0)?, pair(1)?);
+        let t = Truth { click: label(1)?, buy: label(2)?, p_click: prob(3)?, p_buy_given_click: prob(4)?, semi, group };
         if out.insert(sid, t).is_some() {
             bail!("{file}:{lineno}: sample_id {sid} appears a second time");
         }
@@ -323,7 +339,10 @@ mod tests {
         };
         let t = read_truth(&file("ok.csv", "7,1,0,0.25,0.5,x\r\n8,0,1,1,0\r\n\r\n")).unwrap();
         assert_eq!(t.len(), 2);
-        assert_eq!(t[&7], Truth { click: true, buy: false, p_click: 0.25, p_buy_given_click: 0.5, semi: None });
+        assert_eq!(
+            t[&7],
+            Truth { click: true, buy: false, p_click: 0.25, p_buy_given_click: 0.5, semi: None, group: None }
+        );
         assert!(t[&8].buy && !t[&8].click);
         // the semi-oracle's columns, when the header names them
         let p = dir.join("semi.csv");
@@ -333,6 +352,15 @@ mod tests {
         assert!(err(read_truth(&p)).contains("semi.csv:2: 6 fields, expected at least 7"));
         std::fs::write(&p, format!("{TRUTH_HEADER},{TRUTH_SEMI}\n7,1,0,0.25,0.5,0.2,2\n")).unwrap();
         assert!(err(read_truth(&p)).contains("field `p_buy_given_click_semi`: `2` is not a probability"));
+        // the group oracle's after them (and only after them)
+        std::fs::write(&p, format!("{TRUTH_HEADER},{TRUTH_SEMI},{TRUTH_GROUP}\n7,1,0,0.25,0.5,0.2,0.4,0.1,0.3\n"))
+            .unwrap();
+        let t = read_truth(&p).unwrap()[&7];
+        assert_eq!((t.semi, t.group), (Some((0.2, 0.4)), Some((0.1, 0.3))));
+        std::fs::write(&p, format!("{TRUTH_HEADER},{TRUTH_GROUP}\n7,1,0,0.25,0.5,0.1,0.3\n")).unwrap();
+        assert_eq!(read_truth(&p).unwrap()[&7].group, None);
+        std::fs::write(&p, format!("{TRUTH_HEADER},{TRUTH_SEMI},{TRUTH_GROUP}\n7,1,0,0.25,0.5,0.2,0.4,0.1\n")).unwrap();
+        assert!(err(read_truth(&p)).contains("semi.csv:2: 8 fields, expected at least 9"));
         for (body, want) in [
             ("7,1,0,0.25,0.5\n8,0,0\n", "short.csv:3: 3 fields, expected at least 5"),
             ("7,1,0,0.25,0.5\nx,0,0,0.1,0.1\n", "sid.csv:3: field `sample_id`: `x` is not an unsigned integer"),

@@ -194,6 +194,16 @@ impl Model {
         Self::assemble(spec, tables, towers, vocab)
     }
 
+    /// Draws every embedding table afresh from `seed` (weights uniform in ±`init_scale`,
+    /// optimizer state and step count zero), keeping the towers and the id admission.
+    pub fn reset_embeddings(&mut self, seed: u64) {
+        let mut rng = Rng::new(seed);
+        for t in &mut self.tables {
+            let optimizer = t.optimizer;
+            *t = Embedding::new(t.rows, t.dim, optimizer, self.spec.init_scale, || rng.f64() as f32);
+        }
+    }
+
     /// A model from existing parts (checkpoints): no random initialization.
     pub fn assemble(spec: ModelSpec, tables: Vec<Embedding>, towers: Towers, vocab: Vocab) -> anyhow::Result<Self> {
         let dims: Vec<usize> = tables.iter().map(|t| t.dim).collect();

@@ -25,7 +25,7 @@ use crate::metrics::group::{group_metrics, Grouping, Groups};
 use crate::metrics::inputs::{read_predictions, read_truth, Predictions};
 use crate::metrics::{soft_auc, Scored, TaskMetric};
 use crate::parquet_out::ParquetOut;
-use crate::schema::{self, METRICS_FILE, ORACLE, SEMI_ORACLE, SUMMARY_FILE};
+use crate::schema::{self, GROUP_ORACLE, METRICS_FILE, ORACLE, SEMI_ORACLE, SUMMARY_FILE};
 
 /// Calibration (mean prediction / observed rate) accepted by the checks.
 pub const CALIBRATION_OK: (f64, f64) = (0.8, 1.25);
@@ -119,8 +119,8 @@ pub fn run(cfg: &EvaluateStage) -> Result<StageReport> {
 }
 
 /// What the planted truth (`truth_path`) adds: the model's CVR AUC over the entire space and
-/// its calibration against the planted probabilities (model `None`), and the oracle's and the
-/// semi-oracle's metrics with their `grouped` group AUC.
+/// its calibration against the planted probabilities (model `None`), and the oracle's, the
+/// semi-oracle's and the group oracle's metrics with their `grouped` group AUC.
 fn planted(
     truth_path: &Path,
     predictions: &Path,
@@ -130,6 +130,7 @@ fn planted(
     let truth = read_truth(truth_path)?;
     let mut oracle = preds.scored.clone();
     let mut semi = Some(preds.scored.clone());
+    let mut group = Some(preds.scored.clone());
     let mut q = Vec::with_capacity(oracle.len());
     let file = truth_path.display();
     for (i, sid) in preds.sample_id.iter().enumerate() {
@@ -148,10 +149,12 @@ fn planted(
         oracle.p_ctr[i] = t.p_click;
         oracle.p_cvr[i] = t.p_buy_given_click;
         q.push(t.p_buy_given_click);
-        // the semi-oracle only when every line has it
-        match (&mut semi, t.semi) {
-            (Some(s), Some((c, v))) => (s.p_ctr[i], s.p_cvr[i]) = (c, v),
-            _ => semi = None,
+        // the semi-oracle and the group oracle only when every line has them
+        for (reference, probs) in [(&mut semi, t.semi), (&mut group, t.group)] {
+            match (reference.as_mut(), probs) {
+                (Some(s), Some((c, v))) => (s.p_ctr[i], s.p_cvr[i]) = (c, v),
+                _ => *reference = None,
+            }
         }
     }
     let n = q.len() as u64;
@@ -160,7 +163,7 @@ fn planted(
     let mut model = vec![es(&preds.scored.p_cvr)];
     model.extend(preds.scored.calibration_to(&oracle));
     let mut out = vec![(None, model)];
-    for (name, scored) in [(ORACLE, Some(&oracle)), (SEMI_ORACLE, semi.as_ref())] {
+    for (name, scored) in [(ORACLE, Some(&oracle)), (SEMI_ORACLE, semi.as_ref()), (GROUP_ORACLE, group.as_ref())] {
         if let Some(scored) = scored {
             let mut m = scored.metrics();
             m.push(es(&scored.p_cvr));
@@ -254,18 +257,20 @@ fn summary(
     };
     let fmt = |r: Option<&MetricRow>| r.and_then(|r| r.metric.value).map_or("–".to_string(), |v| format!("{v:.4}"));
     let has = |name: &str| rows.iter().any(|r| r.model == name);
-    let (has_oracle, has_semi) = (has(ORACLE), has(SEMI_ORACLE));
+    let has_oracle = has(ORACLE);
+    let references: Vec<(&str, &str)> =
+        [(SEMI_ORACLE, "semi-oracle"), (GROUP_ORACLE, "group oracle")].into_iter().filter(|r| has(r.0)).collect();
     let _ = writeln!(
         s,
         "| task | rows | positives | AUC | logloss | NE | calibration | ECE |{}{}",
         if has_oracle { " oracle AUC | oracle logloss | calibration vs truth |" } else { "" },
-        if has_semi { " semi-oracle AUC |" } else { "" }
+        references.iter().map(|r| format!(" {} AUC |", r.1)).collect::<String>()
     );
     let _ = writeln!(
         s,
         "|---|---:|---:|---:|---:|---:|---:|---:|{}{}",
         if has_oracle { "---:|---:|---:|" } else { "" },
-        if has_semi { "---:|" } else { "" }
+        "---:|".repeat(references.len())
     );
     for task in ["ctr", "cvr", "ctcvr", "cvr_entire_space"] {
         let Some(auc) = get(model, "all", task, "auc") else { continue };
@@ -285,8 +290,8 @@ fn summary(
             let truth = fmt(get(model, "all", task, "calibration_truth"));
             let _ = write!(s, " {} | {} | {truth} |", oracle("auc"), oracle("logloss"));
         }
-        if has_semi {
-            let _ = write!(s, " {} |", fmt(get(SEMI_ORACLE, "all", task, "auc")));
+        for r in &references {
+            let _ = write!(s, " {} |", fmt(get(r.0, "all", task, "auc")));
         }
         s.push('\n');
     }

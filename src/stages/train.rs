@@ -4,8 +4,10 @@
 //! is kept as `model.bin` and early stopping waits for a better one ([`super::selection`]);
 //! a checkpoint per epoch (`checkpoint.bin`, for `--resume`) and a log per evaluation
 //! (`epochs.parquet`); with `train.calibration: level` or `platt`, the kept model's output
-//! calibration is then fitted on the valid split. Deterministic for a given config, seed and thread count; `--resume`
-//! continues from the last finished epoch bit-identically.
+//! calibration is then fitted on the valid split. With `train.reset_embeddings` each epoch
+//! after the first starts from freshly drawn embedding tables, the towers kept. Deterministic
+//! for a given config, seed and thread count; `--resume` continues from the last finished epoch
+//! bit-identically.
 //!
 //! An empty valid split (data with a single session, like PaddleRec's `small.txt`) is no error:
 //! training validates nothing — each epoch's end still logs its training loss, with null valid
@@ -81,6 +83,9 @@ pub struct TrainState {
     pub stop: EarlyStopping,
     pub history: Vec<EpochLog>,
 }
+
+/// Mixed into the seed of an epoch's fresh embeddings (`train.reset_embeddings`).
+const RESET_TAG: u64 = 0x5245_5345_5421;
 
 /// Per-epoch shuffle seed.
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
@@ -266,6 +271,9 @@ impl Trainer<'_> {
     fn epoch(&self, model: &mut Model, state: &mut TrainState) -> Result<()> {
         let epoch = state.epochs_done;
         let train = &self.cfg.train;
+        if train.reset_embeddings && epoch > 0 {
+            model.reset_embeddings(crate::rng::hash_words(&[self.cfg.model.seed, RESET_TAG, epoch as u64]));
+        }
         model.set_lr_scale(train.lr_decay.powi(epoch as i32));
         let rx = batches::spawn(LoaderConfig {
             path: self.train.clone(),

@@ -1,6 +1,6 @@
 //! Calibrating the world's intercepts: the target click rate and buys per click are met in
 //! expectation over a fixed stream of simulated impressions ([`session::calibration_sample`]),
-//! for the planted logits and for the semi-oracle's.
+//! for the planted logits, the semi-oracle's and the group oracle's.
 
 use anyhow::Result;
 
@@ -12,9 +12,10 @@ impl World {
     /// Builds the world of `params` and calibrates its intercepts to the target rates.
     pub fn build(params: &GenerateConfig) -> Result<Self> {
         let mut world = Self::build_uncalibrated(params)?;
-        let (sample, semi) = session::calibration_sample(&world, model::CALIBRATION_ROWS);
+        let [sample, semi, group] = session::calibration_sample(&world, model::CALIBRATION_ROWS);
         (world.b_click, world.b_buy) = calibrate(&sample, params.ctr, params.cvr);
         (world.b_click_semi, world.b_buy_semi) = calibrate(&semi, params.ctr, params.cvr);
+        (world.b_click_group, world.b_buy_group) = calibrate(&group, params.ctr, params.cvr);
         Ok(world)
     }
 }

@@ -264,6 +264,10 @@ pub fn render_chunk(world: &World, plan: &ChunkPlan) -> ChunkOut {
             push_prob(t, sigmoid(world.b_click_semi + imp.zc_semi));
             t.push(b',');
             push_prob(t, sigmoid(world.b_buy_semi + imp.zv_semi));
+            t.push(b',');
+            push_prob(t, sigmoid(world.b_click_group + imp.zc_group));
+            t.push(b',');
+            push_prob(t, sigmoid(world.b_buy_group + imp.zv_group));
             t.push(b'\n');
             sample_id += 1;
         }

@@ -160,6 +160,10 @@ pub struct Impression {
     /// beyond its category, shop and brand): the semi-oracle's.
     pub zc_semi: f64,
     pub zv_semi: f64,
+    /// The semi-oracle's logits without the user's own effects either (bias and latent parts
+    /// beyond its profile): the group oracle's, what a model knows that learns no id's own effect.
+    pub zc_group: f64,
+    pub zv_group: f64,
 }
 
 /// The user side of one md5 and its history (distinct categories, shops, brands, intention
@@ -294,6 +298,8 @@ impl Session {
             zv: 0.0,
             zc_semi: 0.0,
             zv_semi: 0.0,
+            zc_group: 0.0,
+            zv_group: 0.0,
         };
         imp.n_nodes = world.nodes(item, &mut imp.nodes);
         let (mut node_w, mut terms) = (0.0, 0);
@@ -316,15 +322,21 @@ impl Session {
         imp.zc_semi = user.ctr_bias as f64 + it.ctr_group as f64 + model::SCENARIO_CTR[s] + dot(&user.p, &q) + combo_c;
         imp.zv_semi =
             user.cvr_bias as f64 + it.cvr_group as f64 + model::SCENARIO_CVR[s] + dot(&user.p2, &q2) + combo_v;
+        let p = world.age_vec[user.profile[1] as usize];
+        let p2 = p.map(|x| (model::SHARED_FACTOR * x as f64) as f32);
+        imp.zc_group = user.ctr_group as f64 + it.ctr_group as f64 + model::SCENARIO_CTR[s] + dot(&p, &q) + combo_c;
+        imp.zv_group = user.cvr_group as f64 + it.cvr_group as f64 + model::SCENARIO_CVR[s] + dot(&p2, &q2) + combo_v;
         imp
     }
 }
 
 /// Logits without intercepts `(z_click, z_buy)` of `rows` impressions of a fixed stream that
-/// is never written (used to calibrate the intercepts), and the semi-oracle's logits of the same.
-pub fn calibration_sample(world: &World, rows: usize) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+/// is never written (used to calibrate the intercepts): the planted ones, the semi-oracle's and
+/// the group oracle's of the same impressions.
+pub fn calibration_sample(world: &World, rows: usize) -> [Vec<(f64, f64)>; 3] {
     let mut out = Vec::with_capacity(rows);
     let mut semi = Vec::with_capacity(rows);
+    let mut group = Vec::with_capacity(rows);
     let mut sess = Session::default();
     let mut index = 0u64;
     while out.len() < rows {
@@ -335,10 +347,11 @@ pub fn calibration_sample(world: &World, rows: usize) -> (Vec<(f64, f64)>, Vec<(
             let imp = sess.impression(world, &mut rng);
             out.push((imp.zc, imp.zv));
             semi.push((imp.zc_semi, imp.zv_semi));
+            group.push((imp.zc_group, imp.zv_group));
         }
         index += 1;
     }
-    (out, semi)
+    [out, semi, group]
 }
 
 #[cfg(test)]
@@ -383,5 +396,42 @@ mod tests {
         assert!((140.0..260.0).contains(&mean), "{mean}");
         let lens: u64 = (0..20_000).map(|i| session_len(&world, 0, i)).sum();
         assert!(((lens as f64 / 20_000.0) - 55.0).abs() < 3.0, "{lens}");
+    }
+
+    /// The three logits differ exactly by the entities' own effects: without individual
+    /// effects they coincide; with them the semi-oracle drops the item's, the group oracle the
+    /// user's as well.
+    #[test]
+    fn oracle_logits_drop_the_individual_effects() {
+        let logits = |individual_sd: f64| {
+            let params = GenerateConfig { users: 300, items: 3000, individual_sd, ..Default::default() };
+            let world = World::build_uncalibrated(&params).unwrap();
+            let mut sess = Session::default();
+            let mut out = Vec::new();
+            for idx in 0..40 {
+                let mut rng = session_rng(&world, 0, idx);
+                sess.draw(&world, &mut rng);
+                for _ in 0..20 {
+                    let imp = sess.impression(&world, &mut rng);
+                    out.push(([imp.zc, imp.zc_semi, imp.zc_group], [imp.zv, imp.zv_semi, imp.zv_group]));
+                }
+            }
+            out
+        };
+        for (c, v) in logits(0.0) {
+            for z in [c, v] {
+                assert!((z[0] - z[1]).abs() < 1e-5 && (z[1] - z[2]).abs() < 1e-5, "{z:?}");
+            }
+        }
+        let rows = logits(0.3);
+        let spread = |k: usize, task: usize| {
+            let d: Vec<f64> =
+                rows.iter().map(|r| if task == 0 { r.0[k] - r.0[k + 1] } else { r.1[k] - r.1[k + 1] }).collect();
+            let m = d.iter().sum::<f64>() / d.len() as f64;
+            (d.iter().map(|x| (x - m).powi(2)).sum::<f64>() / d.len() as f64).sqrt()
+        };
+        for task in [0, 1] {
+            assert!(spread(0, task) > 0.1 && spread(1, task) > 0.1, "task {task}");
+        }
     }
 }

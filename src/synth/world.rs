@@ -61,6 +61,9 @@ pub struct UserInfo {
     pub fav: [u32; 8],
     pub ctr_bias: f32,
     pub cvr_bias: f32,
+    /// The profile parts of `ctr_bias` / `cvr_bias`: what the group oracle knows of the user.
+    pub ctr_group: f32,
+    pub cvr_group: f32,
     pub p: [f32; DIM],
     pub p2: [f32; DIM],
 }
@@ -118,12 +121,18 @@ pub struct World {
     pub history_mean: f64,
     /// Latent factor per category: an item's `q` without its own part (the semi-oracle's).
     pub cat_vec: Vec<[f32; DIM]>,
+    /// Latent factor per age value (profile field `122`): a user's `p` without its own part
+    /// (the group oracle's).
+    pub age_vec: Vec<[f32; DIM]>,
     /// Calibrated intercepts of the click and buy-given-click logits.
     pub b_click: f64,
     pub b_buy: f64,
     /// The same for the semi-oracle's logits (calibrated to the same rates on its own terms).
     pub b_click_semi: f64,
     pub b_buy_semi: f64,
+    /// The same for the group oracle's logits.
+    pub b_click_group: f64,
+    pub b_buy_group: f64,
 }
 
 fn normal_vec(rng: &mut Rng, sd: f64) -> [f32; DIM] {
@@ -247,6 +256,7 @@ impl World {
                 uc += prof_c[f][v];
                 uv += prof_v[f][v];
             }
+            let (ctr_group, cvr_group) = (uc as f32, uv as f32);
             uc += indiv * rng.unit_tail(df);
             uv += indiv * rng.unit_tail(df);
             let p = plus_individual(age_vec[profile[1] as usize], &mut rng, indiv, df);
@@ -256,7 +266,17 @@ impl World {
             for f in fav.iter_mut().take(n_fav as usize) {
                 *f = items[item_alias.sample(&mut rng)].cat;
             }
-            users.push(UserInfo { profile, n_fav, fav, ctr_bias: uc as f32, cvr_bias: uv as f32, p, p2 });
+            users.push(UserInfo {
+                profile,
+                n_fav,
+                fav,
+                ctr_bias: uc as f32,
+                cvr_bias: uv as f32,
+                ctr_group,
+                cvr_group,
+                p,
+                p2,
+            });
         }
 
         let mut sizes = [0u64; FIELDS.len()];
@@ -295,10 +315,13 @@ impl World {
             rows_per_md5: params.rows_per_md5,
             history_mean: params.history_mean,
             cat_vec,
+            age_vec,
             b_click: 0.0,
             b_buy: 0.0,
             b_click_semi: 0.0,
             b_buy_semi: 0.0,
+            b_click_group: 0.0,
+            b_buy_group: 0.0,
         })
     }
 

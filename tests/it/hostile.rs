@@ -182,7 +182,7 @@ fn config_errors_name_the_key_and_the_file() {
         ("ingest: {hash_buckets: 1}\n", "ingest.hash_buckets"),
         ("model: {kind: bert}\n", "kind"),
         ("split: {valid_fraction: -0.5}\n", "split.valid_fraction"),
-        ("runner: {epochs: 5}\ntrain: {epochs: 4}\n", "runner.epochs"),
+        ("runner: {epochs: 5}\ntrain: {epochs: 6}\n", "runner.epochs"),
     ] {
         std::fs::write(dir.join("bad.yaml"), yaml).unwrap();
         for args in [&["run", "bad.yaml"][..], &["ingest", "--config", "bad.yaml"][..]] {
