@@ -3,8 +3,9 @@
 # and seed (tests/quality/worlds/*.yaml), train esmm with each setting of
 # tests/quality/settings/*.yaml (defaults.yaml = the defaults) and the two peers on the same raw
 # files — torch-rechub's ESMM (rechub_esmm.py) and PaddleRec's architecture (raw_to_paddle.py,
-# then torch_esmm.py) — and write one table of test AUCs next to each world's oracle and
-# semi-oracle (the planted probabilities without the items' own effects: the learnable ceiling).
+# then torch_esmm.py) — and write one table of test AUCs next to each world's oracle,
+# semi-oracle (the planted probabilities without the items' own effects) and group oracle
+# (without the users' own effects either). tests/quality/ceiling.py estimates what lies between.
 # A benchmark, not a test: nothing here is timed, and every number is a test-split AUC that no
 # setting was chosen on (esmm decides on its valid split only).
 #
