@@ -227,6 +227,13 @@ pub struct TrainConfig {
     /// towers train on for several epochs (the "one-epoch" overfitting is the embeddings').
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub reset_embeddings: bool,
+    /// With `reset_embeddings`: keep each finished epoch's tables and towers as a frozen member
+    /// of the model, whose logits are the mean of its members' (a snapshot ensemble: the
+    /// epochs' embeddings are independent draws, their errors average out). Prediction costs
+    /// one forward pass per member, `model.bin` one table of weights per member. Left out of
+    /// the config hash when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ensemble_epochs: bool,
     /// Seed of the per-epoch shuffle.
     pub seed: u64,
     /// Calibration of the kept model, fitted on the valid split once training ends (left out
@@ -248,6 +255,7 @@ impl Default for TrainConfig {
             early_stopping_patience: 2,
             lr_decay: 1.0,
             reset_embeddings: true,
+            ensemble_epochs: true,
             seed: 1,
             calibration: CalibrationKind::Level,
         }

@@ -21,7 +21,7 @@ impl Preset {
             Preset::Paddlerec => {
                 "model: {pooling: sum, max_len: 3, init_scale: 1.0, min_sessions: 0, shrink_sessions: 0}\n\
                  train: {epochs: 1, shuffle: rows, evals_per_epoch: 1, early_stopping_patience: 0, calibration: none, \
-                 reset_embeddings: false}"
+                 reset_embeddings: false, ensemble_epochs: false}"
             }
         }
     }

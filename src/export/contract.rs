@@ -141,6 +141,8 @@ struct ModelInfo {
     shrink_sessions: f32,
     admitted_ids: usize,
     calibration: Calibration,
+    /// Snapshot-ensemble members whose mean logit the graph computes (1: a single model).
+    ensemble_members: usize,
 }
 
 /// The whole file.
@@ -202,6 +204,7 @@ impl Contract {
                 shrink_sessions: model.spec.shrink_sessions,
                 admitted_ids: model.vocab().admitted(),
                 calibration: model.calibration,
+                ensemble_members: model.snapshots.len() + 1,
             },
             fields,
             hashing: Hashing {

@@ -41,16 +41,24 @@ pub fn onnx_model(model: &Model) -> Result<(ModelProto, BTreeMap<String, usize>)
         }
     }
     let c = pooling::Consts::new(&mut g);
-    let x = pooling::pooled(&mut g, &c, model, dim)?;
-    let xv = x.get(1).unwrap_or(&x[0]);
-    towers::heads(&mut g, &c, model, &x[0], xv, FIELDS.len() * dim)?;
+    let inputs: Vec<(String, String)> = (pooling::pooled(&mut g, &c, model, dim)?.into_iter())
+        .map(|x| {
+            let xv = x.get(1).unwrap_or(&x[0]).clone();
+            (x[0].clone(), xv)
+        })
+        .collect();
+    towers::heads(&mut g, &c, model, &inputs, FIELDS.len() * dim)?;
     for out in towers::OUTPUTS {
         g.output(out, DataType::FLOAT, &[Dim::Free("batch")]);
     }
     let ops = g.op_counts();
     let doc = format!(
-        "esmm {:?} model, {:?} pooling, embedding dim {dim}, {} hash buckets; inputs and hashing in contract.json",
-        model.spec.kind, model.spec.pooling, model.spec.hash_buckets
+        "esmm {:?} model, {:?} pooling, embedding dim {dim}, {} hash buckets, {} ensemble member(s); inputs and \
+         hashing in contract.json",
+        model.spec.kind,
+        model.spec.pooling,
+        model.spec.hash_buckets,
+        model.snapshots.len() + 1
     );
     Ok((g.into_model(&doc), ops))
 }
@@ -58,6 +66,7 @@ pub fn onnx_model(model: &Model) -> Result<(ModelProto, BTreeMap<String, usize>)
 /// The embedding dimension of the model's tables (all the same, one per tower or shared).
 pub fn embedding_dim(model: &Model) -> Result<usize> {
     let dim = model.tables.first().map_or(0, |t| t.dim);
-    ensure!(dim > 0 && model.tables.iter().all(|t| t.dim == dim), "the model's tables differ in dimension");
+    let all = model.members().flat_map(|(tables, _)| tables);
+    ensure!(dim > 0 && all.into_iter().all(|t| t.dim == dim), "the model's tables differ in dimension");
     Ok(dim)
 }

@@ -13,6 +13,10 @@
 //!   shrinkage, `bucket_scale` to the weight of its own row; both are filled from
 //!   [`Vocab::own_weight`], never recomputed here. `pooled = Σ (w·scale)·E[row] + (Σ w)·shared`,
 //!   `shared` the field's shared row ([`Vocab::field_row`]).
+//!
+//! An ensemble ([`Model::members`]) pools once per member, from its own tables (initializers
+//! prefixed `s{k}_` for snapshot `k`; the model's own keep their names), the ids, weights and
+//! admission maps shared.
 
 use anyhow::{ensure, Result};
 use onnx_protobuf::tensor_proto::DataType;
@@ -36,13 +40,22 @@ impl Consts {
 
 /// Where field ids read their rows.
 struct Lookup {
-    /// One table per model table: `[rows, dim]` (compacted with admission).
-    tables: Vec<String>,
+    /// Per member, one table per model table: `[rows, dim]` (compacted with admission).
+    tables: Vec<Vec<String>>,
     /// Admission: `bucket → table row` (int32) and, with shrinkage, `bucket → own-row weight`.
     rows: Option<String>,
     scale: Option<String>,
-    /// Admission: per table, per field, the shared row `[1, dim]`.
-    shared: Vec<Vec<String>>,
+    /// Admission: per member, per table, per field, the shared row `[1, dim]`.
+    shared: Vec<Vec<Vec<String>>>,
+}
+
+/// The initializer-name prefix of member `k` of `members` (the model's own, last: none).
+pub fn member_prefix(k: usize, members: usize) -> String {
+    if k + 1 == members {
+        String::new()
+    } else {
+        format!("s{k}_")
+    }
 }
 
 fn rows_of<'a>(t: &'a crate::model::Embedding, rows: impl Iterator<Item = u32> + 'a) -> impl Iterator<Item = f32> + 'a {
@@ -51,10 +64,15 @@ fn rows_of<'a>(t: &'a crate::model::Embedding, rows: impl Iterator<Item = u32> +
 
 fn lookup(g: &mut Graph, model: &Model, dim: usize) -> Result<Lookup> {
     let vocab: &Vocab = model.vocab();
+    let members: Vec<_> = model.members().map(|(tables, _)| tables).collect();
     if !vocab.enabled() {
-        let tables = (model.tables.iter().enumerate())
-            .map(|(t, e)| g.f32s(&format!("table{t}"), &[e.rows, dim], rows_of(e, 0..e.rows as u32)))
-            .collect();
+        let mut tables = Vec::new();
+        for (k, member) in members.iter().enumerate() {
+            let prefix = member_prefix(k, members.len());
+            let names = (member.iter().enumerate())
+                .map(|(t, e)| g.f32s(&format!("{prefix}table{t}"), &[e.rows, dim], rows_of(e, 0..e.rows as u32)));
+            tables.push(names.collect());
+        }
         return Ok(Lookup { tables, rows: None, scale: None, shared: Vec::new() });
     }
     let buckets = model.spec.hash_buckets;
@@ -72,15 +90,21 @@ fn lookup(g: &mut Graph, model: &Model, dim: usize) -> Result<Lookup> {
     let rows = g.i32s("bucket_row", &[buckets], own.iter().map(row_of));
     let shrunk = own.iter().any(|w| w.is_some_and(|s| s != 1.0));
     let scale = shrunk.then(|| g.f32s("bucket_scale", &[buckets], own.iter().map(|w| w.unwrap_or(0.0))));
-    let mut tables = Vec::new();
-    let mut shared = Vec::new();
-    for (t, e) in model.tables.iter().enumerate() {
-        let data = std::iter::repeat_n(0.0, dim).chain(rows_of(e, admitted.iter().copied()));
-        tables.push(g.f32s(&format!("table{t}"), &[1 + admitted.len(), dim], data));
-        let field_rows = (0..FIELDS.len()).map(|f| {
-            g.f32s(&format!("shared{t}_{}", FIELDS[f].name), &[1, dim], rows_of(e, std::iter::once(vocab.field_row(f))))
-        });
-        shared.push(field_rows.collect());
+    let (mut tables, mut shared) = (Vec::new(), Vec::new());
+    for (k, member) in members.iter().enumerate() {
+        let prefix = member_prefix(k, members.len());
+        let (mut member_tables, mut member_shared) = (Vec::new(), Vec::new());
+        for (t, e) in member.iter().enumerate() {
+            let data = std::iter::repeat_n(0.0, dim).chain(rows_of(e, admitted.iter().copied()));
+            member_tables.push(g.f32s(&format!("{prefix}table{t}"), &[1 + admitted.len(), dim], data));
+            let field_rows = (0..FIELDS.len()).map(|f| {
+                let name = format!("{prefix}shared{t}_{}", FIELDS[f].name);
+                g.f32s(&name, &[1, dim], rows_of(e, std::iter::once(vocab.field_row(f))))
+            });
+            member_shared.push(field_rows.collect());
+        }
+        tables.push(member_tables);
+        shared.push(member_shared);
     }
     Ok(Lookup { tables, rows: Some(rows), scale, shared })
 }
@@ -122,17 +146,20 @@ fn field_weights(g: &mut Graph, c: &Consts, model: &Model, f: usize) -> (String,
     (ids, w)
 }
 
-/// The tower inputs: per model table, `[batch, FIELDS.len() · dim]`, fields in [`FIELDS`] order.
-pub fn pooled(g: &mut Graph, c: &Consts, model: &Model, dim: usize) -> Result<Vec<String>> {
+/// The tower inputs: per member ([`Model::members`] order), per model table,
+/// `[batch, FIELDS.len() · dim]`, fields in [`FIELDS`] order.
+pub fn pooled(g: &mut Graph, c: &Consts, model: &Model, dim: usize) -> Result<Vec<Vec<String>>> {
     ensure!(model.spec.max_len.iter().all(|&m| m > 0), "a max_len of 0 keeps no ids");
     let look = lookup(g, model, dim)?;
-    let mut per_table: Vec<Vec<String>> = vec![Vec::new(); look.tables.len()];
+    let mut parts: Vec<Vec<Vec<String>>> = look.tables.iter().map(|member| vec![Vec::new(); member.len()]).collect();
     for f in 0..FIELDS.len() {
         let (ids, w) = field_weights(g, c, model, f);
         let Some(rows) = &look.rows else {
-            for (t, table) in look.tables.iter().enumerate() {
-                let e = g.op("Gather", &[table, &ids], vec![int("axis", 0)]);
-                per_table[t].push(weighted_sum(g, c, &w, &e));
+            for (k, member) in look.tables.iter().enumerate() {
+                for (t, table) in member.iter().enumerate() {
+                    let e = g.op("Gather", &[table, &ids], vec![int("axis", 0)]);
+                    parts[k][t].push(weighted_sum(g, c, &w, &e));
+                }
             }
             continue;
         };
@@ -145,16 +172,18 @@ pub fn pooled(g: &mut Graph, c: &Consts, model: &Model, dim: usize) -> Result<Ve
             None => w.clone(),
         };
         let total = g.op("ReduceSum", &[&w, &c.axis1], vec![int("keepdims", 1)]);
-        for (t, table) in look.tables.iter().enumerate() {
-            let e = g.op("Gather", &[table, &row], vec![int("axis", 0)]);
-            let own = weighted_sum(g, c, &own_w, &e);
-            let shared = g.op("MatMul", &[&total, &look.shared[t][f]], vec![]);
-            per_table[t].push(g.op("Add", &[&own, &shared], vec![]));
+        for (k, member) in look.tables.iter().enumerate() {
+            for (t, table) in member.iter().enumerate() {
+                let e = g.op("Gather", &[table, &row], vec![int("axis", 0)]);
+                let own = weighted_sum(g, c, &own_w, &e);
+                let shared = g.op("MatMul", &[&total, &look.shared[k][t][f]], vec![]);
+                parts[k][t].push(g.op("Add", &[&own, &shared], vec![]));
+            }
         }
     }
     let concat = |g: &mut Graph, parts: &[String]| {
         let names: Vec<&str> = parts.iter().map(String::as_str).collect();
         g.op("Concat", &names, vec![int("axis", 1)])
     };
-    Ok(per_table.iter().map(|parts| concat(g, parts)).collect())
+    Ok(parts.iter().map(|member| member.iter().map(|p| concat(g, p)).collect()).collect())
 }

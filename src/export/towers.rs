@@ -1,12 +1,14 @@
 //! The dense half of the exported graph: both towers as `Gemm` (`X·Wᵀ + b`, the weights' `[out ×
 //! in]` row-major layout as stored, `transB = 1`) with `Relu` between layers, the calibration
 //! `σ(a·z + b)` per tower ([`Platt`]; the `Mul`/`Add` are left out for the identity), and
-//! pCTCVR = pCTR·pCVR. The outputs are `p_ctr`, `p_cvr`, `p_ctcvr`, float32 `[batch]`.
+//! pCTCVR = pCTR·pCVR. The outputs are `p_ctr`, `p_cvr`, `p_ctcvr`, float32 `[batch]`. An
+//! ensemble runs every member's towers on its own inputs and calibrates the mean of their
+//! logits, summed in [`Model::members`] order as `Model::logits` sums them.
 
 use anyhow::{ensure, Result};
 
 use super::graph::{int, Graph};
-use super::pooling::Consts;
+use super::pooling::{member_prefix, Consts};
 use crate::model::{Model, Platt};
 
 /// The graph output names, in order.
@@ -52,16 +54,36 @@ fn prob(g: &mut Graph, c: &Consts, name: &str, z: &str, p: Platt, out: &str) {
     g.op_into("Squeeze", &[&s, &c.axis1], vec![], out);
 }
 
-/// Both towers on their inputs (`xc` the CTR tower's, `xv` the CVR tower's, `[batch, input]`),
-/// writing the three outputs.
-pub fn heads(g: &mut Graph, c: &Consts, model: &Model, xc: &str, xv: &str, input: usize) -> Result<()> {
+/// The mean of logits `z` (`[batch, 1]` each): the first alone, else their sum over the count.
+fn mean(g: &mut Graph, name: &str, z: &[String]) -> String {
+    let mut sum = z[0].clone();
+    for zk in &z[1..] {
+        sum = g.op("Add", &[&sum, zk], vec![]);
+    }
+    if z.len() == 1 {
+        return sum;
+    }
+    let k = g.f32s(&format!("{name}_members"), &[1], [z.len() as f32]);
+    g.op("Div", &[&sum, &k], vec![])
+}
+
+/// Every member's towers on its inputs (`inputs[k]`: the CTR tower's and the CVR tower's,
+/// `[batch, input]`), the mean logits calibrated, writing the three outputs.
+pub fn heads(g: &mut Graph, c: &Consts, model: &Model, inputs: &[(String, String)], input: usize) -> Result<()> {
     let spec = model.towers.spec();
-    let params = model.towers.params();
     let n_ctr = 2 * (spec.ctr_fc_sizes.len() + 1);
-    ensure!(params.len() >= n_ctr, "the towers hold {} parameter tensors", params.len());
-    let (ctr, cvr) = params.split_at(n_ctr);
-    let zc = mlp(g, "ctr", xc, input, &spec.ctr_fc_sizes, ctr)?;
-    let zv = mlp(g, "cvr", xv, input, &spec.cvr_fc_sizes, cvr)?;
+    let members: Vec<_> = model.members().map(|(_, towers)| towers).collect();
+    ensure!(inputs.len() == members.len(), "{} pooled inputs for {} members", inputs.len(), members.len());
+    let (mut zc, mut zv) = (Vec::new(), Vec::new());
+    for (k, (towers, (xc, xv))) in members.iter().zip(inputs).enumerate() {
+        let params = towers.params();
+        ensure!(params.len() >= n_ctr, "the towers hold {} parameter tensors", params.len());
+        let (ctr, cvr) = params.split_at(n_ctr);
+        let prefix = member_prefix(k, members.len());
+        zc.push(mlp(g, &format!("{prefix}ctr"), xc, input, &spec.ctr_fc_sizes, ctr)?);
+        zv.push(mlp(g, &format!("{prefix}cvr"), xv, input, &spec.cvr_fc_sizes, cvr)?);
+    }
+    let (zc, zv) = (mean(g, "ctr", &zc), mean(g, "cvr", &zv));
     let [p_ctr, p_cvr, p_ctcvr] = OUTPUTS;
     prob(g, c, "ctr", &zc, model.calibration.ctr, p_ctr);
     prob(g, c, "cvr", &zv, model.calibration.cvr, p_cvr);

@@ -1,6 +1,7 @@
 //! Checkpoints: the whole model (embedding tables with their optimizer state, tower weights and
 //! Adam moments) plus a JSON header (spec, calibration, training state, config hash, data
-//! fingerprints), in one little-endian file written atomically. `model.bin` (best epoch) and `checkpoint.bin`
+//! fingerprints), in one little-endian file written atomically; after the model's own arrays,
+//! each ensemble snapshot's tables (weights only) and tower parameters. `model.bin` (best epoch) and `checkpoint.bin`
 //! (latest epoch, for `--resume`) share the format.
 
 use std::fs::File;
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::calibration::Calibration;
 use super::embedding::Embedding;
-use super::esmm::{Model, ModelSpec};
+use super::esmm::{Model, ModelSpec, Snapshot};
 use super::towers::Towers;
 use super::vocab::Vocab;
 use crate::manifest::{AtomicFile, FileEntry};
@@ -33,6 +34,9 @@ pub struct Header<S> {
     tables: Vec<Embedding>,
     tower_step: u64,
     tower_lens: Vec<usize>,
+    /// Per ensemble snapshot, its tables' metadata (absent for a single model).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    snapshots: Vec<Vec<Embedding>>,
 }
 
 /// A length-prefixed little-endian array of `N`-byte values.
@@ -83,6 +87,7 @@ pub fn save<S: Serialize>(
         tables: model.tables.iter().map(Embedding::meta).collect(),
         tower_step,
         tower_lens: params.iter().map(Vec::len).collect(),
+        snapshots: model.snapshots.iter().map(|s| s.tables.iter().map(Embedding::meta).collect()).collect(),
     };
     let json = serde_json::to_vec(&header)?;
     let mut out = AtomicFile::create(path)?;
@@ -104,7 +109,27 @@ pub fn save<S: Serialize>(
             write_f32s(&mut out, p)?;
         }
     }
+    for snapshot in &model.snapshots {
+        for t in &snapshot.tables {
+            write_f32s(&mut out, t.raw())?;
+        }
+        for p in snapshot.towers.params() {
+            write_f32s(&mut out, &p)?;
+        }
+    }
     out.commit().with_context(|| format!("writing checkpoint {}", path.display()))
+}
+
+/// The tables of `metas` (as many as the model kind has), their data read from `inp`.
+fn read_tables(inp: &mut impl Read, metas: &[Embedding], want: usize) -> Result<Vec<Embedding>> {
+    ensure!(metas.len() == want, "{} tables, the model has {want}", metas.len());
+    let mut tables = Vec::with_capacity(want);
+    for meta in metas {
+        let mut t = meta.meta();
+        t.set_raw(read_f32s(inp)?)?;
+        tables.push(t);
+    }
+    Ok(tables)
 }
 
 /// Reads a checkpoint: the model and the trainer state.
@@ -138,13 +163,7 @@ fn read_body<S: for<'de> Deserialize<'de>>(inp: &mut impl Read) -> Result<(Model
     inp.read_exact(&mut json)?;
     let header: Header<S> = serde_json::from_slice(&json).context("header")?;
     let want = Model::table_count(header.spec.kind);
-    ensure!(header.tables.len() == want, "{} tables, the model has {want}", header.tables.len());
-    let mut tables = Vec::with_capacity(want);
-    for meta in &header.tables {
-        let mut t = meta.meta();
-        t.set_raw(read_f32s(inp)?)?;
-        tables.push(t);
-    }
+    let tables = read_tables(inp, &header.tables, want)?;
     let spec = &header.spec;
     let vocab = match spec.min_sessions {
         0 => Vocab::off(),
@@ -175,5 +194,17 @@ fn read_body<S: for<'de> Deserialize<'de>>(inp: &mut impl Read) -> Result<(Model
     let m = arrays.split_off(n);
     model.towers.set_params(&arrays)?;
     model.towers.set_adam_state(header.tower_step, m, v)?;
+    for (k, metas) in header.snapshots.iter().enumerate() {
+        let tables = read_tables(inp, metas, want).with_context(|| format!("ensemble snapshot {}", k + 1))?;
+        ensure!(
+            tables.iter().all(|t| t.dim == spec.embedding_dim && t.rows == spec.table_rows()),
+            "ensemble snapshot {}: tables of another shape than the model's",
+            k + 1
+        );
+        let mut towers = Towers::with_spec(&spec.towers, spec.embedding_dim, spec.dense, || 0.0)?;
+        let params = (0..n).map(|_| read_f32s(inp)).collect::<Result<Vec<_>>>()?;
+        towers.set_params(&params).with_context(|| format!("ensemble snapshot {}", k + 1))?;
+        model.snapshots.push(Snapshot { tables, towers });
+    }
     Ok((model, header))
 }

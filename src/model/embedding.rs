@@ -204,6 +204,16 @@ impl Embedding {
         }
     }
 
+    /// A copy of the weights alone (no optimizer state, the step kept): a frozen member of a
+    /// snapshot ensemble, read but never trained.
+    pub fn frozen(&self) -> Self {
+        let mut data = Vec::with_capacity(self.rows * self.dim);
+        for r in 0..self.rows as u32 {
+            data.extend_from_slice(self.weights(r));
+        }
+        Self { rows: self.rows, dim: self.dim, stride: self.dim, optimizer: self.optimizer, step: self.step, data }
+    }
+
     /// Weights of `row`.
     #[inline]
     pub fn weights(&self, row: u32) -> &[f32] {
@@ -228,7 +238,15 @@ impl Embedding {
         &self.data
     }
 
+    /// Sets the raw buffer (checkpoints): `rows × stride` floats, the stride that of a trained
+    /// table (weights and optimizer state) or of a [`Embedding::frozen`] one (weights).
     pub fn set_raw(&mut self, data: Vec<f32>) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.dim > 0 && (self.stride == self.dim || self.stride == self.dim * (1 + self.optimizer.slots())),
+            "an embedding table of dimension {} with a row stride of {}",
+            self.dim,
+            self.stride
+        );
         anyhow::ensure!(
             data.len() == self.rows * self.stride,
             "embedding buffer has {} floats, expected {}",

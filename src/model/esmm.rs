@@ -1,6 +1,7 @@
 //! ESMM forward and backward: the pooled embeddings (`gather.rs`), the two towers, the loss
 //! computed stably from logits, the input gradient scattered back to the rows the batch touched
-//! (`gather.rs`), and the optimizer step.
+//! (`gather.rs`), and the optimizer step. A model may also hold frozen [`Snapshot`]s of earlier
+//! epochs (`train.ensemble_epochs`): its logits are then the mean of every member's.
 //!
 //! pCTR = σ(zc), pCVR = σ(zv), pCTCVR = pCTR·pCVR;
 //! esmm / esmm_ns: loss = BCE(pCTR, click) + BCE(pCTCVR, click∧buy), batch means;
@@ -99,11 +100,19 @@ impl StepLoss {
     }
 }
 
+/// A frozen member of the model: an earlier epoch's tables (weights only) and towers.
+pub struct Snapshot {
+    pub tables: Vec<Embedding>,
+    pub towers: Towers,
+}
+
 /// The model: embedding table(s) and towers.
 pub struct Model {
     pub spec: ModelSpec,
     pub tables: Vec<Embedding>,
     pub towers: Towers,
+    /// Earlier epochs kept as ensemble members (oldest first); empty for a single model.
+    pub snapshots: Vec<Snapshot>,
     /// Applied by [`Model::predict`] (identity until `train` fits it on the valid split).
     pub calibration: Calibration,
     /// Per table: the gradient partitions of the last backward (one per thread, see `gather`).
@@ -204,6 +213,20 @@ impl Model {
         }
     }
 
+    /// Keeps the current tables (weights) and towers as a frozen ensemble member.
+    pub fn keep_snapshot(&mut self) -> anyhow::Result<()> {
+        let mut towers = Towers::with_spec(&self.spec.towers, self.spec.embedding_dim, self.spec.dense, || 0.0)?;
+        towers.set_params(&self.towers.params())?;
+        self.snapshots.push(Snapshot { tables: self.tables.iter().map(Embedding::frozen).collect(), towers });
+        Ok(())
+    }
+
+    /// Every member's tables and towers: the snapshots (oldest first), then the model's own.
+    pub fn members(&self) -> impl Iterator<Item = (&[Embedding], &Towers)> {
+        (self.snapshots.iter().map(|s| (&s.tables[..], &s.towers)))
+            .chain(std::iter::once((&self.tables[..], &self.towers)))
+    }
+
     /// A model from existing parts (checkpoints): no random initialization.
     pub fn assemble(spec: ModelSpec, tables: Vec<Embedding>, towers: Towers, vocab: Vocab) -> anyhow::Result<Self> {
         let dims: Vec<usize> = tables.iter().map(|t| t.dim).collect();
@@ -222,7 +245,8 @@ impl Model {
         );
         let grads = tables.iter().map(|_| Vec::new()).collect();
         let gather = Gather::new(spec.pooling, spec.max_len.clone(), vocab, spec.embedding_dim);
-        Ok(Self { spec, tables, towers, calibration: Calibration::default(), grads, gather, scratch: Mutex::default() })
+        let calibration = Calibration::default();
+        Ok(Self { spec, tables, towers, snapshots: Vec::new(), calibration, grads, gather, scratch: Mutex::default() })
     }
 
     /// The id admission the model was trained with.
@@ -238,18 +262,40 @@ impl Model {
         }
     }
 
-    /// Pools the tower inputs of `batch` into `s.x` (one per table).
-    fn pool(&self, s: &mut Scratch, batch: &Batch, users: &Users) {
+    /// Pools the tower inputs of `batch` from `tables` into `s.x` (one per table).
+    fn pool_tables(&self, tables: &[Embedding], s: &mut Scratch, batch: &Batch, users: &Users) {
         let Scratch { x, xu, .. } = s;
-        for (table, x) in self.tables.iter().zip(x.iter_mut()) {
+        for (table, x) in tables.iter().zip(x.iter_mut()) {
             self.gather.pool(table, batch, users, xu, x);
         }
     }
 
+    fn pool(&self, s: &mut Scratch, batch: &Batch, users: &Users) {
+        self.pool_tables(&self.tables, s, batch, users);
+    }
+
+    /// The members' logits summed in [`Model::members`] order, over their count.
     fn logits_with(&self, s: &mut Scratch, batch: &Batch, common: &CommonTable) -> (Vec<f32>, Vec<f32>) {
-        self.pool(s, batch, &Users::of(batch, common));
-        let [xc, xv] = &s.x;
-        self.towers.forward(xc, if self.tables.len() == 2 { xv } else { xc }, batch.len())
+        let users = Users::of(batch, common);
+        let mut sum: Option<(Vec<f32>, Vec<f32>)> = None;
+        for (tables, towers) in self.members() {
+            self.pool_tables(tables, s, batch, &users);
+            let [xc, xv] = &s.x;
+            let (zc, zv) = towers.forward(xc, if tables.len() == 2 { xv } else { xc }, batch.len());
+            match &mut sum {
+                None => sum = Some((zc, zv)),
+                Some((sc, sv)) => {
+                    sc.iter_mut().zip(&zc).for_each(|(a, b)| *a += b);
+                    sv.iter_mut().zip(&zv).for_each(|(a, b)| *a += b);
+                }
+            }
+        }
+        let (mut zc, mut zv) = sum.expect("the model is a member");
+        if !self.snapshots.is_empty() {
+            let k = (self.snapshots.len() + 1) as f32;
+            zc.iter_mut().chain(zv.iter_mut()).for_each(|z| *z /= k);
+        }
+        (zc, zv)
     }
 
     /// Logits (zc, zv) of a batch.

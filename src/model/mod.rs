@@ -14,7 +14,7 @@ pub mod vocab;
 
 pub use calibration::{Calibration, Platt};
 pub use embedding::{Embedding, SparseOptimizer};
-pub use esmm::{Model, ModelKind, ModelSpec, StepLoss};
+pub use esmm::{Model, ModelKind, ModelSpec, Snapshot, StepLoss};
 pub use gather::Pooling;
 pub use towers::{input_width, Backend, DenseAdam, TowerSpec, DEFAULT_EMB_DIM, HIDDEN, INPUT};
 pub use vocab::Vocab;
@@ -262,6 +262,51 @@ mod gradcheck {
         for f in crate::schema::samples_schema().fields() {
             let feature = f.name().starts_with("f_") || f.name().starts_with("w_");
             assert!(!(feature && (f.name().contains("click") || f.name().contains("buy"))));
+        }
+    }
+
+    /// A snapshot ensemble: the kept member is frozen (training moves only the model's own
+    /// tables and towers), the logits are the members' mean, summed in order; a checkpoint
+    /// keeps every member bit for bit, and one cut inside a member's data is an error.
+    #[test]
+    fn snapshots_are_frozen_members_whose_logits_are_averaged() {
+        let (batch, common) = data();
+        for (spec, vocab) in
+            [(spec(ModelKind::Esmm), Vocab::off()), (spec(ModelKind::EsmmNs), Vocab::off()), even_ids_shrunk()]
+        {
+            let mut m = Model::new(spec, vocab).unwrap();
+            for _ in 0..5 {
+                m.train_step(&batch, &common);
+            }
+            let first = m.logits(&batch, &common);
+            m.keep_snapshot().unwrap();
+            assert_eq!(m.logits(&batch, &common), first, "a copy of the model averages to itself");
+            m.reset_embeddings(99);
+            for _ in 0..5 {
+                m.train_step(&batch, &common);
+            }
+            let kept = std::mem::take(&mut m.snapshots);
+            let own = m.logits(&batch, &common);
+            m.snapshots = kept;
+            let mean = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x + y) / 2.0).collect::<Vec<f32>>();
+            let both = m.logits(&batch, &common);
+            assert_eq!(both, (mean(&first.0, &own.0), mean(&first.1, &own.1)));
+            assert_ne!(own, first);
+
+            let path = std::env::temp_dir().join(format!("esmm-snapshot-{}-{:?}.bin", std::process::id(), m.spec.kind));
+            checkpoint::save(&path, &m, &0u32, "h", &[]).unwrap();
+            let (back, _) = checkpoint::load::<u32>(&path).unwrap();
+            assert_eq!(back.snapshots.len(), 1);
+            assert_eq!(back.logits(&batch, &common), both);
+            let bytes = std::fs::read(&path).unwrap();
+            let member = m.snapshots[0].tables[0].raw().len() * 4;
+            assert_eq!(member, m.spec.table_rows() * m.spec.embedding_dim * 4, "weights only");
+            for cut in [bytes.len() - 1, bytes.len() - member / 2] {
+                std::fs::write(&path, &bytes[..cut]).unwrap();
+                let e = format!("{:#}", checkpoint::load::<u32>(&path).err().unwrap());
+                assert!(e.contains("truncated"), "{e}");
+            }
+            std::fs::remove_file(&path).unwrap();
         }
     }
 

@@ -5,7 +5,9 @@
 //! a checkpoint per epoch (`checkpoint.bin`, for `--resume`) and a log per evaluation
 //! (`epochs.parquet`); with `train.calibration: level` or `platt`, the kept model's output
 //! calibration is then fitted on the valid split. With `train.reset_embeddings` each epoch
-//! after the first starts from freshly drawn embedding tables, the towers kept. Deterministic
+//! after the first starts from freshly drawn embedding tables, the towers kept, and with
+//! `train.ensemble_epochs` (the default) the finished epochs stay in the model as frozen members
+//! whose logits it averages (validation, selection and calibration score the ensemble). Deterministic
 //! for a given config, seed and thread count; `--resume` continues from the last finished epoch
 //! bit-identically.
 //!
@@ -272,6 +274,9 @@ impl Trainer<'_> {
         let epoch = state.epochs_done;
         let train = &self.cfg.train;
         if train.reset_embeddings && epoch > 0 {
+            if train.ensemble_epochs {
+                model.keep_snapshot()?;
+            }
             model.reset_embeddings(crate::rng::hash_words(&[self.cfg.model.seed, RESET_TAG, epoch as u64]));
         }
         model.set_lr_scale(train.lr_decay.powi(epoch as i32));

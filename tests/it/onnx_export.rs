@@ -22,13 +22,15 @@ struct Case {
     name: String,
     model: ModelConfig,
     calibration: CalibrationKind,
+    /// Epochs trained: more than one makes a snapshot ensemble of as many members.
+    epochs: usize,
 }
 
 fn case(name: &str, kind: ModelKind, pooling: Pooling, f: impl FnOnce(&mut ModelConfig)) -> Case {
     let mut model =
         ModelConfig { kind, pooling, ctr_fc_sizes: vec![64, 16], cvr_fc_sizes: vec![32], ..Default::default() };
     f(&mut model);
-    Case { name: name.into(), model, calibration: CalibrationKind::None }
+    Case { name: name.into(), model, calibration: CalibrationKind::None, epochs: 1 }
 }
 
 fn cases() -> Vec<Case> {
@@ -62,25 +64,33 @@ fn cases() -> Vec<Case> {
     // run-time embedding sizes: a compiled lane (16) and the fallback (5)
     v.push(case("esmm_dim16", ModelKind::Esmm, Pooling::Mean, |m| m.embedding_dim = 16));
     v.push(case("esmm_ns_dim5", ModelKind::EsmmNs, Pooling::Weighted, |m| m.embedding_dim = 5));
+    // the defaults' snapshot ensemble (one member per epoch), calibrated, with and without admission
     for (name, calibration) in [("esmm_level", CalibrationKind::Level), ("esmm_ns_platt", CalibrationKind::Platt)] {
         let kind = if name.starts_with("esmm_ns") { ModelKind::EsmmNs } else { ModelKind::Esmm };
-        v.push(Case { calibration, ..case(name, kind, Pooling::Mean, |_| {}) });
+        v.push(Case { calibration, epochs: 2, ..case(name, kind, Pooling::Mean, |_| {}) });
     }
+    let off = |m: &mut ModelConfig| (m.min_sessions, m.shrink_sessions) = (0, 0.0);
+    v.push(Case { epochs: 3, ..case("esmm_ensemble_no_admission", ModelKind::Esmm, Pooling::Weighted, off) });
     v
 }
 
 /// Trains, predicts the test split and exports one case; returns its line of the cases file.
 fn run_case(root: &Path, data: &Path, c: &Case) -> serde_json::Value {
     let dir = root.join(&c.name);
-    let params = TrainConfig { epochs: 1, batch_size: 256, calibration: c.calibration, ..Default::default() };
+    let params = TrainConfig { epochs: c.epochs, batch_size: 256, calibration: c.calibration, ..Default::default() };
     let model = dir.join("model");
-    train_with(data, &model, c.model.clone(), params, false);
+    let trained = train_with(data, &model, c.model.clone(), params, false);
+    let members = trained.counts["best_epoch"];
+    assert!(c.epochs == 1 || members > 1, "{}: the ensemble of {members} member(s) never beat epoch 1", c.name);
     let predictions = dir.join("test.parquet");
     predict_split(&model, data, Split::Test, &predictions);
     let out = dir.join("export");
     let r =
         export::run(&export::ExportStage { model, out: out.clone(), data: None, threads: 2, force: false }).unwrap();
     assert!(r.counts["nodes"] > 0 && out.join("model.onnx").exists() && out.join("contract.json").exists());
+    assert_eq!(r.counts["members"], members, "{}: one member per epoch up to the best", c.name);
+    let towers = 2 + c.model.ctr_fc_sizes.len() + c.model.cvr_fc_sizes.len();
+    assert_eq!(r.counts["op.Gemm"], towers as u64 * members, "{}: every member's towers", c.name);
     serde_json::json!({"name": c.name, "export": out, "predictions": predictions, "split": data.join("test")})
 }
 
@@ -120,6 +130,11 @@ fn onnxruntime_scores_like_predict_for_every_kind_and_pooling() {
         serde_json::from_slice(&std::fs::read(root.join("esmm_sum/export/contract.json")).unwrap()).unwrap();
     assert_eq!(sum["inputs"].as_array().unwrap().len(), 23, "sum pooling reads no weights");
     assert_eq!(contract["inputs"].as_array().unwrap().len(), 31, "23 id inputs + 8 weights");
+    let ensemble: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("esmm_ensemble_no_admission/export/contract.json")).unwrap())
+            .unwrap();
+    assert_eq!(contract["model"]["ensemble_members"], 1);
+    assert!(ensemble["model"]["ensemble_members"].as_u64().is_some_and(|k| (2..=3).contains(&k)), "{ensemble}");
     readme_snippet_runs(&root.join("esmm_mean/export"));
 }
 

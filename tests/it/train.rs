@@ -102,8 +102,9 @@ fn validation_by_steps_keeps_the_best_evaluation() {
 }
 
 /// `train.reset_embeddings`: the first epoch is the plain run's, each later one starts from
-/// fresh tables (the step count too) with the towers kept, and `--resume` across the reset is
-/// bit-identical.
+/// fresh tables (the step count too) with the towers kept; `train.ensemble_epochs` (the
+/// default) keeps the finished epoch as a frozen member, exactly as it ended; and `--resume`
+/// across the reset is bit-identical, the snapshot included.
 #[test]
 fn reset_embeddings_restarts_the_tables_each_epoch_and_resumes() {
     let root = temp_dir("reset");
@@ -129,8 +130,24 @@ fn reset_embeddings_restarts_the_tables_each_epoch_and_resumes() {
     assert_eq!((p.tables[0].step, q.tables[0].step), (2 * per_epoch, per_epoch), "the tables' Adam restarted");
     // 1 epoch + resume to 2 = 2 epochs, bit for bit
     train_with(&data, &root.join("r2"), model.clone(), TrainConfig { epochs: 1, ..reset.clone() }, false);
-    train_with(&data, &root.join("r2"), model, reset, true);
+    let e1 = load(&root.join("r2/checkpoint.bin"));
+    assert!(e1.snapshots.is_empty());
+    train_with(&data, &root.join("r2"), model.clone(), reset.clone(), true);
     assert!(same_weights(&root.join("r1/checkpoint.bin"), &root.join("r2/checkpoint.bin")));
+    assert_eq!(q.snapshots.len(), 1, "epoch 1 kept as a member");
+    let weights =
+        |t: &esmm::model::Embedding| (0..t.rows as u32).flat_map(|r| t.weights(r).to_vec()).collect::<Vec<_>>();
+    assert!(weights(&q.snapshots[0].tables[0]) == weights(&e1.tables[0]), "the member is epoch 1's tables");
+    assert_eq!(q.snapshots[0].towers.params(), e1.towers.params(), "and epoch 1's towers");
+    assert_ne!(q.towers.params(), e1.towers.params(), "the towers trained on");
+    // without the ensemble: the same training, a single model, other valid scores from epoch 2
+    let single = TrainConfig { ensemble_epochs: false, ..reset };
+    train_with(&data, &root.join("single"), model, single, false);
+    let c = evaluations(&root.join("single"));
+    assert_eq!(epoch_end(&c, 1), epoch_end(&b, 1));
+    assert_ne!(epoch_end(&c, 2), epoch_end(&b, 2), "epoch 2 is scored as the mean of both members");
+    let s = load(&root.join("single/checkpoint.bin"));
+    assert!(s.snapshots.is_empty() && s.towers.params() == q.towers.params(), "the same training");
 }
 
 fn predict_to(model: &Path, data: &Path, out: &Path) {
@@ -341,8 +358,11 @@ fn with_header(bytes: &[u8], json: &str) -> Vec<u8> {
 fn same_weights(a: &Path, b: &Path) -> bool {
     let load = |p: &Path| esmm::model::checkpoint::load::<serde_json::Value>(p).unwrap().0;
     let (a, b) = (load(a), load(b));
+    let members = |m: &esmm::model::Model| -> Vec<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+        m.members().map(|(t, tw)| (t.iter().map(|t| t.raw().to_vec()).collect(), tw.params())).collect()
+    };
     a.tables.iter().zip(&b.tables).all(|(x, y)| x.raw() == y.raw() && x.step == y.step)
-        && a.towers.params() == b.towers.params()
+        && members(&a) == members(&b)
         && a.towers.adam_state().1 == b.towers.adam_state().1
         && a.towers.adam_state().2 == b.towers.adam_state().2
 }
