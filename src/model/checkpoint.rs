@@ -201,9 +201,9 @@ fn read_body<S: for<'de> Deserialize<'de>>(inp: &mut impl Read) -> Result<(Model
             "ensemble snapshot {}: tables of another shape than the model's",
             k + 1
         );
-        let mut towers = Towers::with_spec(&spec.towers, spec.embedding_dim, spec.dense, || 0.0)?;
         let params = (0..n).map(|_| read_f32s(inp)).collect::<Result<Vec<_>>>()?;
-        towers.set_params(&params).with_context(|| format!("ensemble snapshot {}", k + 1))?;
+        let towers = Towers::from_params(&spec.towers, spec.embedding_dim, spec.dense, &params)
+            .with_context(|| format!("ensemble snapshot {}", k + 1))?;
         model.snapshots.push(Snapshot { tables, towers });
     }
     Ok((model, header))

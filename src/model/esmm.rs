@@ -215,8 +215,8 @@ impl Model {
 
     /// Keeps the current tables (weights) and towers as a frozen ensemble member.
     pub fn keep_snapshot(&mut self) -> anyhow::Result<()> {
-        let mut towers = Towers::with_spec(&self.spec.towers, self.spec.embedding_dim, self.spec.dense, || 0.0)?;
-        towers.set_params(&self.towers.params())?;
+        let towers =
+            Towers::from_params(&self.spec.towers, self.spec.embedding_dim, self.spec.dense, &self.towers.params())?;
         self.snapshots.push(Snapshot { tables: self.tables.iter().map(Embedding::frozen).collect(), towers });
         Ok(())
     }

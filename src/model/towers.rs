@@ -181,6 +181,13 @@ impl Towers {
         Ok(Self { spec: spec.clone(), dim, inner, adam, step: 0, lens, v: m.clone(), m })
     }
 
+    /// Towers `spec` holding the parameters `p` (a frozen copy, a loaded checkpoint), Adam fresh.
+    pub fn from_params(spec: &TowerSpec, dim: usize, adam: DenseAdam, p: &[Vec<f32>]) -> anyhow::Result<Self> {
+        let mut towers = Self::with_spec(spec, dim, adam, || 0.0)?;
+        towers.set_params(p)?;
+        Ok(towers)
+    }
+
     pub fn spec(&self) -> &TowerSpec {
         &self.spec
     }
