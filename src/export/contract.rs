@@ -204,7 +204,7 @@ impl Contract {
                 shrink_sessions: model.spec.shrink_sessions,
                 admitted_ids: model.vocab().admitted(),
                 calibration: model.calibration,
-                ensemble_members: model.snapshots.len() + 1,
+                ensemble_members: model.member_count(),
             },
             fields,
             hashing: Hashing {

@@ -58,7 +58,7 @@ pub fn onnx_model(model: &Model) -> Result<(ModelProto, BTreeMap<String, usize>)
         model.spec.kind,
         model.spec.pooling,
         model.spec.hash_buckets,
-        model.snapshots.len() + 1
+        model.member_count()
     );
     Ok((g.into_model(&doc), ops))
 }

@@ -221,6 +221,11 @@ impl Model {
         Ok(())
     }
 
+    /// Ensemble members: the snapshots and the model itself (1: a single model).
+    pub fn member_count(&self) -> usize {
+        self.snapshots.len() + 1
+    }
+
     /// Every member's tables and towers: the snapshots (oldest first), then the model's own.
     pub fn members(&self) -> impl Iterator<Item = (&[Embedding], &Towers)> {
         (self.snapshots.iter().map(|s| (&s.tables[..], &s.towers)))
@@ -292,7 +297,7 @@ impl Model {
         }
         let (mut zc, mut zv) = sum.expect("the model is a member");
         if !self.snapshots.is_empty() {
-            let k = (self.snapshots.len() + 1) as f32;
+            let k = self.member_count() as f32;
             zc.iter_mut().chain(zv.iter_mut()).for_each(|z| *z /= k);
         }
         (zc, zv)

@@ -83,7 +83,7 @@ pub fn run(cfg: &ExportStage) -> Result<StageReport> {
     let mut counts = BTreeMap::from([
         ("onnx_bytes".to_string(), bytes),
         ("nodes".to_string(), graph.node.len() as u64),
-        ("members".to_string(), model.snapshots.len() as u64 + 1),
+        ("members".to_string(), model.member_count() as u64),
         ("inputs".to_string(), graph.input.len() as u64),
         ("initializers".to_string(), graph.initializer.len() as u64),
         ("admitted_ids".to_string(), model.vocab().admitted() as u64),
