@@ -18,7 +18,8 @@
 #                                      first names the world in the report; none = the defaults
 #                                      uncalibrated; the others there are the levers measured: admit,
 #                                      shrink, steps, lr5, ada, lr2x, bs256, decay, level, platt, bias,
-#                                      bias_level, bias_platt, dim16, noreset)
+#                                      bias_level, bias_platt, dim16, noreset,
+#                                      single, shrink10, shrink40)
 #   Real-rate world (issue 18): QUALITY_WORLDS=realrate QUALITY_TRAIN_ROWS=8000000 QUALITY_TEST_ROWS=2000000
 #   QUALITY_TRAIN_ROWS=2000000 QUALITY_TEST_ROWS=2000000   (2 M test rows: at 500 k, a sparse world's
 #                                      ~370 test buys alone move the observed CVR calibration by ±10 %)
