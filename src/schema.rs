@@ -153,7 +153,8 @@ pub fn common_features_file(split: Split) -> String {
 }
 /// Planted ground truth written by `generate`: `sample_id,click,buy,p_click,p_buy_given_click`,
 /// then the semi-oracle's two probabilities ([`TRUTH_SEMI`]: without the items' own effects)
-/// and the group oracle's ([`TRUTH_GROUP`]: without the users' own effects either).
+/// and the group oracle's ([`TRUTH_GROUP`]: without the users' own effects either), then the
+/// counterfactual label [`TRUTH_COUNTERFACTUAL`].
 pub fn truth_file(split: Split) -> String {
     format!("truth_{split}.csv")
 }
@@ -177,6 +178,15 @@ pub const TRUTH_SEMI: &str = "p_click_semi,p_buy_given_click_semi";
 /// the group-level effects alone (profile, category, shop, brand, scenario, history matches):
 /// neither the item's nor the user's own effects, what a model knows that learns nothing per id.
 pub const TRUTH_GROUP: &str = "p_click_group,p_buy_given_click_group";
+/// Optional truth column after [`TRUTH_GROUP`]: the counterfactual conversion label, whether the
+/// impression would have converted had it been clicked (drawn with the same uniform as `buy`, so
+/// it equals `buy` on clicked rows): the label real data lacks on the unclicked space.
+pub const TRUTH_COUNTERFACTUAL: &str = "buy_if_clicked";
+
+/// The header `generate` writes: every truth column.
+pub fn truth_header() -> String {
+    [TRUTH_HEADER, TRUTH_SEMI, TRUTH_GROUP, TRUTH_COUNTERFACTUAL].join(",")
+}
 
 fn list_of(item: DataType) -> DataType {
     DataType::List(Arc::new(Field::new("item", item, false)))

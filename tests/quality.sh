@@ -60,9 +60,12 @@ pipeline() {
     echo "  predictions: $base/predictions_$s"
     echo "  metrics: $base/metrics_$s"
     echo "generate:"
-    echo "  train_rows: $TRAIN_ROWS"
-    echo "  test_rows: $TEST_ROWS"
+    # a world may fix its own size (fullscale, twin); else QUALITY_TRAIN_ROWS / QUALITY_TEST_ROWS
+    grep -q '^train_rows:' "$HERE/quality/worlds/$w.yaml" || echo "  train_rows: $TRAIN_ROWS"
+    grep -q '^test_rows:' "$HERE/quality/worlds/$w.yaml" || echo "  test_rows: $TEST_ROWS"
     grep -v '^\s*#' "$HERE/quality/worlds/$w.yaml" | grep -v '^\s*$' | sed 's/^/  /'
+    # the world's data stages (ingest, split), when it has them
+    [ ! -f "$HERE/quality/worlds/$w.stages.yaml" ] || grep -v '^\s*#' "$HERE/quality/worlds/$w.stages.yaml"
     cat "$HERE/quality/settings/$s.yaml"
   } >"$3"
 }

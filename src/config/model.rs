@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::preset::Preset;
 use crate::batches::ShuffleUnit;
 use crate::error::UsageResult;
-use crate::model::{Backend, DenseAdam, ModelKind, Pooling, SparseOptimizer, TowerSpec, DEFAULT_EMB_DIM, HIDDEN};
+use crate::model::{
+    Backend, DenseAdam, LossWeights, ModelKind, Pooling, SparseOptimizer, TowerSpec, DEFAULT_EMB_DIM, HIDDEN,
+};
 use crate::schema::{field_index, FIELDS};
 
 /// Sparse optimizer of the embedding table.
@@ -27,7 +29,7 @@ pub struct ModelConfig {
     /// A named set of defaults for the keys the file does not give (`paddlerec`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preset: Option<Preset>,
-    /// `esmm`, `naive_cvr` or `esmm_ns`.
+    /// `esmm`, `naive_cvr`, `esmm_ns` or `escm2_ips`.
     pub kind: ModelKind,
     /// Tower backend: `gemm` (default, any hidden sizes) or `dfdx` (the reference, compiled for [256, 64]).
     pub backend: Backend,
@@ -61,6 +63,13 @@ pub struct ModelConfig {
     /// instead of learning a 2 % conversion rate from 50 % at Adam's step size).
     #[serde(skip_serializing_if = "OutputBias::is_zero")]
     pub output_bias: OutputBias,
+    /// Weight of the second task's loss (CTCVR; naive_cvr: clicked-row CVR), PaddleRec's
+    /// `global_w`.
+    pub global_w: f64,
+    /// Weight of the ESCM² kinds' counterfactual CVR loss, PaddleRec's `counterfactual_w`.
+    pub counterfactual_w: f64,
+    /// ESCM² kinds: the largest inverse propensity 1/pCTR a clicked row is weighted by.
+    pub max_inverse_propensity: f64,
     pub seed: u64,
 }
 
@@ -98,6 +107,9 @@ impl Default for ModelConfig {
             min_sessions: 1,
             shrink_sessions: 20.0,
             output_bias: OutputBias::Zero,
+            global_w: LossWeights::default().global_w,
+            counterfactual_w: LossWeights::default().counterfactual_w,
+            max_inverse_propensity: LossWeights::default().max_inverse_propensity,
             seed: 1,
         }
     }
@@ -120,6 +132,14 @@ impl ModelConfig {
         ensure!(
             self.shrink_sessions == 0.0 || self.min_sessions >= 1,
             "model.shrink_sessions needs id admission (model.min_sessions >= 1)"
+        );
+        for (key, w) in [("global_w", self.global_w), ("counterfactual_w", self.counterfactual_w)] {
+            ensure!(w >= 0.0 && w.is_finite(), "model.{key} must be >= 0, got {w}");
+        }
+        ensure!(
+            self.max_inverse_propensity >= 1.0 && self.max_inverse_propensity.is_finite(),
+            "model.max_inverse_propensity must be >= 1 (a weight 1/pCTR), got {}",
+            self.max_inverse_propensity
         );
         for (f, &n) in &self.max_len_per_field {
             ensure!(field_index(f.as_bytes()).is_some(), "model.max_len_per_field: unknown field `{f}`");
@@ -148,6 +168,15 @@ impl ModelConfig {
             backend: self.backend,
             ctr_fc_sizes: self.ctr_fc_sizes.clone(),
             cvr_fc_sizes: self.cvr_fc_sizes.clone(),
+        }
+    }
+
+    /// The weights of the objective's terms.
+    pub fn loss(&self) -> LossWeights {
+        LossWeights {
+            global_w: self.global_w,
+            counterfactual_w: self.counterfactual_w,
+            max_inverse_propensity: self.max_inverse_propensity,
         }
     }
 

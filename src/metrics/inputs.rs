@@ -17,7 +17,7 @@ use polars::prelude as pl;
 use super::group::Grouping;
 use super::Scored;
 use crate::schema::{
-    BUY, CLICK, MD5, P_CTR, P_CVR, SAMPLE_ID, SCENARIO, SPLIT, TRUTH_GROUP, TRUTH_HEADER, TRUTH_SEMI, USER_KEY,
+    BUY, CLICK, MD5, P_CTR, P_CVR, SAMPLE_ID, SCENARIO, SPLIT, TRUTH_COUNTERFACTUAL, TRUTH_GROUP, TRUTH_HEADER, TRUTH_SEMI, USER_KEY,
 };
 
 /// A predictions file: one split's rows with labels and the two predicted probabilities.
@@ -136,28 +136,35 @@ pub struct Truth {
     pub semi: Option<(f32, f32)>,
     /// The group oracle's when it also has [`TRUTH_GROUP`].
     pub group: Option<(f32, f32)>,
+    /// The counterfactual conversion label when it also has [`TRUTH_COUNTERFACTUAL`].
+    pub buy_if_clicked: Option<bool>,
 }
 
-/// Reads a `truth_<split>.csv` (header [`TRUTH_HEADER`], optionally followed by [`TRUTH_SEMI`]
-/// and then [`TRUTH_GROUP`]; extra columns allowed) by sample id.
+/// Reads a `truth_<split>.csv` (header [`TRUTH_HEADER`], optionally followed by [`TRUTH_SEMI`],
+/// then [`TRUTH_GROUP`], then [`TRUTH_COUNTERFACTUAL`]; extra columns allowed) by sample id.
 pub fn read_truth(path: &Path) -> Result<HashMap<u64, Truth>> {
     let file = path.display();
     let reader = BufReader::new(File::open(path).with_context(|| format!("opening {file}"))?);
     let mut lines = reader.lines();
-    // how many of the optional column pairs follow the required ones, in order
+    // how many of the optional column groups follow the required ones, in order
+    let groups = [TRUTH_SEMI, TRUTH_GROUP, TRUTH_COUNTERFACTUAL];
     let optional = match lines.next().transpose().with_context(|| format!("reading {file}"))? {
         Some(h) if h.starts_with(TRUTH_HEADER) => {
-            let cols: Vec<&str> = h.trim_end_matches('\r').split(',').skip(5).collect();
-            let pairs = [TRUTH_SEMI, TRUTH_GROUP];
-            pairs
+            let mut rest = h.trim_end_matches('\r')[TRUTH_HEADER.len()..].to_string();
+            groups
                 .iter()
-                .enumerate()
-                .take_while(|(k, p)| cols.get(2 * k..2 * k + 2).is_some_and(|c| c.join(",") == **p))
+                .take_while(|g| match rest.strip_prefix(&format!(",{g}")) {
+                    Some(r) if r.is_empty() || r.starts_with(',') => {
+                        rest = r.to_string();
+                        true
+                    }
+                    _ => false,
+                })
                 .count()
         }
         _ => bail!("{file}: expected the header `{TRUTH_HEADER}`"),
     };
-    let header = [TRUTH_HEADER, TRUTH_SEMI, TRUTH_GROUP][..=optional].join(",");
+    let header = std::iter::once(TRUTH_HEADER).chain(groups[..optional].iter().copied()).collect::<Vec<_>>().join(",");
     let names: Vec<&str> = header.split(',').collect();
     let mut out = HashMap::new();
     for (i, line) in lines.enumerate() {
@@ -191,7 +198,16 @@ pub fn read_truth(path: &Path) -> Result<HashMap<u64, Truth>> {
             }
         };
         let (semi, group) = (pair(0)?, pair(1)?);
-        let t = Truth { click: label(1)?, buy: label(2)?, p_click: prob(3)?, p_buy_given_click: prob(4)?, semi, group };
+        let buy_if_clicked = if optional > 2 { Some(label(9)?) } else { None };
+        let t = Truth {
+            click: label(1)?,
+            buy: label(2)?,
+            p_click: prob(3)?,
+            p_buy_given_click: prob(4)?,
+            semi,
+            group,
+            buy_if_clicked,
+        };
         if out.insert(sid, t).is_some() {
             bail!("{file}:{lineno}: sample_id {sid} appears a second time");
         }
@@ -341,7 +357,15 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(
             t[&7],
-            Truth { click: true, buy: false, p_click: 0.25, p_buy_given_click: 0.5, semi: None, group: None }
+            Truth {
+                click: true,
+                buy: false,
+                p_click: 0.25,
+                p_buy_given_click: 0.5,
+                semi: None,
+                group: None,
+                buy_if_clicked: None
+            }
         );
         assert!(t[&8].buy && !t[&8].click);
         // the semi-oracle's columns, when the header names them
@@ -361,6 +385,14 @@ mod tests {
         assert_eq!(read_truth(&p).unwrap()[&7].group, None);
         std::fs::write(&p, format!("{TRUTH_HEADER},{TRUTH_SEMI},{TRUTH_GROUP}\n7,1,0,0.25,0.5,0.2,0.4,0.1\n")).unwrap();
         assert!(err(read_truth(&p)).contains("semi.csv:2: 8 fields, expected at least 9"));
+        // the counterfactual label after all four (as generate writes them), a 0 or a 1
+        let all = crate::schema::truth_header();
+        std::fs::write(&p, format!("{all}\n7,0,0,0.25,0.5,0.2,0.4,0.1,0.3,1\n")).unwrap();
+        assert_eq!(read_truth(&p).unwrap()[&7].buy_if_clicked, Some(true));
+        std::fs::write(&p, format!("{all}\n7,0,0,0.25,0.5,0.2,0.4,0.1,0.3,0.5\n")).unwrap();
+        assert!(err(read_truth(&p)).contains("field `buy_if_clicked`: `0.5` is not 0 or 1"));
+        std::fs::write(&p, format!("{TRUTH_HEADER},{TRUTH_SEMI},{TRUTH_COUNTERFACTUAL}\n7,0,0,0.25,0.5,0.2,0.4,1\n")).unwrap();
+        assert_eq!(read_truth(&p).unwrap()[&7].buy_if_clicked, None, "only after the group oracle's");
         for (body, want) in [
             ("7,1,0,0.25,0.5\n8,0,0\n", "short.csv:3: 3 fields, expected at least 5"),
             ("7,1,0,0.25,0.5\nx,0,0,0.1,0.1\n", "sid.csv:3: field `sample_id`: `x` is not an unsigned integer"),

@@ -3,9 +3,8 @@
 //! (`gather.rs`), and the optimizer step. A model may also hold frozen [`Snapshot`]s of earlier
 //! epochs (`train.ensemble_epochs`): its logits are then the mean of every member's.
 //!
-//! pCTR = σ(zc), pCVR = σ(zv), pCTCVR = pCTR·pCVR;
-//! esmm / esmm_ns: loss = BCE(pCTR, click) + BCE(pCTCVR, click∧buy), batch means;
-//! naive_cvr:      loss = BCE(pCTR, click) over all rows + BCE(pCVR, buy) over clicked rows.
+//! pCTR = σ(zc), pCVR = σ(zv), pCTCVR = pCTR·pCVR for every kind; the loss of each kind is
+//! in `loss.rs`.
 
 use std::sync::Mutex;
 
@@ -14,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::calibration::Calibration;
 use super::embedding::{Embedding, SparseGrad, SparseOptimizer};
 use super::gather::{Gather, Pooling, Users};
-use super::logistic::{sigmoid, softplus};
+use super::logistic::sigmoid;
+use super::loss::{loss_grads, LossWeights, StepLoss};
 use super::towers::{DenseAdam, TowerGrads, TowerSpec, Towers, DEFAULT_EMB_DIM};
 use super::vocab::Vocab;
 use crate::batches::{Batch, CommonTable};
@@ -32,6 +32,9 @@ pub enum ModelKind {
     NaiveCvr,
     /// ESMM without shared embeddings: one table per tower.
     EsmmNs,
+    /// ESCM²-IPS: ESMM plus the clicked rows' CVR loss weighted by the inverse propensity
+    /// 1/pCTR (no gradient through it), the counterfactual regularizer of ESCM² ([`super::loss`]).
+    Escm2Ips,
 }
 
 /// Everything that fixes the model's shape and update rule.
@@ -62,6 +65,9 @@ pub struct ModelSpec {
     /// training sessions weighs its own row by `n / (n + shrink_sessions)`.
     #[serde(default)]
     pub shrink_sessions: f32,
+    /// The weights of the objective's terms (absent in older checkpoints: the defaults).
+    #[serde(default)]
+    pub loss: LossWeights,
 }
 
 fn default_emb_dim() -> usize {
@@ -73,30 +79,6 @@ impl ModelSpec {
     /// when admission is on.
     pub fn table_rows(&self) -> usize {
         self.hash_buckets + Vocab::extra_rows(self.min_sessions)
-    }
-}
-
-/// Loss of one batch (sum over rows of each term, and the row counts they average over).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StepLoss {
-    pub ctr: f64,
-    pub second: f64,
-    pub rows: usize,
-    pub second_rows: usize,
-}
-
-impl StepLoss {
-    /// The optimized objective: mean CTR loss + mean CTCVR (or clicked-CVR) loss.
-    pub fn value(&self) -> f64 {
-        self.ctr / self.rows.max(1) as f64 + self.second / self.second_rows.max(1) as f64
-    }
-
-    /// The sums of two batches together: [`StepLoss::value`] is then the objective over both.
-    pub fn add(&mut self, other: &StepLoss) {
-        self.ctr += other.ctr;
-        self.second += other.second;
-        self.rows += other.rows;
-        self.second_rows += other.second_rows;
     }
 }
 
@@ -130,61 +112,6 @@ struct Scratch {
     /// Pooled user side / its gradient, per distinct common row.
     xu: Vec<f32>,
     du: Vec<f32>,
-}
-
-/// log(e^a + e^b + e^c), stable.
-#[inline]
-fn log_sum_exp3(a: f64, b: f64, c: f64) -> f64 {
-    let m = a.max(b).max(c);
-    m + ((a - m).exp() + (b - m).exp() + (c - m).exp()).ln()
-}
-
-/// Loss gradients w.r.t. both logits for a batch, and the loss sums.
-pub fn loss_grads(kind: ModelKind, zc: &[f32], zv: &[f32], click: &[u8], buy: &[u8]) -> (Vec<f32>, Vec<f32>, StepLoss) {
-    let n = zc.len();
-    let mut loss = StepLoss { rows: n, ..Default::default() };
-    let mut gc = vec![0.0f32; n];
-    let mut gv = vec![0.0f32; n];
-    let clicked = click.iter().filter(|&&c| c == 1).count();
-    loss.second_rows = if kind == ModelKind::NaiveCvr { clicked } else { n };
-    let inv_n = 1.0 / n.max(1) as f64;
-    let inv_second = 1.0 / loss.second_rows.max(1) as f64;
-    for i in 0..n {
-        let (a, b) = (zc[i] as f64, zv[i] as f64);
-        let y1 = click[i] as f64;
-        let (sa, sb) = (sigmoid(a), sigmoid(b));
-        loss.ctr += softplus(a) - y1 * a;
-        let mut da = (sa - y1) * inv_n;
-        let mut db = 0.0;
-        match kind {
-            ModelKind::NaiveCvr => {
-                if click[i] == 1 {
-                    let y = buy[i] as f64;
-                    loss.second += softplus(b) - y * b;
-                    db = (sb - y) * inv_second;
-                }
-            }
-            ModelKind::Esmm | ModelKind::EsmmNs => {
-                let y2 = (click[i] & buy[i]) as f64;
-                let neg_log_p = softplus(-a) + softplus(-b);
-                if y2 == 1.0 {
-                    loss.second += neg_log_p;
-                    da -= (1.0 - sa) * inv_second;
-                    db -= (1.0 - sb) * inv_second;
-                } else {
-                    // 1 - σa·σb = (e^-a + e^-b + e^-(a+b)) / ((1 + e^-a)(1 + e^-b))
-                    loss.second += neg_log_p - log_sum_exp3(-a, -b, -a - b);
-                    let p = sa * sb;
-                    let odds = p / (1.0 - p).max(f64::MIN_POSITIVE);
-                    da += (1.0 - sa) * odds * inv_second;
-                    db += (1.0 - sb) * odds * inv_second;
-                }
-            }
-        }
-        gc[i] = da as f32;
-        gv[i] = db as f32;
-    }
-    (gc, gv, loss)
 }
 
 impl Model {
@@ -262,7 +189,7 @@ impl Model {
     /// Tables this spec needs: ESMM shares one; esmm_ns and naive_cvr keep one per tower.
     pub fn table_count(kind: ModelKind) -> usize {
         match kind {
-            ModelKind::Esmm => 1,
+            ModelKind::Esmm | ModelKind::Escm2Ips => 1,
             ModelKind::NaiveCvr | ModelKind::EsmmNs => 2,
         }
     }
@@ -321,9 +248,16 @@ impl Model {
     /// through [`Model::calibration`]: validation.
     pub fn evaluate(&self, batch: &Batch, common: &CommonTable) -> (StepLoss, Vec<f32>, Vec<f32>) {
         let (zc, zv) = self.logits(batch, common);
-        let loss = loss_grads(self.spec.kind, &zc, &zv, &batch.click, &batch.buy).2;
+        let loss = loss_grads(self.spec.kind, &self.spec.loss, (&zc, &zv, &zc), &batch.click, &batch.buy).2;
         let (p_ctr, p_cvr) = self.calibration.probabilities(zc, zv);
         (loss, p_ctr, p_cvr)
+    }
+
+    /// The objective of a batch with the propensities taken from the CTR logits `zp` instead of
+    /// the batch's own (gradient checks hold them while the parameters move).
+    pub fn loss_at_propensity(&self, batch: &Batch, common: &CommonTable, zp: &[f32]) -> f64 {
+        let (zc, zv) = self.logits(batch, common);
+        loss_grads(self.spec.kind, &self.spec.loss, (&zc, &zv, zp), &batch.click, &batch.buy).2.value()
     }
 
     /// Forward, loss and backward: leaves the embedding gradients in the model and returns the
@@ -335,11 +269,11 @@ impl Model {
         self.pool(&mut scratch, batch, &users);
         let Scratch { x: [xc, xv], dx: [dxc, dxv], du, .. } = &mut scratch;
         let shared = self.tables.len() == 1;
-        let kind = self.spec.kind;
+        let (kind, weights) = (self.spec.kind, self.spec.loss);
         let mut out = (StepLoss::default(), Vec::new());
         let xv: &[f32] = if shared { xc } else { xv };
         let tg = self.towers.backward(xc, xv, n, (dxc, dxv), |zc, zv| {
-            let (gc, gv, loss) = loss_grads(kind, zc, zv, &batch.click, &batch.buy);
+            let (gc, gv, loss) = loss_grads(kind, &weights, (zc, zv, zc), &batch.click, &batch.buy);
             out = (loss, zc.iter().map(|&z| sigmoid(z as f64) as f32).collect());
             (gc, gv)
         });

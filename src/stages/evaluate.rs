@@ -23,7 +23,7 @@ use super::{StageReport, StageRun};
 use crate::manifest::AtomicFile;
 use crate::metrics::group::{group_metrics, Grouping, Groups};
 use crate::metrics::inputs::{read_predictions, read_truth, Predictions};
-use crate::metrics::{soft_auc, Scored, TaskMetric};
+use crate::metrics::{auc, logloss, soft_auc, Scored, TaskMetric};
 use crate::parquet_out::ParquetOut;
 use crate::schema::{self, GROUP_ORACLE, METRICS_FILE, ORACLE, SEMI_ORACLE, SUMMARY_FILE};
 
@@ -132,6 +132,7 @@ fn planted(
     let mut semi = Some(preds.scored.clone());
     let mut group = Some(preds.scored.clone());
     let mut q = Vec::with_capacity(oracle.len());
+    let mut counterfactual = Some(Vec::with_capacity(oracle.len()));
     let file = truth_path.display();
     for (i, sid) in preds.sample_id.iter().enumerate() {
         let t = truth.get(sid).with_context(|| format!("{file}: no line for sample_id {sid} of the predictions"))?;
@@ -149,6 +150,10 @@ fn planted(
         oracle.p_ctr[i] = t.p_click;
         oracle.p_cvr[i] = t.p_buy_given_click;
         q.push(t.p_buy_given_click);
+        match (counterfactual.as_mut(), t.buy_if_clicked) {
+            (Some(c), Some(b)) => c.push(b),
+            _ => counterfactual = None,
+        }
         // the semi-oracle and the group oracle only when every line has them
         for (reference, probs) in [(&mut semi, t.semi), (&mut group, t.group)] {
             match (reference.as_mut(), probs) {
@@ -157,21 +162,55 @@ fn planted(
             }
         }
     }
-    let n = q.len() as u64;
-    let es =
-        |p: &[f32]| TaskMetric { task: "cvr_entire_space", metric: "auc", value: soft_auc(p, &q), n, positives: 0 };
-    let mut model = vec![es(&preds.scored.p_cvr)];
-    model.extend(preds.scored.calibration_to(&oracle));
-    let mut out = vec![(None, model)];
+    // beside the task metrics, every system's pCVR over the entire space, and its level against
+    // the planted probabilities on the clicked and the unclicked space
+    let es = |s: &Scored| {
+        let mut m = entire_space(&s.p_cvr, &q, counterfactual.as_deref());
+        m.extend(s.calibration_to(&oracle));
+        m.push(unclicked_calibration(s, &q));
+        m
+    };
+    let mut out = vec![(None, es(&preds.scored))];
     for (name, scored) in [(ORACLE, Some(&oracle)), (SEMI_ORACLE, semi.as_ref()), (GROUP_ORACLE, group.as_ref())] {
         if let Some(scored) = scored {
             let mut m = scored.metrics();
-            m.push(es(&scored.p_cvr));
+            m.extend(es(scored));
             m.extend(grouped(scored));
             out.push((Some(name), m));
         }
     }
     Ok(out)
+}
+
+/// pCVR over the entire space: its AUC against the planted p(buy | click) `q` of every row
+/// (task `cvr_entire_space`, metric `auc`), and with the counterfactual labels (whether each
+/// impression would have converted had it been clicked) their AUC and logloss
+/// (`auc_counterfactual`, `logloss_counterfactual`).
+fn entire_space(p_cvr: &[f32], q: &[f32], counterfactual: Option<&[bool]>) -> Vec<TaskMetric> {
+    let n = q.len() as u64;
+    let task = "cvr_entire_space";
+    let mut m = vec![TaskMetric { task, metric: "auc", value: soft_auc(p_cvr, q), n, positives: 0 }];
+    if let Some(y) = counterfactual {
+        let positives = y.iter().filter(|&&b| b).count() as u64;
+        m.push(TaskMetric { task, metric: "auc_counterfactual", value: auc(p_cvr, y), n, positives });
+        m.push(TaskMetric { task, metric: "logloss_counterfactual", value: logloss(p_cvr, y), n, positives });
+    }
+    m
+}
+
+/// pCVR's level on the unclicked space, the rows no conversion label reaches: mean pCVR over
+/// the mean planted p(buy | click) `q` of the unclicked rows (task `cvr_unclicked`, metric
+/// `calibration_truth`; `cvr`'s `calibration_truth` is the same on the clicked rows). Apart,
+/// the two show ESMM's estimation bias directly.
+fn unclicked_calibration(s: &Scored, q: &[f32]) -> TaskMetric {
+    let (mut p_sum, mut q_sum, mut n) = (0.0f64, 0.0f64, 0u64);
+    for i in (0..s.len()).filter(|&i| !s.click[i]) {
+        p_sum += s.p_cvr[i] as f64;
+        q_sum += q[i] as f64;
+        n += 1;
+    }
+    let value = (q_sum > 0.0).then(|| p_sum / q_sum);
+    TaskMetric { task: "cvr_unclicked", metric: "calibration_truth", value, n, positives: 0 }
 }
 
 /// The task metrics plus the spread (standard deviation) of each task's prediction.
@@ -295,6 +334,7 @@ fn summary(
         }
         s.push('\n');
     }
+    s.push_str(&counterfactual_summary(rows, model, &references));
     let slices: Vec<&str> = {
         let mut v: Vec<&str> = rows.iter().filter(|r| r.slice != "all").map(|r| r.slice.as_str()).collect();
         v.dedup();
@@ -321,6 +361,35 @@ fn summary(
         for f in flags {
             let _ = writeln!(s, "- {f}");
         }
+    }
+    s
+}
+
+/// The counterfactual table of the summary (empty without counterfactual labels): per system,
+/// pCVR's AUC and logloss against `buy_if_clicked` over every row, and its level over the planted
+/// probability on the clicked and on the unclicked rows.
+fn counterfactual_summary(rows: &[MetricRow], model: &str, references: &[(&str, &str)]) -> String {
+    let get = |m: &str, task: &str, metric: &str| {
+        rows.iter()
+            .find(|r| r.model == m && r.slice == "all" && r.metric.task == task && r.metric.metric == metric)
+            .and_then(|r| r.metric.value)
+    };
+    let fmt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.4}"));
+    let mut s = String::new();
+    if get(model, "cvr_entire_space", "auc_counterfactual").is_none() {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "\nCVR over the entire space against the counterfactual labels (would it have converted \
+         had it been clicked), and pCVR over the planted p(buy | click) on each space:\n\n\
+         | system | AUC | logloss | pCVR / truth, clicked | pCVR / truth, unclicked |\n|---|---:|---:|---:|---:|"
+    );
+    for (m, name) in [(model, model), (ORACLE, "oracle")].into_iter().chain(references.iter().copied()) {
+        let cf = |metric: &str| fmt(get(m, "cvr_entire_space", metric));
+        let level = |task: &str| fmt(get(m, task, "calibration_truth"));
+        let (auc, loss) = (cf("auc_counterfactual"), cf("logloss_counterfactual"));
+        let _ = writeln!(s, "| {name} | {auc} | {loss} | {} | {} |", level("cvr"), level("cvr_unclicked"));
     }
     s
 }

@@ -78,7 +78,7 @@ fn write_split(
     let co_path = out.join(schema::common_features_file(split));
     let tr_path = out.join(schema::truth_file(split));
     let (mut sk, mut co, mut tr) = (create(&sk_path)?, create(&co_path)?, create(&tr_path)?);
-    writeln!(tr, "{},{},{}", schema::TRUTH_HEADER, schema::TRUTH_SEMI, schema::TRUTH_GROUP)
+    writeln!(tr, "{}", schema::truth_header())
         .with_context(|| format!("writing {}", tr_path.display()))?;
     let mut stats = ChunkStats::default();
     ordered_map(
@@ -226,19 +226,21 @@ mod tests {
         }
         assert_eq!(common, order, "common lines must follow md5 first appearance");
         let mut lines = tr.lines();
-        assert_eq!(
-            lines.next(),
-            Some(format!("{},{},{}", schema::TRUTH_HEADER, schema::TRUTH_SEMI, schema::TRUTH_GROUP).as_str())
-        );
+        assert_eq!(lines.next(), Some(schema::truth_header().as_str()));
         let truth: Vec<&str> = lines.collect();
         assert_eq!(truth.len(), rows.len());
         for (i, (line, (click, buy))) in truth.iter().zip(&rows).enumerate() {
             let cols: Vec<&str> = line.split(',').collect();
-            assert_eq!(cols.len(), 9);
+            assert_eq!(cols.len(), 10);
             assert_eq!((cols[0].parse::<u64>().unwrap(), cols[1], cols[2]), (i as u64 + 1, *click, *buy));
-            for p in &cols[3..] {
+            for p in &cols[3..9] {
                 let p: f64 = p.parse().unwrap();
                 assert!(p > 0.0 && p < 1.0);
+            }
+            // buy_if_clicked: the observed buy wherever there was a click
+            assert!(["0", "1"].contains(&cols[9]));
+            if *click == "1" {
+                assert_eq!(cols[9], *buy, "line {}", i + 2);
             }
         }
         md5s

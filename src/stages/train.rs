@@ -123,6 +123,7 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
         towers: cfg.model.towers(),
         min_sessions: cfg.model.min_sessions,
         shrink_sessions: cfg.model.shrink_sessions,
+        loss: cfg.model.loss(),
     };
     let (model, mut state) = if cfg.resume {
         let ckpt = cfg.out.join(CHECKPOINT_FILE);

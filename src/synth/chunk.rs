@@ -268,7 +268,8 @@ pub fn render_chunk(world: &World, plan: &ChunkPlan) -> ChunkOut {
             push_prob(t, sigmoid(world.b_click_group + imp.zc_group));
             t.push(b',');
             push_prob(t, sigmoid(world.b_buy_group + imp.zv_group));
-            t.push(b'\n');
+            // the counterfactual label: the same draw `buy` would be on a click
+            t.extend_from_slice(if u < p_buy { b",1\n" } else { b",0\n" });
             sample_id += 1;
         }
     }

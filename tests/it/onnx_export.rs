@@ -71,6 +71,9 @@ fn cases() -> Vec<Case> {
     }
     let off = |m: &mut ModelConfig| (m.min_sessions, m.shrink_sessions) = (0, 0.0);
     v.push(Case { epochs: 3, ..case("esmm_ensemble_no_admission", ModelKind::Esmm, Pooling::Weighted, off) });
+    // ESCM²-IPS: its own loss, the same graph (the propensity weights live in training only)
+    let ips = |m: &mut ModelConfig| m.counterfactual_w = 0.5;
+    v.push(Case { calibration: CalibrationKind::Level, epochs: 2, ..case("escm2_ips", ModelKind::Escm2Ips, Pooling::Mean, ips) });
     v
 }
 

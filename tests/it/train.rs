@@ -163,40 +163,6 @@ fn evaluate_to(
     evaluate::run(&evaluate::EvaluateStage { truth, fail_on_suspect: fail, ..evaluate_stage(pred, out) })
 }
 
-fn metric(dir: &Path, model: &str, task: &str, name: &str) -> f64 {
-    let text = std::fs::read_to_string(dir.join("summary.md")).unwrap();
-    assert!(!text.is_empty());
-    let rows = read_metrics(&dir.join("metrics.parquet"));
-    rows.iter()
-        .find(|r| r.0 == model && r.1 == task && r.2 == name && r.4 == "all")
-        .map(|r| r.3)
-        .unwrap_or_else(|| panic!("no {model} {task} {name}"))
-}
-
-/// (model, task, metric, value, slice) rows of a metrics file.
-fn read_metrics(path: &Path) -> Vec<(String, String, String, f64, String)> {
-    use arrow::array::{Array, AsArray, Float64Array};
-    let file = std::fs::File::open(path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
-    let mut out = Vec::new();
-    for b in reader {
-        let b = b.unwrap();
-        let s = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
-        let (m, t, k, sl) = (s("model"), s("task"), s("metric"), s("slice"));
-        let v = b.column_by_name("value").unwrap().as_any().downcast_ref::<Float64Array>().unwrap().clone();
-        for i in 0..b.num_rows() {
-            out.push((
-                m.value(i).into(),
-                t.value(i).into(),
-                k.value(i).into(),
-                if v.is_null(i) { f64::NAN } else { v.value(i) },
-                sl.value(i).into(),
-            ));
-        }
-    }
-    out
-}
-
 #[test]
 fn trains_predicts_and_evaluates_deterministically() {
     let root = temp_dir("train");
@@ -352,19 +318,6 @@ fn checkpoint_header(path: &Path) -> (Vec<u8>, String) {
 fn with_header(bytes: &[u8], json: &str) -> Vec<u8> {
     let len = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
     [&bytes[..8], &(json.len() as u64).to_le_bytes()[..], json.as_bytes(), &bytes[16 + len..]].concat()
-}
-
-/// Checkpoints hold the same weights and optimizer state (headers differ in timings only).
-fn same_weights(a: &Path, b: &Path) -> bool {
-    let load = |p: &Path| esmm::model::checkpoint::load::<serde_json::Value>(p).unwrap().0;
-    let (a, b) = (load(a), load(b));
-    let members = |m: &esmm::model::Model| -> Vec<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
-        m.members().map(|(t, tw)| (t.iter().map(|t| t.raw().to_vec()).collect(), tw.params())).collect()
-    };
-    a.tables.iter().zip(&b.tables).all(|(x, y)| x.raw() == y.raw() && x.step == y.step)
-        && members(&a) == members(&b)
-        && a.towers.adam_state().1 == b.towers.adam_state().1
-        && a.towers.adam_state().2 == b.towers.adam_state().2
 }
 
 /// Writes a skeleton whose item id `205` is the click label itself.

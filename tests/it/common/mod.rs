@@ -330,3 +330,52 @@ pub fn ingest_and_split_with(
     let spl = split::run(&split_stage(&root.join("ingest"), &root.join("split"), params)).unwrap();
     (ing, spl)
 }
+
+/// Checkpoints hold the same weights and optimizer state (headers differ in timings only).
+pub fn same_weights(a: &Path, b: &Path) -> bool {
+    let load = |p: &Path| esmm::model::checkpoint::load::<serde_json::Value>(p).unwrap().0;
+    let (a, b) = (load(a), load(b));
+    let members = |m: &esmm::model::Model| -> Vec<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+        m.members().map(|(t, tw)| (t.iter().map(|t| t.raw().to_vec()).collect(), tw.params())).collect()
+    };
+    a.tables.iter().zip(&b.tables).all(|(x, y)| x.raw() == y.raw() && x.step == y.step)
+        && members(&a) == members(&b)
+        && a.towers.adam_state().1 == b.towers.adam_state().1
+        && a.towers.adam_state().2 == b.towers.adam_state().2
+}
+
+/// One `all`-slice metric of `model` from the metrics.parquet of evaluate output `dir` (whose
+/// summary.md must be there too).
+pub fn metric(dir: &Path, model: &str, task: &str, name: &str) -> f64 {
+    let text = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(!text.is_empty());
+    let rows = read_metrics(&dir.join("metrics.parquet"));
+    rows.iter()
+        .find(|r| r.0 == model && r.1 == task && r.2 == name && r.4 == "all")
+        .map(|r| r.3)
+        .unwrap_or_else(|| panic!("no {model} {task} {name}"))
+}
+
+/// (model, task, metric, value, slice) rows of a metrics file.
+pub fn read_metrics(path: &Path) -> Vec<(String, String, String, f64, String)> {
+    use arrow::array::{Array, AsArray, Float64Array};
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let mut out = Vec::new();
+    for b in reader {
+        let b = b.unwrap();
+        let s = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
+        let (m, t, k, sl) = (s("model"), s("task"), s("metric"), s("slice"));
+        let v = b.column_by_name("value").unwrap().as_any().downcast_ref::<Float64Array>().unwrap().clone();
+        for i in 0..b.num_rows() {
+            out.push((
+                m.value(i).into(),
+                t.value(i).into(),
+                k.value(i).into(),
+                if v.is_null(i) { f64::NAN } else { v.value(i) },
+                sl.value(i).into(),
+            ));
+        }
+    }
+    out
+}
