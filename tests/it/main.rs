@@ -10,6 +10,7 @@ mod analytics;
 mod bad_input;
 mod cli;
 mod crash;
+mod docs;
 mod external_readers;
 mod group_auc;
 mod hostile;
