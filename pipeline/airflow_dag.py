@@ -19,8 +19,9 @@ worker environment. ESMM_WORKDIR (default /srv/esmm) is the directory the tasks 
 which the pipeline's relative paths resolve, like `cd /srv/esmm` in pipeline/crontab.example
 (without it Airflow runs each task in a fresh temporary directory). ESMM_RETRIES overrides the
 two retries (the test sets 0, so that a failing stage fails the run at once instead of waiting
-out the retry delay). With the KubernetesPodOperator the same commands run in pods (see README,
-"Operating it"); the shards need a shared file system for the ingest directory.
+out the retry delay). With the KubernetesPodOperator the same commands run in pods (see
+docs/operations.md, "Sharded fan-out"); the shards need a shared file system for the ingest
+directory.
 
 Works on Airflow 3 and 2 (BashOperator from the standard provider, or from its Airflow 2 place).
 tests/it/ops.rs runs it with `airflow dags test` on the Airflow pinned in

@@ -1,6 +1,6 @@
 //! Feature hashing: (field, raw feature id) → embedding bucket in `1..hash_buckets`.
 //!
-//! The contract (README "Data contracts"), platform independent and fixed by test vectors below:
+//! The contract (docs/data.md, "Data contracts"), platform independent and fixed by test vectors below:
 //!
 //! ```text
 //! field_seed(f) = xxh3_64_with_seed(utf8 bytes of the field name, e.g. "109_14", hash_seed)

@@ -1,7 +1,7 @@
 //! The data contract: field list, file and column names, Parquet (arrow) schemas.
 //!
 //! Every other module takes names from here; no column name is spelled anywhere else.
-//! The raw fields and the Parquet tables; the README's "Data contracts" section says the same for users.
+//! The raw fields and the Parquet tables; docs/data.md's "Data contracts" says the same for users.
 
 use std::sync::Arc;
 

@@ -20,7 +20,7 @@
 #                                      shrink, steps, lr5, ada, lr2x, bs256, decay, level, platt, bias,
 #                                      bias_level, bias_platt, dim16, noreset,
 #                                      single, shrink10, shrink40)
-#   Real-rate world (issue 18): QUALITY_WORLDS=realrate QUALITY_TRAIN_ROWS=8000000 QUALITY_TEST_ROWS=2000000
+#   Real-rate world (calibration): QUALITY_WORLDS=realrate QUALITY_TRAIN_ROWS=8000000 QUALITY_TEST_ROWS=2000000
 #   QUALITY_TRAIN_ROWS=2000000 QUALITY_TEST_ROWS=2000000   (2 M test rows: at 500 k, a sparse world's
 #                                      ~370 test buys alone move the observed CVR calibration by ±10 %)
 #   QUALITY_PEERS=1                    0 skips the peers (PEERS_DIR, PEERS_VENV locate them;

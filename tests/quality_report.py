@@ -2,7 +2,8 @@
 """The quality sweep's tables (tests/quality.sh): test AUCs of every system on every world, next
 to the world's oracle, semi-oracle and group oracle, then calibration (mean prediction / observed rate; and
 against the planted probabilities, free of the test labels' sampling noise) and
-normalized entropy of the systems esmm evaluate scored, and the issues' bars for the defaults.
+normalized entropy of the systems esmm evaluate scored, and the quality targets for the defaults
+(docs/quality.md, "Targets for the defaults").
 
 usage: quality_report.py DIR OUT --worlds W... --settings S...
 reads  DIR/<world>/metrics_<setting>/metrics.parquet (esmm), DIR/<world>/metrics_rechub/metrics.parquet
@@ -18,11 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 TASKS = [("ctr", "ctr"), ("cvr", "cvr (clicked)"), ("ctcvr", "ctcvr"), ("cvr_entire_space", "entire-space cvr")]
-# The issue's bars for the defaults: at least rechub + margin, within gap of the semi-oracle.
+# Quality targets (bars) for the defaults: at least rechub + margin, within gap of the semi-oracle.
 OVER_RECHUB = {"ctr": 0.03, "ctcvr": 0.06, "cvr_entire_space": 0.08}
 TO_SEMI = {"ctr": 0.015, "ctcvr": 0.03, "cvr_entire_space": 0.04}
 PLANTED = ("oracle", "semi_oracle", "group_oracle")
-# Calibration bars of the defaults (issue 18): calibration within [0.9, 1.1], normalized entropy < 1.
+# Calibration bars of the defaults: calibration within [0.9, 1.1], normalized entropy < 1.
 CAL_TASKS = [("ctr", "ctr"), ("cvr", "cvr (clicked)"), ("ctcvr", "ctcvr")]
 CAL_RANGE = (0.9, 1.1)
 

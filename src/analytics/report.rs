@@ -148,7 +148,7 @@ pub fn build(dir: &Path, out: &Path) -> Result<Vec<PathBuf>> {
             let _ = writeln!(md, "![reliability diagram, {task}]({name})\n");
         }
     }
-    md.push_str("Query the same outputs with `esmm sql sql/<query>.sql --run DIR` or DuckDB (see the README).\n");
+    md.push_str("Query the same outputs with `esmm sql sql/<query>.sql --run DIR` or DuckDB (docs/analytics.md).\n");
     let path = out.join(REPORT_FILE);
     let mut f = AtomicFile::create(&path)?;
     f.write_all(md.as_bytes()).with_context(|| format!("writing {}", path.display()))?;

@@ -218,7 +218,7 @@ pub enum Format {
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     pub format: Format,
-    /// Embedding buckets including the padding bucket 0 (README "Data contracts").
+    /// Embedding buckets including the padding bucket 0 (docs/data.md, "Data contracts").
     pub hash_buckets: u64,
     pub hash_seed: u64,
     /// First bad input is an error (file, line, reason) instead of a counted skip.

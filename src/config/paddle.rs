@@ -65,7 +65,7 @@ pub struct PaddleRunner {
     pub other: BTreeMap<String, Value>,
 }
 
-/// PaddleRec keys accepted without a meaning here, and why (the README's table says the same).
+/// PaddleRec keys accepted without a meaning here, and why (docs/paddlerec.md's table says the same).
 pub const IGNORED: &[(&str, &str)] = &[
     ("runner.train_reader_path", "PaddleRec's Python reader module; esmm reads the format itself"),
     ("runner.infer_reader_path", "PaddleRec's Python reader module; esmm reads the format itself"),

@@ -1,4 +1,4 @@
-//! The command-line contract (README "Command line", "Scheduling and exit codes"): subcommands, exit statuses, config errors naming the
+//! The command-line contract (README "Command line", docs/operations.md "Scheduling and exit codes"): subcommands, exit statuses, config errors naming the
 //! key and the file, `--strict` failures naming file and line, reruns skipping up-to-date stages.
 
 use crate::common;

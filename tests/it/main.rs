@@ -11,6 +11,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod cvr_family;
+mod docs;
 mod external_readers;
 mod group_auc;
 mod hostile;

@@ -141,17 +141,15 @@ fn onnxruntime_scores_like_predict_for_every_kind_and_pooling() {
     readme_snippet_runs(&root.join("esmm_mean/export"));
 }
 
-/// The Python block of the README's "Serving" section runs as written, beside `export/`.
+/// The Python block of docs/serving.md runs as written, beside `export/`.
 fn readme_snippet_runs(export: &Path) {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let serving = readme.split("\n## Serving\n").nth(1).expect("README: no Serving section");
-    let code =
-        serving.split("```python\n").nth(1).and_then(|s| s.split("```").next()).expect("README: no python block");
+    let serving = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/serving.md")).unwrap();
+    let code = serving.split("```python\n").nth(1).and_then(|s| s.split("```").next()).expect("no python block");
     let dir = export.parent().unwrap().join("snippet");
     std::fs::create_dir_all(&dir).unwrap();
     std::os::unix::fs::symlink(export, dir.join("export")).unwrap();
     let out = Command::new(python()).arg("-c").arg(code).current_dir(&dir).output().unwrap();
-    assert!(out.status.success(), "the README's serving snippet failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "docs/serving.md's snippet failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A missing model directory, a train directory whose model.bin is not a checkpoint, and a

@@ -1,6 +1,6 @@
 //! Operations: `esmm run` as a DAG (`--from`, `--until`, `--force`), output locks between
 //! processes, sharded ingest and predict whose parts add up to the unsharded outputs (merged by
-//! the README's DuckDB CLI line too), exit codes and logs for schedulers, the Airflow example
+//! docs/operations.md's DuckDB CLI line too), exit codes and logs for schedulers, the Airflow example
 //! calling only commands and flags that exist and run by real Airflow, and the crontab example's
 //! line run the way cron runs it.
 
@@ -209,7 +209,7 @@ fn sharded_ingest_and_predict_add_up_to_the_unsharded_outputs() {
     merge_parts_as_the_readme_says(&dir, n, &whole);
 }
 
-/// The README's line that merges predict parts with the DuckDB CLI, run as written (but for the
+/// docs/operations.md's line that merges predict parts with the DuckDB CLI, run as written (but for the
 /// number of parts) in a directory holding only the parts in `pred/`: the merged file is the
 /// unsharded one row for row, and `esmm evaluate` reads it to the same metrics.
 fn merge_parts_as_the_readme_says(dir: &Path, n: u32, whole: &[BTreeMap<String, Value>]) {
@@ -218,9 +218,10 @@ fn merge_parts_as_the_readme_says(dir: &Path, n: u32, whole: &[BTreeMap<String, 
     else {
         return;
     };
-    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
-    let line = readme.split('`').find(|s| s.starts_with("duckdb -c \"COPY")).expect("README: no duckdb COPY line");
-    assert!(line.contains("-of-00004"), "the test adapts the README's 4 parts: {line}");
+    let doc = std::fs::read_to_string(repo("docs/operations.md")).unwrap();
+    let line =
+        doc.split('`').find(|s| s.starts_with("duckdb -c \"COPY")).expect("docs/operations.md: no duckdb COPY line");
+    assert!(line.contains("-of-00004"), "the test adapts docs/operations.md's 4 parts: {line}");
     let line = line.replace("-of-00004", &format!("-of-{n:05}"));
     let sh = dir.join("sh");
     std::fs::create_dir_all(sh.join("pred")).unwrap();

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How far above the group oracle a model can get on one generated world (README, Quality): the
+"""How far above the group oracle a model can get on one generated world (docs/quality.md): the
 group oracle's logit (truth columns `p_*_group`) plus each user's own offset fitted on the
 training rows alone (train + valid; MAP under a normal prior whose variance is the spread of
 the planted offsets, semi-oracle minus group oracle, per user), scored on the test split next
