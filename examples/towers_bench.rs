@@ -89,7 +89,7 @@ fn towers(a: &Args) {
     let g: Vec<f32> = (0..n).map(|_| (rng.f64() as f32 - 0.5) / n as f32).collect();
     let (mut dxc, mut dxv) = (Vec::new(), Vec::new());
     let (sps, steps) = rate(n, a.seconds, || {
-        let tg = t.backward(&x, &x, n, (&mut dxc, &mut dxv), |_, _| (g.clone(), g.clone()));
+        let tg = t.backward(&x, &x, n, (&mut dxc, &mut dxv), |_| vec![g.clone(), g.clone()]);
         std::hint::black_box(&dxc);
         t.apply(&tg);
         t.recycle(tg);

@@ -155,7 +155,7 @@ pub enum Command {
         /// Continue from OUT/checkpoint.bin (same config and data), bit-identically.
         #[arg(long)]
         resume: bool,
-        /// Model kind: esmm, naive_cvr, esmm_ns or escm2_ips.
+        /// Model kind: esmm, naive_cvr, esmm_ns, escm2_ips, escm2_dr or dcmt.
         #[arg(long, value_parser = parse_kind)]
         kind: Option<ModelKind>,
         /// Epoch budget (train.epochs).
@@ -290,7 +290,8 @@ pub struct CommonFlags {
 }
 
 fn parse_kind(s: &str) -> Result<ModelKind, String> {
-    serde_yaml::from_str(s).map_err(|_| format!("unknown model kind `{s}` (esmm, naive_cvr, esmm_ns, escm2_ips)"))
+    serde_yaml::from_str(s)
+        .map_err(|_| format!("unknown model kind `{s}` (esmm, naive_cvr, esmm_ns, escm2_ips, escm2_dr, dcmt)"))
 }
 
 fn parse_shard(s: &str) -> Result<Shard, String> {
@@ -341,8 +342,9 @@ mod tests {
             assert_eq!(serde_json::to_value(Format::from(*f)).unwrap(), name);
         }
         assert_eq!(FormatArg::value_variants().len(), 2);
-        let kinds = ["esmm", "naive_cvr", "esmm_ns", "escm2_ips"].map(|k| parse_kind(k).unwrap());
-        assert_eq!(kinds.map(|k| serde_json::to_value(k).unwrap()), ["esmm", "naive_cvr", "esmm_ns", "escm2_ips"]);
+        let names = ["esmm", "naive_cvr", "esmm_ns", "escm2_ips", "escm2_dr", "dcmt"];
+        let kinds = names.map(|k| parse_kind(k).unwrap());
+        assert_eq!(kinds.map(|k| serde_json::to_value(k).unwrap()), names);
     }
 
     #[test]

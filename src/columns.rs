@@ -100,6 +100,11 @@ impl ListColumns {
         }
     }
 
+    /// Every field of the side with its hashed ids (all rows, in order).
+    pub fn field_ids(&self) -> impl Iterator<Item = (usize, &[u32])> {
+        self.fields.iter().zip(&self.ids).map(|(&f, ids)| (f, ids.as_slice()))
+    }
+
     pub fn rows(&self) -> usize {
         self.offsets[0].len() - 1
     }

@@ -30,6 +30,8 @@ pub mod metrics;
 /// The ESMM model: embedding tables, the towers (gemm by default, dfdx), the loss, calibration,
 /// checkpoints.
 pub mod model;
+/// The buckets a split's hashed ids use, and the distinct ids and collisions they imply.
+pub mod occupancy;
 /// PaddleRec's preprocessed ESMM CSV (`sample_id,click,buy,key,field:id,...`).
 pub mod paddlerec;
 /// Ordered parallel map with bounded memory.

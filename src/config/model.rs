@@ -29,7 +29,7 @@ pub struct ModelConfig {
     /// A named set of defaults for the keys the file does not give (`paddlerec`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preset: Option<Preset>,
-    /// `esmm`, `naive_cvr`, `esmm_ns` or `escm2_ips`.
+    /// `esmm`, `naive_cvr`, `esmm_ns`, `escm2_ips`, `escm2_dr` or `dcmt`.
     pub kind: ModelKind,
     /// Tower backend: `gemm` (default, any hidden sizes) or `dfdx` (the reference, compiled for [256, 64]).
     pub backend: Backend,
@@ -68,8 +68,11 @@ pub struct ModelConfig {
     pub global_w: f64,
     /// Weight of the ESCM² kinds' counterfactual CVR loss, PaddleRec's `counterfactual_w`.
     pub counterfactual_w: f64,
-    /// ESCM² kinds: the largest inverse propensity 1/pCTR a clicked row is weighted by.
+    /// ESCM² kinds and DCMT: the largest inverse propensity 1/pCTR a clicked row is weighted by
+    /// (DCMT: 1/(1 − pCTR) an unclicked row).
     pub max_inverse_propensity: f64,
+    /// DCMT: weight of the L1 constraint pCVR + counterfactual pCVR = 1.
+    pub constraint_w: f64,
     pub seed: u64,
 }
 
@@ -110,6 +113,7 @@ impl Default for ModelConfig {
             global_w: LossWeights::default().global_w,
             counterfactual_w: LossWeights::default().counterfactual_w,
             max_inverse_propensity: LossWeights::default().max_inverse_propensity,
+            constraint_w: LossWeights::default().constraint_w,
             seed: 1,
         }
     }
@@ -133,7 +137,12 @@ impl ModelConfig {
             self.shrink_sessions == 0.0 || self.min_sessions >= 1,
             "model.shrink_sessions needs id admission (model.min_sessions >= 1)"
         );
-        for (key, w) in [("global_w", self.global_w), ("counterfactual_w", self.counterfactual_w)] {
+        let weights = [
+            ("global_w", self.global_w),
+            ("counterfactual_w", self.counterfactual_w),
+            ("constraint_w", self.constraint_w),
+        ];
+        for (key, w) in weights {
             ensure!(w >= 0.0 && w.is_finite(), "model.{key} must be >= 0, got {w}");
         }
         ensure!(
@@ -168,6 +177,7 @@ impl ModelConfig {
             backend: self.backend,
             ctr_fc_sizes: self.ctr_fc_sizes.clone(),
             cvr_fc_sizes: self.cvr_fc_sizes.clone(),
+            aux_towers: self.kind.aux_towers(),
         }
     }
 
@@ -177,6 +187,7 @@ impl ModelConfig {
             global_w: self.global_w,
             counterfactual_w: self.counterfactual_w,
             max_inverse_propensity: self.max_inverse_propensity,
+            constraint_w: self.constraint_w,
         }
     }
 

@@ -71,14 +71,15 @@ fn mean(g: &mut Graph, name: &str, z: &[String]) -> String {
 /// `[batch, input]`), the mean logits calibrated, writing the three outputs.
 pub fn heads(g: &mut Graph, c: &Consts, model: &Model, inputs: &[(String, String)], input: usize) -> Result<()> {
     let spec = model.towers.spec();
-    let n_ctr = 2 * (spec.ctr_fc_sizes.len() + 1);
+    // the CTR and the CVR tower; auxiliary towers (training only) are not exported
+    let (n_ctr, n_cvr) = spec.main_tensors();
     let members: Vec<_> = model.members().map(|(_, towers)| towers).collect();
     ensure!(inputs.len() == members.len(), "{} pooled inputs for {} members", inputs.len(), members.len());
     let (mut zc, mut zv) = (Vec::new(), Vec::new());
     for (k, (towers, (xc, xv))) in members.iter().zip(inputs).enumerate() {
         let params = towers.params();
-        ensure!(params.len() >= n_ctr, "the towers hold {} parameter tensors", params.len());
-        let (ctr, cvr) = params.split_at(n_ctr);
+        ensure!(params.len() >= n_ctr + n_cvr, "the towers hold {} parameter tensors", params.len());
+        let (ctr, cvr) = (&params[..n_ctr], &params[n_ctr..n_ctr + n_cvr]);
         let prefix = member_prefix(k, members.len());
         zc.push(mlp(g, &format!("{prefix}ctr"), xc, input, &spec.ctr_fc_sizes, ctr)?);
         zv.push(mlp(g, &format!("{prefix}cvr"), xv, input, &spec.cvr_fc_sizes, cvr)?);

@@ -17,7 +17,8 @@ use polars::prelude as pl;
 use super::group::Grouping;
 use super::Scored;
 use crate::schema::{
-    BUY, CLICK, MD5, P_CTR, P_CVR, SAMPLE_ID, SCENARIO, SPLIT, TRUTH_COUNTERFACTUAL, TRUTH_GROUP, TRUTH_HEADER, TRUTH_SEMI, USER_KEY,
+    BUY, CLICK, MD5, P_CTR, P_CVR, SAMPLE_ID, SCENARIO, SPLIT, TRUTH_COUNTERFACTUAL, TRUTH_GROUP, TRUTH_HEADER,
+    TRUTH_SEMI, USER_KEY,
 };
 
 /// A predictions file: one split's rows with labels and the two predicted probabilities.
@@ -391,7 +392,8 @@ mod tests {
         assert_eq!(read_truth(&p).unwrap()[&7].buy_if_clicked, Some(true));
         std::fs::write(&p, format!("{all}\n7,0,0,0.25,0.5,0.2,0.4,0.1,0.3,0.5\n")).unwrap();
         assert!(err(read_truth(&p)).contains("field `buy_if_clicked`: `0.5` is not 0 or 1"));
-        std::fs::write(&p, format!("{TRUTH_HEADER},{TRUTH_SEMI},{TRUTH_COUNTERFACTUAL}\n7,0,0,0.25,0.5,0.2,0.4,1\n")).unwrap();
+        std::fs::write(&p, format!("{TRUTH_HEADER},{TRUTH_SEMI},{TRUTH_COUNTERFACTUAL}\n7,0,0,0.25,0.5,0.2,0.4,1\n"))
+            .unwrap();
         assert_eq!(read_truth(&p).unwrap()[&7].buy_if_clicked, None, "only after the group oracle's");
         for (body, want) in [
             ("7,1,0,0.25,0.5\n8,0,0\n", "short.csv:3: 3 fields, expected at least 5"),

@@ -35,6 +35,23 @@ pub enum ModelKind {
     /// ESCM²-IPS: ESMM plus the clicked rows' CVR loss weighted by the inverse propensity
     /// 1/pCTR (no gradient through it), the counterfactual regularizer of ESCM² ([`super::loss`]).
     Escm2Ips,
+    /// ESCM²-DR: ESMM plus the doubly robust CVR loss over every row, with an imputation tower.
+    Escm2Dr,
+    /// DCMT: ESMM plus a counterfactual twin of the CVR tower trained on the unclicked rows.
+    Dcmt,
+}
+
+impl ModelKind {
+    /// Whether the objective has a counterfactual CVR term (the ESCM² kinds, DCMT).
+    pub fn counterfactual(self) -> bool {
+        matches!(self, ModelKind::Escm2Ips | ModelKind::Escm2Dr | ModelKind::Dcmt)
+    }
+
+    /// Towers trained beside the CTR and the CVR tower (DR's imputation, DCMT's counterfactual
+    /// CVR); they never predict.
+    pub fn aux_towers(self) -> usize {
+        matches!(self, ModelKind::Escm2Dr | ModelKind::Dcmt) as usize
+    }
 }
 
 /// Everything that fixes the model's shape and update rule.
@@ -169,6 +186,13 @@ impl Model {
             spec.embedding_dim
         );
         anyhow::ensure!(
+            towers.spec().aux_towers == spec.kind.aux_towers(),
+            "model kind {:?} trains {} auxiliary tower(s), the towers have {}",
+            spec.kind,
+            spec.kind.aux_towers(),
+            towers.spec().aux_towers
+        );
+        anyhow::ensure!(
             vocab.parts().0 == spec.min_sessions
                 && (!vocab.enabled() || vocab.parts().1 as usize == spec.hash_buckets)
                 && (!vocab.enabled() || vocab.parts().3.is_empty() == (spec.shrink_sessions <= 0.0))
@@ -189,7 +213,7 @@ impl Model {
     /// Tables this spec needs: ESMM shares one; esmm_ns and naive_cvr keep one per tower.
     pub fn table_count(kind: ModelKind) -> usize {
         match kind {
-            ModelKind::Esmm | ModelKind::Escm2Ips => 1,
+            ModelKind::Esmm | ModelKind::Escm2Ips | ModelKind::Escm2Dr | ModelKind::Dcmt => 1,
             ModelKind::NaiveCvr | ModelKind::EsmmNs => 2,
         }
     }
@@ -206,36 +230,50 @@ impl Model {
         self.pool_tables(&self.tables, s, batch, users);
     }
 
-    /// The members' logits summed in [`Model::members`] order, over their count.
-    fn logits_with(&self, s: &mut Scratch, batch: &Batch, common: &CommonTable) -> (Vec<f32>, Vec<f32>) {
+    /// The members' logits summed in [`Model::members`] order, over their count: of the CTR and
+    /// the CVR tower, or with `all` of every tower (the auxiliary ones too).
+    fn logits_with(&self, s: &mut Scratch, batch: &Batch, common: &CommonTable, all: bool) -> Vec<Vec<f32>> {
         let users = Users::of(batch, common);
-        let mut sum: Option<(Vec<f32>, Vec<f32>)> = None;
+        let mut sum: Option<Vec<Vec<f32>>> = None;
         for (tables, towers) in self.members() {
             self.pool_tables(tables, s, batch, &users);
             let [xc, xv] = &s.x;
-            let (zc, zv) = towers.forward(xc, if tables.len() == 2 { xv } else { xc }, batch.len());
+            let xv = if tables.len() == 2 { xv } else { xc };
+            let z = if all {
+                towers.forward_all(xc, xv, batch.len())
+            } else {
+                let (zc, zv) = towers.forward(xc, xv, batch.len());
+                vec![zc, zv]
+            };
             match &mut sum {
-                None => sum = Some((zc, zv)),
-                Some((sc, sv)) => {
-                    sc.iter_mut().zip(&zc).for_each(|(a, b)| *a += b);
-                    sv.iter_mut().zip(&zv).for_each(|(a, b)| *a += b);
-                }
+                None => sum = Some(z),
+                Some(sum) => sum.iter_mut().zip(&z).for_each(|(s, z)| s.iter_mut().zip(z).for_each(|(a, b)| *a += b)),
             }
         }
-        let (mut zc, mut zv) = sum.expect("the model is a member");
+        let mut z = sum.expect("the model is a member");
         if !self.snapshots.is_empty() {
             let k = self.member_count() as f32;
-            zc.iter_mut().chain(zv.iter_mut()).for_each(|z| *z /= k);
+            z.iter_mut().flatten().for_each(|z| *z /= k);
         }
-        (zc, zv)
+        z
+    }
+
+    fn logits_of(&self, batch: &Batch, common: &CommonTable, all: bool) -> Vec<Vec<f32>> {
+        match self.scratch.try_lock() {
+            Ok(mut s) => self.logits_with(&mut s, batch, common, all),
+            Err(_) => self.logits_with(&mut Scratch::default(), batch, common, all),
+        }
     }
 
     /// Logits (zc, zv) of a batch.
     pub fn logits(&self, batch: &Batch, common: &CommonTable) -> (Vec<f32>, Vec<f32>) {
-        match self.scratch.try_lock() {
-            Ok(mut s) => self.logits_with(&mut s, batch, common),
-            Err(_) => self.logits_with(&mut Scratch::default(), batch, common),
-        }
+        let [zc, zv]: [Vec<f32>; 2] = self.logits_of(batch, common, false).try_into().expect("two towers");
+        (zc, zv)
+    }
+
+    /// Logits of every tower of a batch (CTR, CVR, then any auxiliary tower's).
+    pub fn all_logits(&self, batch: &Batch, common: &CommonTable) -> Vec<Vec<f32>> {
+        self.logits_of(batch, common, true)
     }
 
     /// (pCTR, pCVR) per row, through [`Model::calibration`].
@@ -244,20 +282,29 @@ impl Model {
         self.calibration.probabilities(zc, zv)
     }
 
+    /// The objective over a batch with the stop-gradient inputs taken from `held` (all the
+    /// batch's own logits when `None`; gradient checks hold them while the parameters move).
+    fn objective(&self, z: &[Vec<f32>], held: Option<&[Vec<f32>]>, batch: &Batch) -> StepLoss {
+        let z: Vec<&[f32]> = z.iter().map(|v| &v[..]).collect();
+        let held: Vec<&[f32]> = held.map_or_else(|| z.clone(), |h| h.iter().map(|v| &v[..]).collect());
+        loss_grads(self.spec.kind, &self.spec.loss, &z, &held, &batch.click, &batch.buy).1
+    }
+
     /// The objective's sums over a batch (the training loss, no update) and its (pCTR, pCVR)
     /// through [`Model::calibration`]: validation.
     pub fn evaluate(&self, batch: &Batch, common: &CommonTable) -> (StepLoss, Vec<f32>, Vec<f32>) {
-        let (zc, zv) = self.logits(batch, common);
-        let loss = loss_grads(self.spec.kind, &self.spec.loss, (&zc, &zv, &zc), &batch.click, &batch.buy).2;
+        let mut z = self.all_logits(batch, common);
+        let loss = self.objective(&z, None, batch);
+        z.truncate(2);
+        let [zc, zv]: [Vec<f32>; 2] = z.try_into().expect("two towers");
         let (p_ctr, p_cvr) = self.calibration.probabilities(zc, zv);
         (loss, p_ctr, p_cvr)
     }
 
-    /// The objective of a batch with the propensities taken from the CTR logits `zp` instead of
-    /// the batch's own (gradient checks hold them while the parameters move).
-    pub fn loss_at_propensity(&self, batch: &Batch, common: &CommonTable, zp: &[f32]) -> f64 {
-        let (zc, zv) = self.logits(batch, common);
-        loss_grads(self.spec.kind, &self.spec.loss, (&zc, &zv, zp), &batch.click, &batch.buy).2.value()
+    /// The objective of a batch with the stop-gradient inputs (propensities, imputed labels)
+    /// taken from the logits `held` instead of the batch's own: gradient checks.
+    pub fn loss_held(&self, batch: &Batch, common: &CommonTable, held: &[Vec<f32>]) -> f64 {
+        self.objective(&self.all_logits(batch, common), Some(held), batch).value()
     }
 
     /// Forward, loss and backward: leaves the embedding gradients in the model and returns the
@@ -272,10 +319,10 @@ impl Model {
         let (kind, weights) = (self.spec.kind, self.spec.loss);
         let mut out = (StepLoss::default(), Vec::new());
         let xv: &[f32] = if shared { xc } else { xv };
-        let tg = self.towers.backward(xc, xv, n, (dxc, dxv), |zc, zv| {
-            let (gc, gv, loss) = loss_grads(kind, &weights, (zc, zv, zc), &batch.click, &batch.buy);
-            out = (loss, zc.iter().map(|&z| sigmoid(z as f64) as f32).collect());
-            (gc, gv)
+        let tg = self.towers.backward(xc, xv, n, (dxc, dxv), |z| {
+            let (g, loss) = loss_grads(kind, &weights, z, z, &batch.click, &batch.buy);
+            out = (loss, z[0].iter().map(|&z| sigmoid(z as f64) as f32).collect());
+            g
         });
         let parts = rayon::current_num_threads();
         for g in &mut self.grads {

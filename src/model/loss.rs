@@ -32,13 +32,16 @@ pub struct LossWeights {
     pub global_w: f64,
     /// Weight of the counterfactual CVR loss of the ESCM² kinds, PaddleRec's `counterfactual_w`.
     pub counterfactual_w: f64,
-    /// Largest inverse propensity 1/pCTR a clicked row's CVR loss is weighted by.
+    /// Largest inverse propensity 1/pCTR a clicked row's CVR loss is weighted by (DCMT: also
+    /// 1/(1 − pCTR) an unclicked row's).
     pub max_inverse_propensity: f64,
+    /// DCMT: weight of the constraint pCVR + counterfactual pCVR = 1 (an L1 penalty).
+    pub constraint_w: f64,
 }
 
 impl Default for LossWeights {
     fn default() -> Self {
-        Self { global_w: 1.0, counterfactual_w: 0.1, max_inverse_propensity: 100.0 }
+        Self { global_w: 1.0, counterfactual_w: 0.1, max_inverse_propensity: 100.0, constraint_w: 0.1 }
     }
 }
 
@@ -100,20 +103,60 @@ fn ctcvr_term(a: f64, b: f64, y: bool) -> (f64, f64, f64) {
     }
 }
 
-/// Loss gradients w.r.t. both logits for a batch, and the loss sums. `zp` are the CTR logits
-/// the propensities come from, an input of the loss and never differentiated: in training the
-/// batch's own `zc`; a gradient check holds them while it moves `zc`.
+/// The counterfactual term of one row for the ESCM² and DCMT kinds: its value and the
+/// gradients w.r.t. the CVR logit `b` and the auxiliary tower's logit `c` (`n` the batch's
+/// rows). `held`: the stop-gradient inputs, (propensity logit, CVR logit, auxiliary logit).
+#[allow(clippy::too_many_arguments)]
+fn counterfactual_row(kind: ModelKind, w: &LossWeights, b: f64, c: f64, held: [f64; 3], o: bool, y: f64) -> [f64; 3] {
+    let [zp, hb, hc] = held;
+    let ips = if o { inverse_propensity(zp, w.max_inverse_propensity) } else { 0.0 };
+    let cw = w.counterfactual_w;
+    match kind {
+        ModelKind::Escm2Ips => [cw * ips * (softplus(b) - y * b), cw * ips * (sigmoid(b) - y), 0.0],
+        ModelKind::Escm2Dr => {
+            // the imputed label r̃ (held here) stands in for y; the clicked rows correct it
+            let r = sigmoid(hc);
+            let dr = softplus(b) - r * b + ips * (r - y) * b;
+            let d_dr = sigmoid(b) - r + ips * (r - y);
+            // the imputation tower learns the clicked rows' error e − ê = (r̃ − y)·z, z held
+            let rc = sigmoid(c);
+            let imp = ips * ((rc - y) * hb).powi(2);
+            let d_imp = ips * 2.0 * (rc - y) * hb * hb * rc * (1.0 - rc);
+            [cw * (dr + imp), cw * d_dr, cw * d_imp]
+        }
+        ModelKind::Dcmt => {
+            // factual tower on the clicked rows, counterfactual tower on the unclicked rows
+            // (label 1 − buy = 1, weight 1 / (1 − p̂)), and pCVR + pCVR* = 1 as an L1 constraint
+            let non =
+                if o { 0.0 } else { (1.0 / (1.0 - sigmoid(zp)).max(f64::MIN_POSITIVE)).min(w.max_inverse_propensity) };
+            let (r, rs) = (sigmoid(b), sigmoid(c));
+            let gap = 1.0 - r - rs;
+            let lc = w.constraint_w;
+            let value = cw * (ips * (softplus(b) - y * b) + non * softplus(-c)) + lc * gap.abs();
+            let sign = gap.signum();
+            [value, cw * ips * (r - y) - lc * sign * r * (1.0 - r), cw * non * (rs - 1.0) - lc * sign * rs * (1.0 - rs)]
+        }
+        _ => [0.0; 3],
+    }
+}
+
+/// Loss gradients w.r.t. every tower's logits `z` (CTR, CVR, then the auxiliary tower's when the
+/// kind has one) for a batch, and the loss sums. `held` are the same logits where the method
+/// stops the gradient (the propensity pCTR, DR's imputed label and its CVR error, DCMT's): an
+/// input of the loss, never differentiated. Training passes `z` twice; a gradient check holds
+/// `held` while it moves `z`.
 pub fn loss_grads(
     kind: ModelKind,
     w: &LossWeights,
-    (zc, zv, zp): (&[f32], &[f32], &[f32]),
+    z: &[&[f32]],
+    held: &[&[f32]],
     click: &[u8],
     buy: &[u8],
-) -> (Vec<f32>, Vec<f32>, StepLoss) {
+) -> (Vec<Vec<f32>>, StepLoss) {
+    let (zc, zv) = (z[0], z[1]);
     let n = zc.len();
     let mut loss = StepLoss { rows: n, ..Default::default() };
-    let mut gc = vec![0.0f32; n];
-    let mut gv = vec![0.0f32; n];
+    let mut g: Vec<Vec<f32>> = z.iter().map(|_| vec![0.0f32; n]).collect();
     let clicked = click.iter().filter(|&&c| c == 1).count();
     loss.second_rows = if kind == ModelKind::NaiveCvr { clicked } else { n };
     let inv_n = 1.0 / n.max(1) as f64;
@@ -136,18 +179,21 @@ pub fn loss_grads(
             loss.second += w.global_w * l;
             da += ga * second_w;
             db += gb * second_w;
-            if kind == ModelKind::Escm2Ips && o {
-                // the propensity is an input: nothing flows back into `a`
-                let weight = w.counterfactual_w * inverse_propensity(zp[i] as f64, w.max_inverse_propensity);
-                let y = y as u8 as f64;
-                loss.counterfactual += weight * (softplus(b) - y * b);
-                db += weight * (sigmoid(b) - y) * inv_n;
+            if kind.counterfactual() {
+                let aux = |t: &[&[f32]]| t.get(2).map_or(0.0, |v| v[i] as f64);
+                let hold = [held[0][i] as f64, held[1][i] as f64, aux(held)];
+                let [l, gb, gc] = counterfactual_row(kind, w, b, aux(z), hold, o, y as u8 as f64);
+                loss.counterfactual += l;
+                db += gb * inv_n;
+                if let Some(ga) = g.get_mut(2) {
+                    ga[i] = (gc * inv_n) as f32;
+                }
             }
         }
-        gc[i] = da as f32;
-        gv[i] = db as f32;
+        g[0][i] = da as f32;
+        g[1][i] = db as f32;
     }
-    (gc, gv, loss)
+    (g, loss)
 }
 
 #[cfg(test)]
@@ -156,9 +202,19 @@ mod tests {
 
     const ZC: [f32; 6] = [0.3, -1.2, 2.0, 0.1, 9.0, -9.0];
     const ZV: [f32; 6] = [-0.5, 0.7, -2.0, 1.1, 9.0, 3.0];
+    const ZA: [f32; 6] = [-1.5, 0.2, 0.9, -0.4, 2.5, -2.5];
     const CLICK: [u8; 6] = [1, 0, 1, 0, 0, 1];
     const BUY: [u8; 6] = [1, 0, 0, 1, 0, 1];
-    const KINDS: [ModelKind; 4] = [ModelKind::Esmm, ModelKind::NaiveCvr, ModelKind::EsmmNs, ModelKind::Escm2Ips];
+    const KINDS: [ModelKind; 6] = [
+        ModelKind::Esmm,
+        ModelKind::NaiveCvr,
+        ModelKind::EsmmNs,
+        ModelKind::Escm2Ips,
+        ModelKind::Escm2Dr,
+        ModelKind::Dcmt,
+    ];
+    const W: LossWeights =
+        LossWeights { global_w: 0.7, counterfactual_w: 0.3, max_inverse_propensity: 4.0, constraint_w: 0.2 };
 
     fn bump(z: &[f32], i: usize, d: f32) -> Vec<f32> {
         let mut z = z.to_vec();
@@ -166,24 +222,39 @@ mod tests {
         z
     }
 
+    /// The logits of `kind`: CTR, CVR, and the auxiliary tower's when it has one.
+    fn logits(kind: ModelKind) -> Vec<Vec<f32>> {
+        [&ZC[..], &ZV, &ZA][..2 + kind.aux_towers()].iter().map(|z| z.to_vec()).collect()
+    }
+
+    fn run(kind: ModelKind, w: &LossWeights, z: &[Vec<f32>], held: &[Vec<f32>]) -> (Vec<Vec<f32>>, StepLoss) {
+        let (z, held): (Vec<&[f32]>, Vec<&[f32]>) =
+            (z.iter().map(|v| &v[..]).collect(), held.iter().map(|v| &v[..]).collect());
+        loss_grads(kind, w, &z, &held, &CLICK, &BUY)
+    }
+
     /// The logit gradients of every kind's loss against finite differences of its value
     /// (weights away from 1 so a misplaced one shows), including saturated logits where a
-    /// naive log(1 - p) would lose all precision; the propensities held where they were (the
-    /// method's gradient: none flows into them).
+    /// naive log(1 - p) would lose all precision; the stop-gradient inputs held where they
+    /// were (the method's gradient: none flows into them).
     #[test]
     fn loss_gradients_match_finite_differences() {
-        let w = LossWeights { global_w: 0.7, counterfactual_w: 0.3, max_inverse_propensity: 4.0 };
         for kind in KINDS {
-            let (gc, gv, loss) = loss_grads(kind, &w, (&ZC, &ZV, &ZC), &CLICK, &BUY);
+            let z0 = logits(kind);
+            let (g, loss) = run(kind, &W, &z0, &z0);
             assert!(loss.value().is_finite());
-            // the propensities held at ZC's
-            let l = |a: &[f32], b: &[f32]| loss_grads(kind, &w, (a, b, &ZC), &CLICK, &BUY).2.value();
-            for i in 0..ZC.len() {
-                let h = 1.0f32 / 1024.0; // exact in f32 around these logits
-                let num_c = (l(&bump(&ZC, i, h), &ZV) - l(&bump(&ZC, i, -h), &ZV)) / (2.0 * h as f64);
-                let num_v = (l(&ZC, &bump(&ZV, i, h)) - l(&ZC, &bump(&ZV, i, -h))) / (2.0 * h as f64);
-                assert!((num_c - gc[i] as f64).abs() < 1e-4, "{kind:?} zc[{i}]: {num_c} vs {}", gc[i]);
-                assert!((num_v - gv[i] as f64).abs() < 1e-4, "{kind:?} zv[{i}]: {num_v} vs {}", gv[i]);
+            assert_eq!(g.len(), z0.len());
+            for t in 0..z0.len() {
+                for i in 0..ZC.len() {
+                    let h = 1.0f32 / 1024.0; // exact in f32 around these logits
+                    let at = |d: f32| {
+                        let mut z = z0.clone();
+                        z[t] = bump(&z0[t], i, d);
+                        run(kind, &W, &z, &z0).1.value()
+                    };
+                    let num = (at(h) - at(-h)) / (2.0 * h as f64);
+                    assert!((num - g[t][i] as f64).abs() < 1e-4, "{kind:?} tower {t} row {i}: {num} vs {}", g[t][i]);
+                }
             }
         }
     }
@@ -193,14 +264,14 @@ mod tests {
     /// weighted clicked-row term, the weights are capped, and `counterfactual_w: 0` is ESMM.
     #[test]
     fn ips_leaves_the_propensity_without_gradient() {
-        let w = LossWeights { global_w: 1.0, counterfactual_w: 0.5, max_inverse_propensity: 4.0 };
-        let (gc_e, gv_e, esmm) = loss_grads(ModelKind::Esmm, &w, (&ZC, &ZV, &ZC), &CLICK, &BUY);
-        let (gc_i, gv_i, ips) = loss_grads(ModelKind::Escm2Ips, &w, (&ZC, &ZV, &ZC), &CLICK, &BUY);
-        assert_eq!(gc_i, gc_e);
+        let w = LossWeights { global_w: 1.0, counterfactual_w: 0.5, max_inverse_propensity: 4.0, constraint_w: 0.0 };
+        let z = logits(ModelKind::Esmm);
+        let (g_e, esmm) = run(ModelKind::Esmm, &w, &z, &z);
+        let (g_i, ips) = run(ModelKind::Escm2Ips, &w, &z, &z);
+        assert_eq!(g_i[0], g_e[0]);
         assert!(ips.counterfactual > 0.0 && esmm.counterfactual == 0.0);
-        let zp = bump(&ZC, 0, 0.5);
-        let shifted = loss_grads(ModelKind::Escm2Ips, &w, (&ZC, &ZV, &zp), &CLICK, &BUY).2;
-        assert!(shifted.counterfactual != ips.counterfactual, "the value does depend on pCTR");
+        let moved = vec![bump(&ZC, 0, 0.5), ZV.to_vec()];
+        assert!(run(ModelKind::Escm2Ips, &w, &z, &moved).1.counterfactual != ips.counterfactual, "pCTR sets the value");
         for i in 0..ZC.len() {
             let y = (CLICK[i] & BUY[i]) as f64;
             let extra = if CLICK[i] == 1 {
@@ -208,13 +279,41 @@ mod tests {
             } else {
                 0.0
             };
-            assert!((gv_i[i] as f64 - gv_e[i] as f64 - extra).abs() < 1e-6, "zv[{i}]");
+            assert!((g_i[1][i] as f64 - g_e[1][i] as f64 - extra).abs() < 1e-6, "zv[{i}]");
         }
         // row 5 is a click at pCTR σ(-9) ≈ 1.2e-4: its weight is the cap
         assert_eq!(inverse_propensity(-9.0, 4.0), 4.0);
         assert!((inverse_propensity(0.3, 100.0) - 1.0 / sigmoid(0.3)).abs() < 1e-12);
         let off = LossWeights { counterfactual_w: 0.0, ..w };
-        let (gc0, gv0, l0) = loss_grads(ModelKind::Escm2Ips, &off, (&ZC, &ZV, &ZC), &CLICK, &BUY);
-        assert_eq!((gc0, gv0, l0.value()), (gc_e, gv_e, esmm.value()));
+        let (g0, l0) = run(ModelKind::Escm2Ips, &off, &z, &z);
+        assert_eq!((g0, l0.value()), (g_e, esmm.value()));
+    }
+
+    /// ESCM²-DR and DCMT: the CTR tower gets ESMM's gradient (the propensity is held); DR's CVR
+    /// gradient on an unclicked row pulls pCVR toward the imputed label, and its imputation tower
+    /// learns on clicked rows only; DCMT's counterfactual tower learns on unclicked rows (toward 1)
+    /// and the constraint, its factual tower on clicked rows and the constraint.
+    #[test]
+    fn dr_and_dcmt_send_each_row_where_the_methods_say() {
+        let w = LossWeights { constraint_w: 0.0, ..W };
+        let esmm = run(ModelKind::Esmm, &w, &logits(ModelKind::Esmm), &logits(ModelKind::Esmm)).0;
+        for kind in [ModelKind::Escm2Dr, ModelKind::Dcmt] {
+            let z = logits(kind);
+            let (g, _) = run(kind, &w, &z, &z);
+            assert_eq!(g[0], esmm[0], "{kind:?}: the CTR logits get ESMM's gradient");
+            for i in 0..ZC.len() {
+                let (o, extra) = (CLICK[i] == 1, g[1][i] - esmm[1][i]);
+                match kind {
+                    ModelKind::Escm2Dr if !o => {
+                        let toward = (sigmoid(ZV[i] as f64) - sigmoid(ZA[i] as f64)) * 0.3 / 6.0;
+                        assert!((extra as f64 - toward).abs() < 1e-6, "row {i}");
+                        assert_eq!(g[2][i], 0.0, "row {i}: no imputation loss without a label");
+                    }
+                    ModelKind::Dcmt if !o => assert!(extra == 0.0 && g[2][i] < 0.0, "row {i}"),
+                    ModelKind::Dcmt => assert!(extra != 0.0 && g[2][i] == 0.0, "row {i}"),
+                    _ => assert!(extra != 0.0 && g[2][i] != 0.0, "row {i}"),
+                }
+            }
+        }
     }
 }

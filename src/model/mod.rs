@@ -16,8 +16,8 @@ pub mod vocab;
 pub use calibration::{Calibration, Platt};
 pub use embedding::{Embedding, SparseOptimizer};
 pub use esmm::{Model, ModelKind, ModelSpec, Snapshot};
-pub use loss::{LossWeights, StepLoss};
 pub use gather::Pooling;
+pub use loss::{LossWeights, StepLoss};
 pub use towers::{input_width, Backend, DenseAdam, TowerSpec, DEFAULT_EMB_DIM, HIDDEN, INPUT};
 pub use vocab::Vocab;
 
@@ -64,7 +64,11 @@ mod gradcheck {
         (batch, CommonTable { fields: users, rows: 2, md5: vec![0; 2] })
     }
 
+    /// The model `kind` on the 40 buckets, its towers the default dfdx ones (gemm with the
+    /// auxiliary tower of the kinds that train one).
     fn spec(kind: ModelKind) -> ModelSpec {
+        let aux_towers = kind.aux_towers();
+        let backend = if aux_towers > 0 { Backend::Gemm } else { Backend::Dfdx };
         ModelSpec {
             kind,
             hash_buckets: 40,
@@ -75,16 +79,16 @@ mod gradcheck {
             dense: DenseAdam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
             init_scale: 0.3,
             seed: 7,
-            towers: TowerSpec::default(),
+            towers: TowerSpec { backend, aux_towers, ..TowerSpec::default() },
             min_sessions: 0,
             shrink_sessions: 0.0,
-            loss: LossWeights { global_w: 0.8, counterfactual_w: 0.5, max_inverse_propensity: 3.0 },
+            loss: LossWeights { global_w: 0.8, counterfactual_w: 0.5, max_inverse_propensity: 3.0, constraint_w: 0.2 },
         }
     }
 
     /// `spec` at embedding dimension `dim`, on the gemm towers (dfdx is compiled for 12).
     fn at_dim(spec: ModelSpec, dim: usize) -> ModelSpec {
-        let towers = TowerSpec { backend: Backend::Gemm, ..TowerSpec::default() };
+        let towers = TowerSpec { backend: Backend::Gemm, ..spec.towers.clone() };
         ModelSpec { embedding_dim: dim, towers, ..spec }
     }
 
@@ -115,8 +119,10 @@ mod gradcheck {
     #[test]
     fn finite_differences_match_backward_for_every_kind() {
         let (batch, common) = data();
-        let cases = [ModelKind::Esmm, ModelKind::NaiveCvr, ModelKind::EsmmNs, ModelKind::Escm2Ips]
+        let kinds = [ModelKind::Esmm, ModelKind::NaiveCvr, ModelKind::EsmmNs, ModelKind::Escm2Ips];
+        let cases = kinds
             .into_iter()
+            .chain([ModelKind::Escm2Dr, ModelKind::Dcmt])
             .flat_map(|k| [(k, Pooling::Weighted), (k, Pooling::Mean), (k, Pooling::Sum)])
             .map(|(k, p)| (k, p, None, DEFAULT_EMB_DIM))
             .chain([
@@ -124,6 +130,8 @@ mod gradcheck {
                 (ModelKind::EsmmNs, Pooling::Weighted, Some(even_ids()), DEFAULT_EMB_DIM),
                 (ModelKind::Esmm, Pooling::Weighted, Some(even_ids_shrunk()), DEFAULT_EMB_DIM),
                 (ModelKind::Escm2Ips, Pooling::Mean, Some(even_ids_shrunk()), DEFAULT_EMB_DIM),
+                (ModelKind::Escm2Dr, Pooling::Mean, Some(even_ids_shrunk()), DEFAULT_EMB_DIM),
+                (ModelKind::Dcmt, Pooling::Weighted, Some(even_ids_shrunk()), DEFAULT_EMB_DIM),
             ])
             .chain([16, 5].into_iter().flat_map(|dim| {
                 [
@@ -135,7 +143,7 @@ mod gradcheck {
         for (kind, pooling, vocab, embedding_dim) in cases {
             let admission = vocab.is_some();
             let (spec, vocab) = match vocab {
-                Some((s, v)) => (ModelSpec { kind, ..s }, v),
+                Some((s, v)) => (ModelSpec { kind, towers: spec(kind).towers, ..s }, v),
                 None => (spec(kind), Vocab::off()),
             };
             let spec = if embedding_dim == DEFAULT_EMB_DIM { spec } else { at_dim(spec, embedding_dim) };
@@ -164,7 +172,7 @@ mod gradcheck {
         what: &str,
     ) -> (usize, usize) {
         let dim = m.spec.embedding_dim;
-        let zp = m.logits(batch, common).0;
+        let held = m.all_logits(batch, common);
         let (mut checked, mut shared_rows) = (0, 0);
         for t in 0..m.tables.len() {
             for row in 1..m.spec.table_rows() as u32 {
@@ -175,9 +183,9 @@ mod gradcheck {
                 for k in [0, (dim - 1) / 2, dim - 1] {
                     let w0 = m.tables[t].weights(row)[k];
                     m.tables[t].weights_mut(row)[k] = w0 + EPS;
-                    let lp = m.loss_at_propensity(batch, common, &zp);
+                    let lp = m.loss_held(batch, common, &held);
                     m.tables[t].weights_mut(row)[k] = w0 - EPS;
-                    let lm = m.loss_at_propensity(batch, common, &zp);
+                    let lm = m.loss_held(batch, common, &held);
                     m.tables[t].weights_mut(row)[k] = w0;
                     close((lp - lm) / (2.0 * EPS as f64), g[k] as f64, &format!("{what} table {t} row {row}[{k}]"));
                     checked += 1;
@@ -187,18 +195,22 @@ mod gradcheck {
         (checked, shared_rows)
     }
 
-    /// The same for a few tower weights: the last layer and the first layer of each tower.
+    /// The same for a few tower weights: the last layer and the first layer of each tower (the
+    /// auxiliary tower's too).
     fn check_tower_grads(m: &mut Model, batch: &Batch, common: &CommonTable, tg: &towers::TowerGrads, what: &str) {
         let p0 = m.towers.params();
-        let zp = m.logits(batch, common).0;
-        for (tensor, idx) in [(4usize, 3usize), (5, 0), (0, 100), (10, 7), (11, 0), (6, 2000)] {
+        let held = m.all_logits(batch, common);
+        let main = [(4usize, 3usize), (5, 0), (0, 100), (10, 7), (11, 0), (6, 2000)];
+        // the auxiliary tower's (its tensors follow the CVR tower's)
+        let aux = [(16usize, 5usize), (17, 0), (12, 300)].into_iter().filter(|&(t, _)| t < p0.len());
+        for (tensor, idx) in main.into_iter().chain(aux) {
             let mut p = p0.clone();
             p[tensor][idx] += EPS;
             m.towers.set_params(&p).unwrap();
-            let lp = m.loss_at_propensity(batch, common, &zp);
+            let lp = m.loss_held(batch, common, &held);
             p[tensor][idx] -= 2.0 * EPS;
             m.towers.set_params(&p).unwrap();
-            let lm = m.loss_at_propensity(batch, common, &zp);
+            let lm = m.loss_held(batch, common, &held);
             m.towers.set_params(&p0).unwrap();
             let ana = tg.tensors()[tensor][idx] as f64;
             close((lp - lm) / (2.0 * EPS as f64), ana, &format!("{what} tower tensor {tensor}[{idx}]"));
@@ -237,6 +249,8 @@ mod gradcheck {
             (spec(ModelKind::Esmm), Vocab::off()),
             (spec(ModelKind::EsmmNs), Vocab::off()),
             (spec(ModelKind::Escm2Ips), Vocab::off()),
+            (spec(ModelKind::Escm2Dr), Vocab::off()),
+            (spec(ModelKind::Dcmt), Vocab::off()),
             even_ids(),
             even_ids_shrunk(),
             (at_dim(spec(ModelKind::Esmm), 16), Vocab::off()),

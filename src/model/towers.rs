@@ -1,5 +1,6 @@
-//! The two dense towers, `input → hidden… → 1` with ReLU, one for CTR and one for CVR, behind
-//! one type with two backends (`model.backend`):
+//! The dense towers, `input → hidden… → 1` with ReLU, one for CTR and one for CVR (and, for the
+//! kinds that train one, auxiliary towers shaped like the CVR tower), behind one type with two
+//! backends (`model.backend`):
 //!
 //! - `dfdx` ([`dfdx`]): dfdx 0.13 modules, compiled for PaddleRec's shape (23 fields × 12 dims =
 //!   276 inputs, `[256, 64]`); the reference.
@@ -55,31 +56,47 @@ pub enum Backend {
     Gemm,
 }
 
-/// Backend and hidden sizes of both towers (checkpoints without it are dfdx `[256, 64]`).
+/// Backend and hidden sizes of the towers (checkpoints without it are dfdx `[256, 64]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TowerSpec {
     pub backend: Backend,
     pub ctr_fc_sizes: Vec<usize>,
     pub cvr_fc_sizes: Vec<usize>,
+    /// Auxiliary towers after the two (the CVR tower's shape and input, used in training only:
+    /// ESCM²-DR's imputation tower, DCMT's counterfactual tower); gemm only.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub aux_towers: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for TowerSpec {
     fn default() -> Self {
-        Self { backend: Backend::Dfdx, ctr_fc_sizes: HIDDEN.to_vec(), cvr_fc_sizes: HIDDEN.to_vec() }
+        Self { backend: Backend::Dfdx, ctr_fc_sizes: HIDDEN.to_vec(), cvr_fc_sizes: HIDDEN.to_vec(), aux_towers: 0 }
     }
 }
 
 impl TowerSpec {
-    /// Layer widths of both towers at embedding dimension `dim`, input first, 1 output last.
-    fn sizes(&self, dim: usize) -> [Vec<usize>; 2] {
+    /// Layer widths of every tower at embedding dimension `dim` (CTR, CVR, then the auxiliary
+    /// ones), input first, 1 output last.
+    fn sizes(&self, dim: usize) -> Vec<Vec<usize>> {
         let widths = |hidden: &[usize]| {
             let mut s = vec![input_width(dim)];
             s.extend_from_slice(hidden);
             s.push(1);
             s
         };
-        [widths(&self.ctr_fc_sizes), widths(&self.cvr_fc_sizes)]
+        let mut sizes = vec![widths(&self.ctr_fc_sizes), widths(&self.cvr_fc_sizes)];
+        sizes.extend((0..self.aux_towers).map(|_| widths(&self.cvr_fc_sizes)));
+        sizes
+    }
+
+    /// Parameter tensors of the CTR tower and of the CVR tower (the auxiliary towers' follow).
+    pub fn main_tensors(&self) -> (usize, usize) {
+        (2 * (self.ctr_fc_sizes.len() + 1), 2 * (self.cvr_fc_sizes.len() + 1))
     }
 
     /// Whether the backend can run these sizes on embeddings of `dim`.
@@ -88,6 +105,10 @@ impl TowerSpec {
         anyhow::ensure!(
             self.backend == Backend::Gemm || dim == DEFAULT_EMB_DIM,
             "model.embedding_dim: model.backend: dfdx is compiled for {DEFAULT_EMB_DIM}, got {dim} (model.backend: gemm takes any size)"
+        );
+        anyhow::ensure!(
+            self.backend == Backend::Gemm || self.aux_towers == 0,
+            "model.backend: dfdx has the CTR and the CVR tower only; this model kind needs model.backend: gemm"
         );
         for (key, hidden) in [("ctr_fc_sizes", &self.ctr_fc_sizes), ("cvr_fc_sizes", &self.cvr_fc_sizes)] {
             match self.backend {
@@ -223,9 +244,9 @@ impl Towers {
     /// Sets the output bias of the ctr and the cvr tower (logits).
     pub fn set_output_biases(&mut self, [ctr, cvr]: [f32; 2]) {
         let mut p = self.params();
-        let ctr_tensors = 2 * (self.spec.ctr_fc_sizes.len() + 1);
+        let (ctr_tensors, cvr_tensors) = self.spec.main_tensors();
         p[ctr_tensors - 1][0] = ctr;
-        p.last_mut().expect("two towers")[0] = cvr;
+        p[ctr_tensors + cvr_tensors - 1][0] = cvr;
         self.set_params(&p).expect("the towers' own shapes");
     }
 
@@ -246,24 +267,41 @@ impl Towers {
         Ok(())
     }
 
-    /// Logits of both towers for `n` rows (`xc` feeds the CTR tower, `xv` the CVR tower).
+    /// Logits of the CTR and the CVR tower for `n` rows (`xc` feeds the CTR tower, `xv` the
+    /// CVR tower): what predicts.
     pub fn forward(&self, xc: &[f32], xv: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
         match &self.inner {
             Inner::Dfdx(t) => t.forward(xc, xv, n),
-            Inner::Gemm(t) => t.forward(xc, xv, n),
+            Inner::Gemm(t) => {
+                let [zc, zv]: [Vec<f32>; 2] = t.forward(xc, xv, n, 2).try_into().expect("two towers");
+                (zc, zv)
+            }
         }
     }
 
-    /// One backward pass: `grad(zc, zv)` returns the loss gradients w.r.t. both logits; the
-    /// input gradients (for `xc` and `xv`, `[n × input width]`) go to `dx` (buffers reused from step
-    /// to step), the parameter gradients are returned.
+    /// Logits of every tower (CTR, CVR, then the auxiliary ones, which read `xv`): what the
+    /// objective needs.
+    pub fn forward_all(&self, xc: &[f32], xv: &[f32], n: usize) -> Vec<Vec<f32>> {
+        match &self.inner {
+            Inner::Dfdx(t) => {
+                let (zc, zv) = t.forward(xc, xv, n);
+                vec![zc, zv]
+            }
+            Inner::Gemm(t) => t.forward(xc, xv, n, 2 + self.spec.aux_towers),
+        }
+    }
+
+    /// One backward pass: `grad(logits)` returns the loss gradients w.r.t. every tower's logits
+    /// (the order of [`Towers::forward_all`]); the input gradients (for `xc` and `xv`, `[n × input
+    /// width]`, the auxiliary towers' added to `xv`'s) go to `dx` (buffers reused from step to
+    /// step), the parameter gradients are returned.
     pub fn backward(
         &mut self,
         xc: &[f32],
         xv: &[f32],
         n: usize,
         dx: (&mut Vec<f32>, &mut Vec<f32>),
-        grad: impl FnOnce(&[f32], &[f32]) -> (Vec<f32>, Vec<f32>),
+        grad: impl FnOnce(&[&[f32]]) -> Vec<Vec<f32>>,
     ) -> TowerGrads {
         TowerGrads(match &mut self.inner {
             Inner::Dfdx(t) => t.backward(xc, xv, n, dx, grad),

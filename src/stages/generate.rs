@@ -78,8 +78,7 @@ fn write_split(
     let co_path = out.join(schema::common_features_file(split));
     let tr_path = out.join(schema::truth_file(split));
     let (mut sk, mut co, mut tr) = (create(&sk_path)?, create(&co_path)?, create(&tr_path)?);
-    writeln!(tr, "{}", schema::truth_header())
-        .with_context(|| format!("writing {}", tr_path.display()))?;
+    writeln!(tr, "{}", schema::truth_header()).with_context(|| format!("writing {}", tr_path.display()))?;
     let mut stats = ChunkStats::default();
     ordered_map(
         Planner::new(world, split, rows).map(Ok),

@@ -18,8 +18,10 @@ use arrow::record_batch::RecordBatch;
 
 use super::{StageReport, StageRun};
 use crate::aliccp::{self, Chunk, ChunkReader, FeatureParser, Issue, Notes, Reason, SampleRows};
+use crate::columns::ListColumns;
 use crate::config::{Format, IngestConfig};
 use crate::hashing::FeatureHasher;
+use crate::occupancy::Occupancy;
 use crate::parallel::ordered_map;
 use crate::parquet_out::ParquetOut;
 use crate::schema::{self, Split, COMMON_FILE, COMMON_ROW_GROUP_ROWS, SAMPLES_FILE};
@@ -159,6 +161,8 @@ struct Tally {
     conversions: u64,
     skeleton: Notes,
     common: Notes,
+    /// The buckets the split's ids use (unsharded runs: a shard sees part of the table).
+    occupancy: Option<Occupancy>,
 }
 
 impl Tally {
@@ -176,6 +180,16 @@ impl Tally {
         }
         self.skeleton.to_map(&format!("{split}.skeleton."), skipped);
         self.common.to_map(&format!("{split}.common."), skipped);
+        if let Some(o) = &self.occupancy {
+            o.record(&format!("{split}."), counts);
+        }
+    }
+
+    /// Counts the buckets of `cols` in the occupancy, if kept.
+    fn occupy(&mut self, cols: &ListColumns) {
+        if let Some(o) = &mut self.occupancy {
+            cols.field_ids().for_each(|(field, ids)| o.add(field, ids));
+        }
     }
 }
 
@@ -218,7 +232,8 @@ fn ingest_aliccp(
         (Some(s), Some(k)) => s.owns_key(k),
         (Some(s), None) => s.owns_line(line),
     };
-    let mut tally = Tally::default();
+    let mut tally =
+        Tally { occupancy: shard.is_none().then(|| Occupancy::new(cfg.params.hash_buckets)), ..Default::default() };
     let strict = cfg.params.strict;
     let bar = crate::progress::bytes("common", total_bytes(common_file));
 
@@ -248,6 +263,7 @@ fn ingest_aliccp(
             }
             strict_check(strict, &common_file[0], &rows.notes.first_issue, &sink.first_issue)?;
             tally.common_lines += rows.lines_read;
+            tally.occupy(&rows.users);
             tally.common.merge(&rows.notes);
             tally.common.merge(&sink);
             let mut cols: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from(rows.md5))];
@@ -274,6 +290,7 @@ fn ingest_aliccp(
         },
         |(bytes, rows)| {
             bar.inc(bytes as u64);
+            tally.occupy(&rows.items);
             samples.write(rows, &skeleton_file[0], strict, &mut tally, |md5| md5_row.get(&md5).copied())
         },
     )?;
@@ -283,7 +300,7 @@ fn ingest_aliccp(
 }
 
 fn ingest_paddlerec(cfg: &IngestStage, parser: &FeatureParser, files: &[PathBuf], out: &Outputs) -> Result<Tally> {
-    let mut tally = Tally::default();
+    let mut tally = Tally { occupancy: Some(Occupancy::new(cfg.params.hash_buckets)), ..Default::default() };
     let strict = cfg.params.strict;
     let bar = crate::progress::bytes("paddlerec", total_bytes(files));
     let mut key_row: HashMap<u64, u32> = HashMap::new();
@@ -297,6 +314,10 @@ fn ingest_paddlerec(cfg: &IngestStage, parser: &FeatureParser, files: &[PathBuf]
         |(i, c)| Ok((i, c.data.len(), crate::paddlerec::parse_chunk(&c, parser))),
         |(i, bytes, mut rows)| {
             bar.inc(bytes as u64);
+            tally.occupy(&rows.items);
+            if let Some(users) = &rows.users {
+                tally.occupy(users);
+            }
             // New user sides become common rows, in first-seen order.
             let mut keep = Vec::with_capacity(rows.md5.len());
             for &key in &rows.md5 {

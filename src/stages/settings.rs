@@ -56,7 +56,7 @@ pub fn load(file: Option<&Path>, threads: Option<usize>) -> Result<PipelineConfi
     Ok(config)
 }
 
-/// The model's name in the metrics table: its kind (`esmm`, `naive_cvr`, `esmm_ns`, `escm2_ips`).
+/// The model's name in the metrics table: its kind (`esmm`, `naive_cvr`, `esmm_ns`, `escm2_ips`, `escm2_dr`, `dcmt`).
 pub fn model_name(kind: ModelKind) -> String {
     serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
@@ -337,8 +337,15 @@ mod tests {
         assert_eq!(predict(base(&c, true), PredictFlags::default()).unwrap().batch_size, 4096);
         assert_eq!(predict_batch_size(&file("")), 1024);
         assert_eq!(predict_batch_size(&file("predict: {batch_size: 7}\n")), 7);
-        let names = [ModelKind::Esmm, ModelKind::NaiveCvr, ModelKind::EsmmNs, ModelKind::Escm2Ips].map(model_name);
-        assert_eq!(names, ["esmm", "naive_cvr", "esmm_ns", "escm2_ips"]);
+        let kinds = [
+            ModelKind::Esmm,
+            ModelKind::NaiveCvr,
+            ModelKind::EsmmNs,
+            ModelKind::Escm2Ips,
+            ModelKind::Escm2Dr,
+            ModelKind::Dcmt,
+        ];
+        assert_eq!(kinds.map(model_name), ["esmm", "naive_cvr", "esmm_ns", "escm2_ips", "escm2_dr", "dcmt"]);
     }
 
     #[test]

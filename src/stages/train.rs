@@ -474,8 +474,12 @@ mod tests {
             [("train.rows", 1000), ("train.clicks", 40), ("train.buys", 1)].map(|(k, v)| (k.to_string(), v)).into();
         let [c, v] = base_rate_logits(&counts);
         assert!((c - (40.5f32 / 960.5).ln()).abs() < 1e-6 && (v - (1.5f32 / 39.5).ln()).abs() < 1e-6, "{c} {v}");
-        let spec =
-            TowerSpec { backend: crate::model::Backend::Gemm, ctr_fc_sizes: vec![8, 4, 2], cvr_fc_sizes: vec![3] };
+        let spec = TowerSpec {
+            backend: crate::model::Backend::Gemm,
+            ctr_fc_sizes: vec![8, 4, 2],
+            cvr_fc_sizes: vec![3],
+            aux_towers: 0,
+        };
         let adam = DenseAdam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
         let mut t = Towers::with_spec(&spec, 12, adam, || 0.5).unwrap();
         let before = t.params();

@@ -73,7 +73,14 @@ fn cases() -> Vec<Case> {
     v.push(Case { epochs: 3, ..case("esmm_ensemble_no_admission", ModelKind::Esmm, Pooling::Weighted, off) });
     // ESCM²-IPS: its own loss, the same graph (the propensity weights live in training only)
     let ips = |m: &mut ModelConfig| m.counterfactual_w = 0.5;
-    v.push(Case { calibration: CalibrationKind::Level, epochs: 2, ..case("escm2_ips", ModelKind::Escm2Ips, Pooling::Mean, ips) });
+    v.push(Case {
+        calibration: CalibrationKind::Level,
+        epochs: 2,
+        ..case("escm2_ips", ModelKind::Escm2Ips, Pooling::Mean, ips)
+    });
+    // ESCM²-DR and DCMT: a third tower that trains only; the graph exports the two that predict
+    v.push(Case { epochs: 2, ..case("escm2_dr", ModelKind::Escm2Dr, Pooling::Mean, ips) });
+    v.push(case("dcmt", ModelKind::Dcmt, Pooling::Weighted, ips));
     v
 }
 

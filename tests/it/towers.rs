@@ -68,9 +68,9 @@ fn step(
     let n = gc.len();
     let mut z = (Vec::new(), Vec::new());
     let (mut dxc, mut dxv) = (Vec::new(), Vec::new());
-    let g = t.backward(xc, xv, n, (&mut dxc, &mut dxv), |zc, zv| {
-        z = (zc.to_vec(), zv.to_vec());
-        (gc.to_vec(), gv.to_vec())
+    let g = t.backward(xc, xv, n, (&mut dxc, &mut dxv), |zs| {
+        z = (zs[0].to_vec(), zs[1].to_vec());
+        vec![gc.to_vec(), gv.to_vec()]
     });
     let pg = g.tensors().to_vec();
     t.recycle(g);
@@ -148,7 +148,7 @@ fn apply_with(t: &mut Towers, grads: &[Vec<f32>]) -> Vec<Vec<f32>> {
 }
 
 fn apply_own(t: &mut Towers, xc: &[f32], xv: &[f32], gc: &[f32], gv: &[f32]) {
-    let tg = t.backward(xc, xv, gc.len(), (&mut Vec::new(), &mut Vec::new()), |_, _| (gc.to_vec(), gv.to_vec()));
+    let tg = t.backward(xc, xv, gc.len(), (&mut Vec::new(), &mut Vec::new()), |_| vec![gc.to_vec(), gv.to_vec()]);
     t.apply(&tg);
     t.recycle(tg);
 }
@@ -186,33 +186,48 @@ fn gemm_runtime_sizes_match_finite_differences() {
     for dim in [DEFAULT_EMB_DIM, 16, 5] {
         runtime_sizes_match_finite_differences(dim);
     }
-    // The dfdx backend refuses sizes it is not compiled for.
-    let spec = TowerSpec { backend: Backend::Dfdx, ctr_fc_sizes: vec![40, 9], cvr_fc_sizes: vec![17] };
+    // The dfdx backend refuses sizes it is not compiled for, and auxiliary towers.
+    let spec = TowerSpec { backend: Backend::Dfdx, ctr_fc_sizes: vec![40, 9], cvr_fc_sizes: vec![17], aux_towers: 0 };
     let err = Towers::with_spec(&spec, DEFAULT_EMB_DIM, ADAM, || 0.0).err().unwrap();
     assert!(err.to_string().contains("compiled for"), "{err}");
+    let aux = TowerSpec { backend: Backend::Dfdx, aux_towers: 1, ..Default::default() };
+    let err = Towers::with_spec(&aux, DEFAULT_EMB_DIM, ADAM, || 0.0).err().unwrap();
+    assert!(err.to_string().contains("needs model.backend: gemm"), "{err}");
     let err = Towers::with_spec(&TowerSpec { backend: Backend::Dfdx, ..Default::default() }, 16, ADAM, || 0.0);
     let err = err.err().unwrap().to_string();
     assert!(err.contains("model.embedding_dim") && err.contains("model.backend: dfdx"), "{err}");
 }
 
+/// At `dim`, towers `[40, 9]` and `[17]` plus an auxiliary tower (the CVR tower's shape and
+/// input, as ESCM²-DR and DCMT train one): every gradient of `Σ z·g` over the three towers
+/// against finite differences, the auxiliary tower's input gradient inside the CVR input's.
 fn runtime_sizes_match_finite_differences(dim: usize) {
-    let spec = TowerSpec { backend: Backend::Gemm, ctr_fc_sizes: vec![40, 9], cvr_fc_sizes: vec![17] };
-    let mut rng = Rng::new(21);
+    let spec = TowerSpec { backend: Backend::Gemm, ctr_fc_sizes: vec![40, 9], cvr_fc_sizes: vec![17], aux_towers: 1 };
+    // (seed 21 and 22 put a hidden pre-activation within a step of its ReLU kink: no finite
+    // difference across a kink matches a gradient)
+    let mut rng = Rng::new(24);
     let mut t = Towers::with_spec(&spec, dim, ADAM, || rng.normal() as f32).unwrap();
     let (n, width) = (5, input_width(dim));
     let (xc, xv) = (inputs_of(&mut rng, n, width), inputs_of(&mut rng, n, width));
-    let (gc, gv) = (vec![0.3, -0.2, 0.5, 0.1, -0.4], vec![-0.1, 0.25, 0.2, -0.3, 0.15]);
-    let (_, _, dxc, dxv, pg) = step(&mut t, &xc, &xv, &gc, &gv);
+    let g = [vec![0.3, -0.2, 0.5, 0.1, -0.4], vec![-0.1, 0.25, 0.2, -0.3, 0.15], vec![0.2, 0.1, -0.35, 0.05, 0.3]];
+    let (mut dxc, mut dxv) = (Vec::new(), Vec::new());
+    let tg = t.backward(&xc, &xv, n, (&mut dxc, &mut dxv), |z| {
+        assert_eq!(z.len(), 3, "the logits of the three towers");
+        g.to_vec()
+    });
+    let pg = tg.tensors().to_vec();
     let surrogate = |t: &Towers, xc: &[f32], xv: &[f32]| {
-        let (zc, zv) = t.forward(xc, xv, n);
-        (0..n).map(|i| zc[i] as f64 * gc[i] as f64 + zv[i] as f64 * gv[i] as f64).sum::<f64>()
+        let z = t.forward_all(xc, xv, n);
+        z.iter().zip(&g).flat_map(|(z, g)| z.iter().zip(g)).map(|(&z, &g)| z as f64 * g as f64).sum::<f64>()
     };
+    let all = t.forward_all(&xc, &xv, n);
+    assert_eq!(t.forward(&xc, &xv, n), (all[0].clone(), all[1].clone()), "predicting runs the first two");
     let eps = 1e-3f32; // at 1e-2 a step crossed a ReLU kink at dim 16
     let close = |num: f64, ana: f32, what: &str| {
         assert!((num - ana as f64).abs() <= 2e-3 + 2e-2 * (ana as f64).abs(), "{what}: numeric {num} vs {ana}");
     };
     let p0 = t.params();
-    assert_eq!(p0.len(), 6 + 4);
+    assert_eq!(p0.len(), 6 + 4 + 4);
     for (k, p) in p0.iter().enumerate() {
         for idx in [0, p.len() / 2, p.len() - 1] {
             let mut p = p0.clone();

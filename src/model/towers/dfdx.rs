@@ -102,13 +102,14 @@ impl DfdxTowers {
         xv: &[f32],
         n: usize,
         (dxc, dxv): (&mut Vec<f32>, &mut Vec<f32>),
-        grad: impl FnOnce(&[f32], &[f32]) -> (Vec<f32>, Vec<f32>),
+        grad: impl FnOnce(&[&[f32]]) -> Vec<Vec<f32>>,
     ) -> Vec<Vec<f32>> {
         let tc = self.input(xc, n);
         let tv = self.input(xv, n);
         let zc = self.ctr.forward_mut(tc.leaky_trace());
         let zv = self.cvr.forward_mut(tv.leaky_trace().with_empty_tape());
-        let (gc, gv) = grad(&zc.as_vec(), &zv.as_vec());
+        let [gc, gv]: [Vec<f32>; 2] =
+            grad(&[&zc.as_vec(), &zv.as_vec()]).try_into().expect("two towers, two logit gradients");
         let gc = self.dev.tensor_from_vec(gc, (n, Const::<1>));
         let gv = self.dev.tensor_from_vec(gv, (n, Const::<1>));
         let surrogate = (zc * gc).sum::<(), _>() + (zv * gv).sum::<(), _>();

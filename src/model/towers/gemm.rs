@@ -8,14 +8,15 @@
 //! buffers live in a scratch that only grows (no allocation per step at a fixed batch size);
 //! the parameter-gradient buffers come back through [`GemmTowers::recycle`].
 //!
-//! Threads: with ≥ 2 threads in the current Rayon pool the two towers run side by side
-//! (`rayon::join`), each one's GEMMs on half the threads; with one thread, one after the other.
+//! Threads: with ≥ 2 threads in the current Rayon pool the towers run side by side, each one's
+//! GEMMs on half the threads; with one thread, one after the other.
 //! Every output element is reduced in the same order whatever the thread count (gemm splits the
 //! output, never the reduction), so results are identical for any thread count.
 
 use std::sync::Mutex;
 
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 /// One tower: `sizes[0]` inputs, hidden widths, 1 output; `p[2l]` = `W_l` `[out × in]`,
 /// `p[2l + 1]` = `b_l`.
@@ -178,10 +179,13 @@ impl Mlp {
     }
 }
 
-/// Both towers (index 0 = CTR, 1 = CVR), their scratch, and recycled gradient buffers.
+/// The towers (index 0 = CTR, 1 = CVR, then any auxiliary towers, which read the CVR tower's
+/// input), their scratch, and recycled gradient buffers.
 pub struct GemmTowers {
-    mlps: [Mlp; 2],
-    scratch: Mutex<[Scratch; 2]>,
+    mlps: Vec<Mlp>,
+    scratch: Mutex<Vec<Scratch>>,
+    /// Input gradients of the auxiliary towers, added into the CVR input's.
+    dx_aux: Vec<Vec<f32>>,
     spare: Option<Vec<Vec<f32>>>,
 }
 
@@ -193,24 +197,32 @@ fn plan() -> (bool, Parallelism) {
     (t >= 2, if per_tower > 1 { Parallelism::Rayon(per_tower) } else { Parallelism::None })
 }
 
-/// Runs `a` and `b`, side by side when `join`.
-fn both<A: FnOnce() + Send, B: FnOnce() + Send>(join: bool, a: A, b: B) {
+/// Runs `f` on every item, side by side when `join` (each item's work is its own: the results do
+/// not depend on it).
+fn each<T: Send>(join: bool, items: Vec<T>, f: impl Fn(T) + Sync + Send) {
     if join {
-        rayon::join(a, b);
+        items.into_par_iter().for_each(f);
     } else {
-        a();
-        b();
+        items.into_iter().for_each(f);
     }
 }
 
 impl GemmTowers {
     /// `sizes[t]`: layer widths of tower `t`, input first, 1 output last; `params` in the order
     /// of [`super::Towers::params`] (lengths already checked).
-    pub fn new(sizes: [Vec<usize>; 2], params: &[Vec<f32>]) -> Self {
-        let split = 2 * (sizes[0].len() - 1);
-        let [sc, sv] = sizes;
-        let mlps = [Mlp { sizes: sc, p: params[..split].to_vec() }, Mlp { sizes: sv, p: params[split..].to_vec() }];
-        Self { mlps, scratch: Mutex::new(Default::default()), spare: None }
+    pub fn new(sizes: Vec<Vec<usize>>, params: &[Vec<f32>]) -> Self {
+        let mut rest = params;
+        let mlps: Vec<Mlp> = sizes
+            .into_iter()
+            .map(|sizes| {
+                let (p, r) = rest.split_at(2 * (sizes.len() - 1));
+                rest = r;
+                Mlp { sizes, p: p.to_vec() }
+            })
+            .collect();
+        let scratch = Mutex::new(mlps.iter().map(|_| Scratch::default()).collect());
+        let dx_aux = mlps.iter().skip(2).map(|_| Vec::new()).collect();
+        Self { mlps, scratch, dx_aux, spare: None }
     }
 
     pub fn params(&self) -> Vec<Vec<f32>> {
@@ -228,19 +240,31 @@ impl GemmTowers {
         }
     }
 
-    fn logits(&self, s: &mut [Scratch; 2], xc: &[f32], xv: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
-        let (join, par) = plan();
-        let [sc, sv] = s;
-        let [mc, mv] = &self.mlps;
-        both(join, || mc.forward(xc, n, sc, par), || mv.forward(xv, n, sv, par));
-        (sc.acts.last().unwrap()[..n].to_vec(), sv.acts.last().unwrap()[..n].to_vec())
+    /// The input tower `t` reads: the CTR tower `xc`, every other `xv`.
+    fn input<'a>(t: usize, xc: &'a [f32], xv: &'a [f32]) -> &'a [f32] {
+        if t == 0 {
+            xc
+        } else {
+            xv
+        }
     }
 
-    /// Logits of both towers; uses the shared scratch unless another thread holds it.
-    pub fn forward(&self, xc: &[f32], xv: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
+    /// Forward of the first `towers` towers into their scratch.
+    fn run(&self, s: &mut [Scratch], towers: usize, xc: &[f32], xv: &[f32], n: usize) {
+        let (join, par) = plan();
+        let work: Vec<_> = self.mlps.iter().zip(s.iter_mut()).take(towers).enumerate().collect();
+        each(join, work, |(t, (m, s))| m.forward(Self::input(t, xc, xv), n, s, par));
+    }
+
+    /// Logits of the first `towers` towers; uses the shared scratch unless another thread holds it.
+    pub fn forward(&self, xc: &[f32], xv: &[f32], n: usize, towers: usize) -> Vec<Vec<f32>> {
+        let logits = |s: &mut Vec<Scratch>| {
+            self.run(s, towers, xc, xv, n);
+            s[..towers].iter().map(|s| s.acts.last().unwrap()[..n].to_vec()).collect()
+        };
         match self.scratch.try_lock() {
-            Ok(mut s) => self.logits(&mut s, xc, xv, n),
-            Err(_) => self.logits(&mut Default::default(), xc, xv, n),
+            Ok(mut s) => logits(&mut s),
+            Err(_) => logits(&mut self.mlps.iter().map(|_| Scratch::default()).collect()),
         }
     }
 
@@ -250,23 +274,46 @@ impl GemmTowers {
         xv: &[f32],
         n: usize,
         (dxc, dxv): (&mut Vec<f32>, &mut Vec<f32>),
-        grad: impl FnOnce(&[f32], &[f32]) -> (Vec<f32>, Vec<f32>),
+        grad: impl FnOnce(&[&[f32]]) -> Vec<Vec<f32>>,
     ) -> Vec<Vec<f32>> {
         let (join, par) = plan();
         let mut grads = match self.spare.take() {
             Some(g) => g,
             None => self.mlps.iter().flat_map(|m| m.p.iter().map(|t| vec![0.0; t.len()])).collect(),
         };
+        let towers = self.mlps.len();
         let s = self.scratch.get_mut().unwrap_or_else(|e| e.into_inner());
-        let [sc, sv] = s;
-        let [mc, mv] = &self.mlps;
-        both(join, || mc.forward(xc, n, sc, par), || mv.forward(xv, n, sv, par));
-        let (gc, gv) = grad(&sc.acts.last().unwrap()[..n], &sv.acts.last().unwrap()[..n]);
+        let mlps = &self.mlps;
+        {
+            let work: Vec<_> = mlps.iter().zip(s.iter_mut()).enumerate().collect();
+            each(join, work, |(t, (m, s))| m.forward(Self::input(t, xc, xv), n, s, par));
+        }
+        let g = {
+            let logits: Vec<&[f32]> = s.iter().map(|s| &s.acts.last().unwrap()[..n]).collect();
+            grad(&logits)
+        };
+        assert_eq!(g.len(), towers, "one logit gradient per tower");
         // Every element is overwritten by the input-gradient GEMM: no need to clear.
-        dxc.resize(n * mc.sizes[0], 0.0);
-        dxv.resize(n * mv.sizes[0], 0.0);
-        let (grc, grv) = grads.split_at_mut(2 * mc.layers());
-        both(join, || mc.backward(xc, n, sc, &gc, dxc, grc, par), || mv.backward(xv, n, sv, &gv, dxv, grv, par));
+        dxc.resize(n * mlps[0].sizes[0], 0.0);
+        dxv.resize(n * mlps[1].sizes[0], 0.0);
+        for (d, m) in self.dx_aux.iter_mut().zip(&mlps[2..]) {
+            d.resize(n * m.sizes[0], 0.0);
+        }
+        let mut dx: Vec<&mut Vec<f32>> = vec![&mut *dxc, &mut *dxv];
+        dx.extend(self.dx_aux.iter_mut());
+        let mut parts: Vec<&mut [Vec<f32>]> = Vec::with_capacity(towers);
+        let mut rest = &mut grads[..];
+        for m in mlps {
+            let (p, r) = rest.split_at_mut(2 * m.layers());
+            parts.push(p);
+            rest = r;
+        }
+        let work: Vec<_> = mlps.iter().zip(s.iter_mut()).zip(g.iter().zip(dx)).zip(parts).enumerate().collect();
+        each(join, work, |(t, (((m, s), (g, dx)), p))| m.backward(Self::input(t, xc, xv), n, s, g, dx, p, par));
+        // the auxiliary towers read the CVR input: their input gradients add to its, in order
+        for d in &self.dx_aux {
+            dxv.iter_mut().zip(d).for_each(|(a, b)| *a += b);
+        }
         grads
     }
 
