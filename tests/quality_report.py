@@ -69,6 +69,37 @@ def calibration_table(scored):
     return md, rows, checks
 
 
+CF_COLUMNS = [("cvr_entire_space", "auc_counterfactual", "entire-space cvr AUC, counterfactual labels"),
+              ("cvr_entire_space", "logloss_counterfactual", "its logloss"),
+              ("cvr", "calibration_truth", "pCVR / truth, clicked"),
+              ("cvr_unclicked", "calibration_truth", "pCVR / truth, unclicked")]
+
+
+def counterfactual_table(scored):
+    """The CVR estimate where real data has no label: per system, pCVR over every impression
+    against the counterfactual labels (buy_if_clicked), and its level over the planted
+    probability on the clicked and on the unclicked rows. Markdown lines and {system: row}."""
+    if not scored:
+        return [], {}
+    per = {}
+    for name, path, model in scored:
+        got = {}
+        for task, metric, _ in CF_COLUMNS:
+            v = aucs(path, metric).get(model, {}).get(task)
+            got[f"{metric}_{task}"] = v
+        per[name] = got
+    if all(v.get("auc_counterfactual_cvr_entire_space") is None for v in per.values()):
+        return [], {}
+    path = scored[0][1]
+    planted = [(p.replace("_", "-"), {f"{m}_{t}": aucs(path, m).get(p, {}).get(t) for t, m, _ in CF_COLUMNS})
+               for p in reversed(PLANTED)]
+    md = ["\n| system | " + " | ".join(h for _, _, h in CF_COLUMNS) + " |", "|---|" + "---:|" * len(CF_COLUMNS)]
+    for name, v in planted + list(per.items()):
+        cell = lambda x: "–" if x is None else f"{x:.4f}"
+        md.append(f"| {name} | " + " | ".join(cell(v.get(f"{m}_{t}")) for t, m, _ in CF_COLUMNS) + " |")
+    return md, per
+
+
 def world_keys(pipeline_file):
     """The generate: keys of a sweep pipeline file (flat `key: value` lines under it)."""
     keys, inside = {}, False
@@ -111,7 +142,9 @@ def main():
             first = first or got
             trained = [k for k in got if k not in PLANTED]
             for k in trained:
-                name = f"esmm {s}" if k == "esmm" else f"{k} {s}"
+                # esmm's settings are "esmm <setting>"; another kind is its own name when the
+                # setting is named after it (settings/escm2_ips.yaml)
+                name = f"esmm {s}" if k == "esmm" else (k if k == s else f"{k} {s}")
                 systems.append((name, got[k]))
                 scored.append((name, m, k))
         if first:
@@ -139,6 +172,11 @@ def main():
             rows.append({"world": w, "system": name, **{f"auc_{t}": v.get(t) for t, _ in TASKS},
                          **cal_rows.get(name, {})})
         md.extend(cal_md)
+        cf_md, cf_rows = counterfactual_table(scored)
+        md.extend(cf_md)
+        for r in rows:
+            if r["world"] == w:
+                r.update(cf_rows.get(r["system"], {}))
         d = dict(systems)
         dflt, rh, semi = d.get("esmm defaults"), d.get("torch-rechub ESMM"), d.get("semi-oracle")
         checks = []
@@ -161,7 +199,8 @@ def main():
     os.replace(tmp, os.path.join(a.out, "quality.md"))
     floats = ([f"auc_{t}" for t, _ in TASKS] + [f"calibration_{t}" for t, _ in CAL_TASKS]
               + [f"calibration_truth_{t}" for t, _ in CAL_TASKS]
-              + [f"ne_{t}" for t, _ in CAL_TASKS])
+              + [f"ne_{t}" for t, _ in CAL_TASKS]
+              + [f"{m}_{t}" for t, m, _ in CF_COLUMNS])
     cols = ["world", "system"] + floats
     table = pa.table({c: [r.get(c) for r in rows] for c in cols},
                      schema=pa.schema([("world", pa.string()), ("system", pa.string())] +

@@ -83,8 +83,8 @@ pub fn build(dir: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     let _ = writeln!(md, "\n## Model comparison (the paper's Table 2)\n\n{}", comparison::table2(&metrics));
     md.push_str(
         "CVR AUC (clicked) scores pCVR on clicked impressions against buy, as in the paper; CVR AUC \
-         (entire space) scores pCVR on every impression against the planted p(buy | click) (synthetic data \
-         only). Several runs of one kind (seeds: copies of a pipeline with its own run_id and \
+         (entire space) scores pCVR on every impression against the planted p(buy | click), and against the \
+         counterfactual labels (would it have converted had it been clicked; synthetic data only). Several runs of one kind (seeds: copies of a pipeline with its own run_id and \
          `metrics_<name>/`) give mean ± std. The query `sql/table2.sql` gives the same means.\n\n",
     );
     md.push_str(&comparison::group_auc_section(&metrics));

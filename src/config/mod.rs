@@ -146,6 +146,11 @@ pub struct GenerateConfig {
     /// freedom (3..=30, scaled to sd `individual_sd`): a few entities with very strong effects,
     /// as real ids have.
     pub individual_df: u32,
+    /// Selection bias: how strongly clickbait (the shop's and the item's pull on clicks) lowers
+    /// the buy logit, as a multiple of the planted λ = 1.2. 1 = the default world; larger, the
+    /// clicked population's conversion drifts further from the entire space's (ESMM's
+    /// estimation bias grows); 0 = none.
+    pub selection_bias: f64,
 }
 
 impl Default for GenerateConfig {
@@ -162,6 +167,7 @@ impl Default for GenerateConfig {
             history_mean: 480.0,
             individual_sd: 0.05,
             individual_df: 0,
+            selection_bias: 1.0,
         }
     }
 }
@@ -186,6 +192,9 @@ impl GenerateConfig {
         }
         if !(self.individual_sd >= 0.0 && self.individual_sd <= 2.0) {
             bail!("generate.individual_sd must be in [0, 2], got {}", self.individual_sd);
+        }
+        if !(self.selection_bias >= 0.0 && self.selection_bias <= 10.0) {
+            bail!("generate.selection_bias must be in [0, 10], got {}", self.selection_bias);
         }
         if self.individual_df != 0 && !(3..=30).contains(&self.individual_df) {
             bail!("generate.individual_df must be 0 (normal) or in 3..=30, got {}", self.individual_df);

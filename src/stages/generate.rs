@@ -294,24 +294,34 @@ mod tests {
         assert!((rows_per_md5 / params.rows_per_md5 - 1.0).abs() < 0.3, "{rows_per_md5}");
 
         // selection bias: the clicked population converts worse than the entire space would
-        let truth = fs::read_to_string(d.join(schema::truth_file(Split::Train))).unwrap();
-        let (mut all, mut clicked, mut n_clicked, mut p_click_sum) = (0.0, 0.0, 0.0, 0.0);
+        let (mean_all, mean_clicked, mean_p_click) = planted_means(&d);
+        eprintln!("mean p_buy|click: all {mean_all:.4} clicked {mean_clicked:.4}; mean p_click {mean_p_click:.4}");
+        assert!(mean_all > 1.2 * mean_clicked, "no selection bias: {mean_all} vs {mean_clicked}");
+        assert!((mean_p_click / ctr - 1.0).abs() < 0.1);
+        // generate.selection_bias: 3x the clickbait's pull on the buy logit widens the drift
+        let strong = crate::testutil::temp_dir("genbias");
+        gen(&strong, GenerateConfig { selection_bias: 3.0, ..params }, 2, false);
+        let (all3, clicked3, _) = planted_means(&strong);
+        eprintln!("selection_bias 3: all {all3:.4} clicked {clicked3:.4}");
+        assert!(all3 / clicked3 > 1.1 * (mean_all / mean_clicked), "{all3} / {clicked3}");
+    }
+
+    /// Over the train truth of `dir`: mean planted p(buy | click) over every row and over the
+    /// clicked rows, and the mean planted p(click).
+    fn planted_means(dir: &Path) -> (f64, f64, f64) {
+        let truth = fs::read_to_string(dir.join(schema::truth_file(Split::Train))).unwrap();
+        let (mut all, mut clicked, mut n_clicked, mut p_click_sum, mut rows) = (0.0, 0.0, 0.0, 0.0, 0.0);
         for line in truth.lines().skip(1) {
             let cols: Vec<&str> = line.split(',').collect();
             let (pc, pv): (f64, f64) = (cols[3].parse().unwrap(), cols[4].parse().unwrap());
             all += pv;
             p_click_sum += pc;
+            rows += 1.0;
             if cols[1] == "1" {
                 clicked += pv;
                 n_clicked += 1.0;
             }
         }
-        let (mean_all, mean_clicked) = (all / rows, clicked / n_clicked);
-        eprintln!(
-            "mean p_buy|click: all {mean_all:.4} clicked {mean_clicked:.4}; mean p_click {:.4}",
-            p_click_sum / rows
-        );
-        assert!(mean_all > 1.2 * mean_clicked, "no selection bias: {mean_all} vs {mean_clicked}");
-        assert!((p_click_sum / rows / ctr - 1.0).abs() < 0.1);
+        (all / rows, clicked / n_clicked, p_click_sum / rows)
     }
 }

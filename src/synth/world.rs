@@ -170,6 +170,7 @@ impl World {
             return Err(usage(anyhow!("generate.rows_per_md5 must be at most {MAX_ROWS_PER_MD5}, got {n}")));
         }
         let (indiv, df) = (params.individual_sd, params.individual_df);
+        let bait_cvr = model::CLICKBAIT_CVR * params.selection_bias;
         let seed = params.seed;
         let mut rng = Rng::new(hash_words(&[seed, TAG_WORLD]));
         let n_items = params.items as usize;
@@ -199,10 +200,9 @@ impl World {
             let brand = brand_alias.sample(&mut rng);
             let attract = shop_bait[shop] + indiv * rng.unit_tail(df);
             let ctr_group = cat_c[cat] + shop_c[shop] + brand_c[brand] + shop_bait[shop];
-            let cvr_group = cat_v[cat] + shop_v[shop] + brand_v[brand] - model::CLICKBAIT_CVR * shop_bait[shop];
+            let cvr_group = cat_v[cat] + shop_v[shop] + brand_v[brand] - bait_cvr * shop_bait[shop];
             let ctr_bias = cat_c[cat] + shop_c[shop] + brand_c[brand] + indiv * rng.unit_tail(df) + attract;
-            let cvr_bias =
-                cat_v[cat] + shop_v[shop] + brand_v[brand] + indiv * rng.unit_tail(df) - model::CLICKBAIT_CVR * attract;
+            let cvr_bias = cat_v[cat] + shop_v[shop] + brand_v[brand] + indiv * rng.unit_tail(df) - bait_cvr * attract;
             let q = plus_individual(cat_vec[cat], &mut rng, indiv, df);
             let q2 = shared_individual(q, &mut rng, indiv, df);
             let n_nodes = node_count(rng.next_u64());

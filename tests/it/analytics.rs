@@ -294,8 +294,9 @@ fn report_draws_figures_and_the_paper_table() {
         assert!(md.contains(line), "no `{line}` in report.md:\n{md}");
     }
     let esmm = md.lines().find(|l| l.starts_with("| esmm | 2 |")).unwrap();
-    assert_eq!(esmm.matches('±').count(), 4, "{esmm}");
+    assert_eq!(esmm.matches('±').count(), 5, "{esmm}");
     assert!(md.contains("CVR AUC (entire space)") && md.contains("## Data (`sql/profile.sql`)"), "{md}");
+    assert!(md.contains("CVR AUC (entire space, counterfactual labels)"), "{md}");
     // Group AUC: per task and grouping, mean ± std over the esmm seeds, and its coverage.
     let groups = &md[md.find("## Group AUC").expect("no group AUC section")..];
     assert!(groups.contains("| model | runs | CTR user | CTR session | CVR (clicked) user |"), "{groups}");
