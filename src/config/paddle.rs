@@ -21,6 +21,7 @@ use serde_yaml::Value;
 
 use super::{Format, IngestConfig, ModelConfig, PipelineConfig, TrainConfig};
 use crate::config::model::SparseKind;
+use crate::model::ModelKind;
 use crate::schema::FIELDS;
 
 /// Where a PaddleRec-format chain writes when its file has no `runner.model_save_path`
@@ -40,6 +41,10 @@ pub struct PaddleHyper {
     pub ctr_fc_sizes: Option<Vec<usize>>,
     pub cvr_fc_sizes: Option<Vec<usize>>,
     pub max_len: Option<usize>,
+    /// escm2: `model.global_w` (the CTCVR loss's weight).
+    pub global_w: Option<f64>,
+    /// escm2: `model.counterfactual_w` (the counterfactual CVR loss's weight).
+    pub counterfactual_w: Option<f64>,
     pub optimizer: Option<PaddleOptimizer>,
 }
 
@@ -61,6 +66,8 @@ pub struct PaddleRunner {
     pub train_batch_size: Option<usize>,
     pub epochs: Option<usize>,
     pub infer_batch_size: Option<usize>,
+    /// escm2: `DR` → `model.kind: escm2_dr`, `IPW` (or `IPS`) → `escm2_ips`.
+    pub counterfact_mode: Option<String>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }
@@ -114,6 +121,14 @@ pub fn apply(config: &mut PipelineConfig, file: &Value) -> Result<PaddleUse> {
     let dt = TrainConfig::default();
     set("runner.train_batch_size", r.train_batch_size, &mut config.train.batch_size, dt.batch_size)?;
     set("runner.epochs", r.epochs, &mut config.train.epochs, dt.epochs)?;
+    if let Some(mode) = &r.counterfact_mode {
+        let kind = match mode.to_ascii_uppercase().as_str() {
+            "DR" => ModelKind::Escm2Dr,
+            "IPW" | "IPS" => ModelKind::Escm2Ips,
+            _ => bail!("runner.counterfact_mode: `{mode}` is not a mode (DR, IPW)"),
+        };
+        set("runner.counterfact_mode", Some(kind), &mut config.model.kind, ModelConfig::default().kind)?;
+    }
     if let Some(n) = r.infer_batch_size {
         match config.predict.batch_size {
             Some(p) if p != n => bail!("runner.infer_batch_size = {n} conflicts with predict.batch_size {p}"),
@@ -161,6 +176,8 @@ fn apply_hyper(h: &PaddleHyper, model: &mut ModelConfig, hash_buckets: &mut u64)
         model.cvr_fc_sizes = s.clone();
     }
     set("hyper_parameters.max_len", h.max_len, &mut model.max_len, dm.max_len)?;
+    set("hyper_parameters.global_w", h.global_w, &mut model.global_w, dm.global_w)?;
+    set("hyper_parameters.counterfactual_w", h.counterfactual_w, &mut model.counterfactual_w, dm.counterfactual_w)?;
     if let Some(o) = &h.optimizer {
         set("hyper_parameters.optimizer.learning_rate", o.learning_rate, &mut model.learning_rate, dm.learning_rate)?;
         match o.class.as_deref().map(str::to_ascii_lowercase).as_deref() {
@@ -254,6 +271,16 @@ mod tests {
         assert!(err("hyper_parameters: {sparse_feature_dim: 0}\n").contains("model.embedding_dim"));
         assert!(err("hyper_parameters: {num_field: 22}\n").contains("num_field"));
         assert!(err("hyper_parameters: {optimizer: {klass: adam}}\n").contains("klass"));
+        // escm2's loss weights and counterfactual mode
+        let c = PipelineConfig::parse(
+            "hyper_parameters: {global_w: 0.5, counterfactual_w: 0.01}\nrunner: {counterfact_mode: \"DR\"}\n",
+        )
+        .unwrap();
+        assert_eq!((c.model.kind, c.model.global_w, c.model.counterfactual_w), (ModelKind::Escm2Dr, 0.5, 0.01));
+        let c = PipelineConfig::parse("runner: {counterfact_mode: IPW}\n").unwrap();
+        assert_eq!(c.model.kind, ModelKind::Escm2Ips);
+        assert!(err("runner: {counterfact_mode: XY}\n").contains("runner.counterfact_mode: `XY`"));
+        assert!(err("model: {kind: dcmt}\nrunner: {counterfact_mode: DR}\n").contains("runner.counterfact_mode"));
     }
 
     #[test]
