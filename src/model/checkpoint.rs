@@ -1,8 +1,9 @@
 //! Checkpoints: the whole model (embedding tables with their optimizer state, tower weights and
 //! Adam moments) plus a JSON header (spec, calibration, training state, config hash, data
 //! fingerprints), in one little-endian file written atomically; after the model's own arrays,
-//! each ensemble snapshot's tables (weights only) and tower parameters. `model.bin` (best epoch) and `checkpoint.bin`
-//! (latest epoch, for `--resume`) share the format.
+//! each ensemble snapshot's tables (weights only) and tower parameters. `model.bin` (best epoch,
+//! [`save_model`]: the tables' weights only) and `checkpoint.bin` (latest epoch, for `--resume`:
+//! everything) share the format.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
@@ -68,13 +69,55 @@ fn read_f32s(inp: &mut impl Read) -> Result<Vec<f32>> {
     read_array(inp, f32::from_le_bytes)
 }
 
-/// Writes `model` and `state` to `path` (temp name, renamed when complete).
+/// Writes `model` and `state` to `path` (temp name, renamed when complete), everything training
+/// needs to continue (`checkpoint.bin`, `--resume`).
 pub fn save<S: Serialize>(
     path: &Path,
     model: &Model,
     state: &S,
     config_hash: &str,
     inputs: &[FileEntry],
+) -> Result<()> {
+    write(path, model, state, (config_hash, inputs), false)
+}
+
+/// [`save`] without the embedding tables' optimizer state (their weights only, as the ensemble's
+/// frozen members are kept): what predicting and exporting read (`model.bin`), a third of the
+/// tables' bytes with Adam. It loads like any checkpoint; training does not continue from it.
+pub fn save_model<S: Serialize>(
+    path: &Path,
+    model: &Model,
+    state: &S,
+    config_hash: &str,
+    inputs: &[FileEntry],
+) -> Result<()> {
+    write(path, model, state, (config_hash, inputs), true)
+}
+
+/// A table's floats: everything it holds, or its weights alone.
+fn write_table(out: &mut impl Write, t: &Embedding, weights_only: bool) -> Result<()> {
+    if !weights_only {
+        return write_f32s(out, t.raw());
+    }
+    out.write_all(&((t.rows * t.dim) as u64).to_le_bytes())?;
+    let mut buf = Vec::with_capacity(t.dim * 4 * 4096);
+    for row in t.weight_rows() {
+        row.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
+        if buf.len() >= buf.capacity() - t.dim * 4 {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    out.write_all(&buf)?;
+    Ok(())
+}
+
+fn write<S: Serialize>(
+    path: &Path,
+    model: &Model,
+    state: &S,
+    (config_hash, inputs): (&str, &[FileEntry]),
+    weights_only: bool,
 ) -> Result<()> {
     let (tower_step, m, v) = model.towers.adam_state();
     let params = model.towers.params();
@@ -84,7 +127,7 @@ pub fn save<S: Serialize>(
         config_hash: config_hash.to_string(),
         inputs: inputs.to_vec(),
         calibration: model.calibration,
-        tables: model.tables.iter().map(Embedding::meta).collect(),
+        tables: model.tables.iter().map(|t| if weights_only { t.frozen_meta() } else { t.meta() }).collect(),
         tower_step,
         tower_lens: params.iter().map(Vec::len).collect(),
         snapshots: model.snapshots.iter().map(|s| s.tables.iter().map(Embedding::meta).collect()).collect(),
@@ -95,7 +138,7 @@ pub fn save<S: Serialize>(
     out.write_all(&(json.len() as u64).to_le_bytes())?;
     out.write_all(&json)?;
     for t in &model.tables {
-        write_f32s(&mut out, t.raw())?;
+        write_table(&mut out, t, weights_only)?;
     }
     if model.vocab().enabled() {
         let (_, _, admitted, scale) = model.vocab().parts();

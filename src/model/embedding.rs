@@ -204,6 +204,18 @@ impl Embedding {
         }
     }
 
+    /// [`Embedding::meta`] of the table's [`Embedding::frozen`] copy (weights only), without
+    /// making the copy.
+    pub fn frozen_meta(&self) -> Self {
+        Self { stride: self.dim, ..self.meta() }
+    }
+
+    /// The weights of every row in order, without optimizer state (what [`Embedding::frozen`]
+    /// holds), row by row.
+    pub fn weight_rows(&self) -> impl Iterator<Item = &[f32]> {
+        (0..self.rows as u32).map(|r| self.weights(r))
+    }
+
     /// A copy of the weights alone (no optimizer state, the step kept): a frozen member of a
     /// snapshot ensemble, read but never trained.
     pub fn frozen(&self) -> Self {

@@ -320,6 +320,15 @@ mod gradcheck {
             let (back, _) = checkpoint::load::<u32>(&path).unwrap();
             assert_eq!(back.snapshots.len(), 1);
             assert_eq!(back.logits(&batch, &common), both);
+            // model.bin keeps the tables' weights only: the same logits, without Adam's moments
+            let weights = path.with_extension("weights");
+            checkpoint::save_model(&weights, &m, &0u32, "h", &[]).unwrap();
+            let (light, _) = checkpoint::load::<u32>(&weights).unwrap();
+            assert_eq!(light.logits(&batch, &common), both);
+            assert_eq!(light.tables[0].raw().len(), m.spec.table_rows() * m.spec.embedding_dim);
+            let saved = std::fs::metadata(&path).unwrap().len() - std::fs::metadata(&weights).unwrap().len();
+            assert_eq!(saved as usize, (m.tables[0].raw().len() - light.tables[0].raw().len()) * 4 * m.tables.len());
+            std::fs::remove_file(&weights).unwrap();
             let bytes = std::fs::read(&path).unwrap();
             let member = m.snapshots[0].tables[0].raw().len() * 4;
             assert_eq!(member, m.spec.table_rows() * m.spec.embedding_dim * 4, "weights only");

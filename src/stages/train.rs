@@ -377,7 +377,7 @@ impl Trainer<'_> {
             )
         });
         model.calibration = cal;
-        checkpoint::save(&path, &model, &header.state, &self.resume_key, &self.inputs)
+        checkpoint::save_model(&path, &model, &header.state, &self.resume_key, &self.inputs)
     }
 
     /// Exact metrics over the whole valid split; the log row; `model.bin` when it is the best.
@@ -411,7 +411,7 @@ impl Trainer<'_> {
         let score = self.cfg.train.select_on.score(log.valid_loss, log.valid_auc_ctcvr);
         state.history.push(log);
         if state.stop.observe(score, state.steps, epoch as u32 + 1, self.cfg.train.early_stopping_patience) {
-            checkpoint::save(&self.cfg.out.join(MODEL_FILE), model, state, &self.resume_key, &self.inputs)?;
+            checkpoint::save_model(&self.cfg.out.join(MODEL_FILE), model, state, &self.resume_key, &self.inputs)?;
         }
         *window = Window::new();
         Ok(())
