@@ -13,7 +13,7 @@
 //!   through it, as in the paper). Normalized by the batch's rows `n`, not by the clicks nor
 //!   by Σ o·w: `E[o/p] = 1`, so the term estimates the CVR loss over the entire space without
 //!   tying a row's weight to the rest of its batch (PaddleRec additionally multiplies the
-//!   weights by the batch size, its issue #941; here they are not). Clipping: the inverse
+//!   weights by the batch size; here they are not). Clipping: the inverse
 //!   propensity is capped at `max_ips` (default 100: a click predicted at 1 % counts 100×, one
 //!   at 0.1 % counts 100× too), bounding the variance rare clicks would add.
 

@@ -250,6 +250,16 @@ impl Towers {
         self.set_params(&p).expect("the towers' own shapes");
     }
 
+    /// Sets the output bias (logit) of every auxiliary tower.
+    pub fn set_aux_output_bias(&mut self, bias: f32) {
+        let mut p = self.params();
+        let (ctr, cvr) = self.spec.main_tensors();
+        for t in 0..self.spec.aux_towers {
+            p[ctr + cvr * (t + 2) - 1][0] = bias;
+        }
+        self.set_params(&p).expect("the towers' own shapes");
+    }
+
     /// (step, first moments, second moments), for checkpoints.
     pub fn adam_state(&self) -> (u64, &[Vec<f32>], &[Vec<f32>]) {
         (self.step, &self.m, &self.v)

@@ -31,7 +31,7 @@ use crate::batches::{self, CommonTable, LoaderConfig};
 use crate::config::{CalibrationKind, ModelConfig, OutputBias, TrainConfig};
 use crate::manifest;
 use crate::metrics::{self, Scored};
-use crate::model::{checkpoint, infer, Calibration, Model, ModelSpec, Platt, StepLoss, Vocab};
+use crate::model::{checkpoint, infer, Calibration, Model, ModelKind, ModelSpec, Platt, StepLoss, Vocab};
 use crate::parquet_out::ParquetOut;
 use crate::schema::{self, Split, CHECKPOINT_FILE, COMMON_FILE, EPOCHS_FILE, MODEL_FILE, SAMPLES_FILE};
 
@@ -141,8 +141,17 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
         Some(m) => m,
         None => {
             let mut model = new_model(spec, &path(Split::Train, SAMPLES_FILE), &common)?;
+            let [ctr, cvr] = base_rate_logits(&split.counts);
             if cfg.model.output_bias == OutputBias::BaseRate {
-                model.towers.set_output_biases(base_rate_logits(&split.counts));
+                model.towers.set_output_biases([ctr, cvr]);
+            }
+            // An auxiliary tower starts at what it estimates, whatever `output_bias` says: DR's
+            // imputed label at the buys per click, DCMT's counterfactual pCVR* = 1 − pCVR at one
+            // minus them (from 0.5, the first steps would pull every unclicked row's pCVR there).
+            match cfg.model.kind {
+                ModelKind::Escm2Dr => model.towers.set_aux_output_bias(cvr),
+                ModelKind::Dcmt => model.towers.set_aux_output_bias(-cvr),
+                _ => {}
             }
             model
         }

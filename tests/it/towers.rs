@@ -241,6 +241,14 @@ fn runtime_sizes_match_finite_differences(dim: usize) {
         }
     }
     t.set_params(&p0).unwrap();
+    // the auxiliary tower's output bias (train starts DR's and DCMT's at their base rate)
+    let zero = vec![0.0; n * width];
+    let before = t.forward_all(&zero, &zero, n);
+    t.set_aux_output_bias(-1.5);
+    let after = t.forward_all(&zero, &zero, n);
+    assert_eq!((&after[0], &after[1]), (&before[0], &before[1]), "the CTR and CVR towers untouched");
+    assert!(after[2].iter().zip(&before[2]).all(|(a, b)| (a - b - (-1.5 - p0[13][0])).abs() < 1e-6));
+    t.set_params(&p0).unwrap();
     for (x, dx, ctr) in [(&xc, &dxc, true), (&xv, &dxv, false)] {
         for idx in [0, 100, n * width - 1] {
             let mut xp = x.clone();
