@@ -42,6 +42,16 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
+    /// Every kind, the paper's three first.
+    pub const ALL: [ModelKind; 6] = [
+        ModelKind::Esmm,
+        ModelKind::NaiveCvr,
+        ModelKind::EsmmNs,
+        ModelKind::Escm2Ips,
+        ModelKind::Escm2Dr,
+        ModelKind::Dcmt,
+    ];
+
     /// Whether the objective has a counterfactual CVR term (the ESCM² kinds, DCMT).
     pub fn counterfactual(self) -> bool {
         matches!(self, ModelKind::Escm2Ips | ModelKind::Escm2Dr | ModelKind::Dcmt)

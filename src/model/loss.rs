@@ -205,14 +205,6 @@ mod tests {
     const ZA: [f32; 6] = [-1.5, 0.2, 0.9, -0.4, 2.5, -2.5];
     const CLICK: [u8; 6] = [1, 0, 1, 0, 0, 1];
     const BUY: [u8; 6] = [1, 0, 0, 1, 0, 1];
-    const KINDS: [ModelKind; 6] = [
-        ModelKind::Esmm,
-        ModelKind::NaiveCvr,
-        ModelKind::EsmmNs,
-        ModelKind::Escm2Ips,
-        ModelKind::Escm2Dr,
-        ModelKind::Dcmt,
-    ];
     const W: LossWeights =
         LossWeights { global_w: 0.7, counterfactual_w: 0.3, max_inverse_propensity: 4.0, constraint_w: 0.2 };
 
@@ -239,7 +231,7 @@ mod tests {
     /// were (the method's gradient: none flows into them).
     #[test]
     fn loss_gradients_match_finite_differences() {
-        for kind in KINDS {
+        for kind in ModelKind::ALL {
             let z0 = logits(kind);
             let (g, loss) = run(kind, &W, &z0, &z0);
             assert!(loss.value().is_finite());
