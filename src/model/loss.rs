@@ -106,7 +106,6 @@ fn ctcvr_term(a: f64, b: f64, y: bool) -> (f64, f64, f64) {
 /// The counterfactual term of one row for the ESCM² and DCMT kinds: its value and the
 /// gradients w.r.t. the CVR logit `b` and the auxiliary tower's logit `c` (`n` the batch's
 /// rows). `held`: the stop-gradient inputs, (propensity logit, CVR logit, auxiliary logit).
-#[allow(clippy::too_many_arguments)]
 fn counterfactual_row(kind: ModelKind, w: &LossWeights, b: f64, c: f64, held: [f64; 3], o: bool, y: f64) -> [f64; 3] {
     let [zp, hb, hc] = held;
     let ips = if o { inverse_propensity(zp, w.max_inverse_propensity) } else { 0.0 };

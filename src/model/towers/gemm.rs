@@ -249,17 +249,17 @@ impl GemmTowers {
         }
     }
 
-    /// Forward of the first `towers` towers into their scratch.
-    fn run(&self, s: &mut [Scratch], towers: usize, xc: &[f32], xv: &[f32], n: usize) {
+    /// Forward of the first `towers` of `mlps` into their scratch.
+    fn run(mlps: &[Mlp], s: &mut [Scratch], towers: usize, xc: &[f32], xv: &[f32], n: usize) {
         let (join, par) = plan();
-        let work: Vec<_> = self.mlps.iter().zip(s.iter_mut()).take(towers).enumerate().collect();
+        let work: Vec<_> = mlps.iter().zip(s.iter_mut()).take(towers).enumerate().collect();
         each(join, work, |(t, (m, s))| m.forward(Self::input(t, xc, xv), n, s, par));
     }
 
     /// Logits of the first `towers` towers; uses the shared scratch unless another thread holds it.
     pub fn forward(&self, xc: &[f32], xv: &[f32], n: usize, towers: usize) -> Vec<Vec<f32>> {
         let logits = |s: &mut Vec<Scratch>| {
-            self.run(s, towers, xc, xv, n);
+            Self::run(&self.mlps, s, towers, xc, xv, n);
             s[..towers].iter().map(|s| s.acts.last().unwrap()[..n].to_vec()).collect()
         };
         match self.scratch.try_lock() {
@@ -284,10 +284,7 @@ impl GemmTowers {
         let towers = self.mlps.len();
         let s = self.scratch.get_mut().unwrap_or_else(|e| e.into_inner());
         let mlps = &self.mlps;
-        {
-            let work: Vec<_> = mlps.iter().zip(s.iter_mut()).enumerate().collect();
-            each(join, work, |(t, (m, s))| m.forward(Self::input(t, xc, xv), n, s, par));
-        }
+        Self::run(mlps, s, towers, xc, xv, n);
         let g = {
             let logits: Vec<&[f32]> = s.iter().map(|s| &s.acts.last().unwrap()[..n]).collect();
             grad(&logits)
