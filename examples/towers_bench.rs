@@ -1,8 +1,9 @@
 //! Micro-benchmarks of the dense towers (used by `make bench`, tests/bench.sh).
 //!
 //! ```text
-//! towers_bench towers --backend dfdx|gemm [--threads N] [--batch 1024] [--seconds 3]
+//! towers_bench towers --backend dfdx|gemm [--threads N] [--batch 1024] [--seconds 3] [--interactions]
 //!     one training step of both towers (forward, backward incl. the input gradient, Adam) in a loop
+//!     (--interactions: with the field-weighted pair terms, gemm only)
 //! towers_bench peak [--threads N] [--batch 1024] [--seconds 3]
 //!     only the GEMMs of that step, on gemm 0.19: the machine's sgemm rate on the tower shapes,
 //!     and the samples/s ceiling it puts on training at this model's FLOPs per sample
@@ -11,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use esmm::model::towers::{Backend, DenseAdam, TowerSpec, Towers, DEFAULT_EMB_DIM, HIDDEN, INPUT};
+use esmm::model::towers::{Backend, DenseAdam, Interactions, TowerSpec, Towers, DEFAULT_EMB_DIM, HIDDEN, INPUT};
 use esmm::rng::Rng;
 
 struct Args {
@@ -20,10 +21,18 @@ struct Args {
     threads: usize,
     batch: usize,
     seconds: f64,
+    interactions: Interactions,
 }
 
 fn args() -> Args {
-    let mut a = Args { mode: String::new(), backend: Backend::Gemm, threads: 1, batch: 1024, seconds: 3.0 };
+    let mut a = Args {
+        mode: String::new(),
+        backend: Backend::Gemm,
+        threads: 1,
+        batch: 1024,
+        seconds: 3.0,
+        interactions: Interactions::None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
@@ -38,6 +47,7 @@ fn args() -> Args {
             "--threads" => a.threads = v().parse().unwrap(),
             "--batch" => a.batch = v().parse().unwrap(),
             "--seconds" => a.seconds = v().parse().unwrap(),
+            "--interactions" => a.interactions = Interactions::FieldWeighted,
             m if !m.starts_with('-') && a.mode.is_empty() => a.mode = m.into(),
             other => panic!("unknown argument {other}"),
         }
@@ -81,7 +91,7 @@ fn rate(batch: usize, seconds: f64, mut f: impl FnMut()) -> (f64, usize) {
 
 fn towers(a: &Args) {
     let mut rng = Rng::new(1);
-    let spec = TowerSpec { backend: a.backend, ..Default::default() };
+    let spec = TowerSpec { backend: a.backend, interactions: a.interactions, ..Default::default() };
     let adam = DenseAdam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
     let mut t = Towers::with_spec(&spec, DEFAULT_EMB_DIM, adam, || rng.normal() as f32).unwrap();
     let n = a.batch;
@@ -95,10 +105,11 @@ fn towers(a: &Args) {
         t.recycle(tg);
     });
     println!(
-        "{{\"mode\":\"towers\",\"backend\":\"{:?}\",\"threads\":{},\"batch\":{n},\"steps\":{steps},\"samples_per_s\":{sps:.1},\"gflops\":{:.2}}}",
+        "{{\"mode\":\"towers\",\"backend\":\"{:?}\",\"threads\":{},\"batch\":{n},\"steps\":{steps},\"samples_per_s\":{sps:.1},\"gflops\":{:.2},\"interactions\":\"{:?}\"}}",
         a.backend,
         a.threads,
-        sps * flops_per_sample() / 1e9
+        sps * flops_per_sample() / 1e9,
+        a.interactions
     );
 }
 

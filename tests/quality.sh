@@ -19,8 +19,8 @@
 #                                      uncalibrated; the others there are the levers measured: admit,
 #                                      shrink, steps, lr5, ada, lr2x, bs256, decay, level, platt, bias,
 #                                      bias_level, bias_platt, dim16, noreset,
-#                                      single, shrink10, shrink40, epochs8, emb_lr3x; the conversion
-#                                      models: escm2_ips, escm2_ips_w05, escm2_dr, dcmt)
+#                                      single, shrink10, shrink40, epochs8, emb_lr3x, interactions;
+#                                      the conversion models: escm2_ips, escm2_ips_w05, escm2_dr, dcmt)
 #   Full scale: QUALITY_WORLDS=fullscale (42.3 M rows, ~40 min a run), its 1/8 twin: twin, twin_b4x
 #   (a world file may fix its rows; <world>.stages.yaml its ingest / split sections)
 #   Real-rate world (calibration): QUALITY_WORLDS=realrate QUALITY_TRAIN_ROWS=8000000 QUALITY_TEST_ROWS=2000000

@@ -10,7 +10,7 @@ use super::preset::Preset;
 use crate::batches::ShuffleUnit;
 use crate::error::UsageResult;
 use crate::model::{
-    Backend, DenseAdam, LossWeights, ModelKind, Pooling, SparseOptimizer, TowerSpec, DEFAULT_EMB_DIM, HIDDEN,
+    Backend, DenseAdam, Interactions, LossWeights, ModelKind, Pooling, SparseOptimizer, TowerSpec, DEFAULT_EMB_DIM, HIDDEN,
 };
 use crate::schema::{field_index, FIELDS};
 
@@ -38,6 +38,10 @@ pub struct ModelConfig {
     pub embedding_dim: usize,
     pub ctr_fc_sizes: Vec<usize>,
     pub cvr_fc_sizes: Vec<usize>,
+    /// `field_weighted`: every tower's logit adds the dot products of every two fields' pooled
+    /// embeddings, each pair weighted by the tower (FwFM; gemm only); `none` (default): the MLP
+    /// alone, as PaddleRec's.
+    pub interactions: Interactions,
     /// `weighted` (raw values weight the history and combination fields), `mean` (weighted, then
     /// divided by the field's id count) or `sum` (PaddleRec: values ignored).
     pub pooling: Pooling,
@@ -100,6 +104,7 @@ impl Default for ModelConfig {
             embedding_dim: DEFAULT_EMB_DIM,
             ctr_fc_sizes: HIDDEN.to_vec(),
             cvr_fc_sizes: HIDDEN.to_vec(),
+            interactions: Interactions::None,
             pooling: Pooling::Mean,
             max_len: 0,
             max_len_per_field: BTreeMap::new(),
@@ -178,6 +183,7 @@ impl ModelConfig {
             ctr_fc_sizes: self.ctr_fc_sizes.clone(),
             cvr_fc_sizes: self.cvr_fc_sizes.clone(),
             aux_towers: self.kind.aux_towers(),
+            interactions: self.interactions,
         }
     }
 

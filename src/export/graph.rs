@@ -34,6 +34,11 @@ pub fn int(name: &str, v: i64) -> AttributeProto {
     AttributeProto { name: name.into(), type_: AttributeType::INT.into(), i: v, ..Default::default() }
 }
 
+/// An integer-list attribute (`perm`).
+pub fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), type_: AttributeType::INTS.into(), ints: v.to_vec(), ..Default::default() }
+}
+
 fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
     let dim = dims
         .iter()

@@ -1,15 +1,19 @@
 //! The dense half of the exported graph: both towers as `Gemm` (`X·Wᵀ + b`, the weights' `[out ×
 //! in]` row-major layout as stored, `transB = 1`) with `Relu` between layers, the calibration
 //! `σ(a·z + b)` per tower ([`Platt`]; the `Mul`/`Add` are left out for the identity), and
-//! pCTCVR = pCTR·pCVR. The outputs are `p_ctr`, `p_cvr`, `p_ctcvr`, float32 `[batch]`. An
+//! pCTCVR = pCTR·pCVR. With field interactions, each tower's logit adds `Σ r_ij·⟨x_i, x_j⟩`:
+//! the fields' Gram matrix (`Reshape` to `[batch, 23, dim]`, `MatMul` by its `Transpose`)
+//! flattened and multiplied by the tower's pair weights as one `[23², 1]` column (0 off the
+//! upper triangle, as trained). The outputs are `p_ctr`, `p_cvr`, `p_ctcvr`, float32 `[batch]`. An
 //! ensemble runs every member's towers on its own inputs and calibrates the mean of their
 //! logits, summed in [`Model::members`] order as `Model::logits` sums them.
 
 use anyhow::{ensure, Result};
 
-use super::graph::{int, Graph};
+use super::graph::{int, ints, Graph};
 use super::pooling::{member_prefix, Consts};
 use crate::model::{Model, Platt};
+use crate::schema::FIELDS;
 
 /// The graph output names, in order.
 pub const OUTPUTS: [&str; 3] = ["p_ctr", "p_cvr", "p_ctcvr"];
@@ -39,6 +43,21 @@ fn mlp(g: &mut Graph, name: &str, x: &str, input: usize, hidden: &[usize], p: &[
         }
     }
     Ok(h)
+}
+
+/// `z + Σ_{i<j} r_ij·⟨x_i, x_j⟩` for logits `z` `[batch, 1]` of input `x` `[batch, input]`.
+fn add_pairs(g: &mut Graph, name: &str, x: &str, input: usize, z: &str, r: &[f32]) -> Result<String> {
+    let f = FIELDS.len();
+    ensure!(r.len() == f * f && input.is_multiple_of(f), "the {name} pair weights: {} for {f} fields", r.len());
+    let shape = g.i64s(&format!("{name}_fields_shape"), &[-1, f as i64, (input / f) as i64]);
+    let flat = g.i64s(&format!("{name}_pairs_shape"), &[-1, (f * f) as i64]);
+    let r = g.f32s(&format!("{name}_pairs"), &[f * f, 1], r.iter().copied());
+    let fields = g.op("Reshape", &[x, &shape], vec![]);
+    let t = g.op("Transpose", &[&fields], vec![ints("perm", &[0, 2, 1])]);
+    let gram = g.op("MatMul", &[&fields, &t], vec![]);
+    let gram = g.op("Reshape", &[&gram, &flat], vec![]);
+    let term = g.op("MatMul", &[&gram, &r], vec![]);
+    Ok(g.op("Add", &[z, &term], vec![]))
 }
 
 /// `σ(a·z + b)` of logits `[batch, 1]`, as `[batch]` named `out`.
@@ -81,8 +100,17 @@ pub fn heads(g: &mut Graph, c: &Consts, model: &Model, inputs: &[(String, String
         ensure!(params.len() >= n_ctr + n_cvr, "the towers hold {} parameter tensors", params.len());
         let (ctr, cvr) = (&params[..n_ctr], &params[n_ctr..n_ctr + n_cvr]);
         let prefix = member_prefix(k, members.len());
-        zc.push(mlp(g, &format!("{prefix}ctr"), xc, input, &spec.ctr_fc_sizes, ctr)?);
-        zv.push(mlp(g, &format!("{prefix}cvr"), xv, input, &spec.cvr_fc_sizes, cvr)?);
+        let (mut c, mut v) = (
+            mlp(g, &format!("{prefix}ctr"), xc, input, &spec.ctr_fc_sizes, ctr)?,
+            mlp(g, &format!("{prefix}cvr"), xv, input, &spec.cvr_fc_sizes, cvr)?,
+        );
+        if let (Some(rc), Some(rv)) = (spec.pair_tensor(0), spec.pair_tensor(1)) {
+            ensure!(params.len() > rc.max(rv), "the towers hold {} parameter tensors", params.len());
+            c = add_pairs(g, &format!("{prefix}ctr"), xc, input, &c, &params[rc])?;
+            v = add_pairs(g, &format!("{prefix}cvr"), xv, input, &v, &params[rv])?;
+        }
+        zc.push(c);
+        zv.push(v);
     }
     let (zc, zv) = (mean(g, "ctr", &zc), mean(g, "cvr", &zv));
     let [p_ctr, p_cvr, p_ctcvr] = OUTPUTS;

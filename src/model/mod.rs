@@ -18,7 +18,7 @@ pub use embedding::{Embedding, SparseOptimizer};
 pub use esmm::{Model, ModelKind, ModelSpec, Snapshot};
 pub use gather::Pooling;
 pub use loss::{LossWeights, StepLoss};
-pub use towers::{input_width, Backend, DenseAdam, TowerSpec, DEFAULT_EMB_DIM, HIDDEN, INPUT};
+pub use towers::{input_width, Backend, DenseAdam, Interactions, TowerSpec, DEFAULT_EMB_DIM, HIDDEN, INPUT};
 pub use vocab::Vocab;
 
 #[cfg(test)]
@@ -124,32 +124,43 @@ mod gradcheck {
             .into_iter()
             .chain([ModelKind::Escm2Dr, ModelKind::Dcmt])
             .flat_map(|k| [(k, Pooling::Weighted), (k, Pooling::Mean), (k, Pooling::Sum)])
-            .map(|(k, p)| (k, p, None, DEFAULT_EMB_DIM))
+            .map(|(k, p)| (k, p, None, DEFAULT_EMB_DIM, false))
             .chain([
-                (ModelKind::Esmm, Pooling::Mean, Some(even_ids()), DEFAULT_EMB_DIM),
-                (ModelKind::EsmmNs, Pooling::Weighted, Some(even_ids()), DEFAULT_EMB_DIM),
-                (ModelKind::Esmm, Pooling::Weighted, Some(even_ids_shrunk()), DEFAULT_EMB_DIM),
-                (ModelKind::Escm2Ips, Pooling::Mean, Some(even_ids_shrunk()), DEFAULT_EMB_DIM),
-                (ModelKind::Escm2Dr, Pooling::Mean, Some(even_ids_shrunk()), DEFAULT_EMB_DIM),
-                (ModelKind::Dcmt, Pooling::Weighted, Some(even_ids_shrunk()), DEFAULT_EMB_DIM),
+                (ModelKind::Esmm, Pooling::Mean, Some(even_ids()), DEFAULT_EMB_DIM, false),
+                (ModelKind::EsmmNs, Pooling::Weighted, Some(even_ids()), DEFAULT_EMB_DIM, false),
+                (ModelKind::Esmm, Pooling::Weighted, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, false),
+                (ModelKind::Escm2Ips, Pooling::Mean, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, false),
+                (ModelKind::Escm2Dr, Pooling::Mean, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, false),
+                (ModelKind::Dcmt, Pooling::Weighted, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, false),
             ])
             .chain([16, 5].into_iter().flat_map(|dim| {
                 [
-                    (ModelKind::Esmm, Pooling::Weighted, None, dim),
-                    (ModelKind::EsmmNs, Pooling::Mean, None, dim),
-                    (ModelKind::Esmm, Pooling::Weighted, Some(even_ids_shrunk()), dim),
+                    (ModelKind::Esmm, Pooling::Weighted, None, dim, false),
+                    (ModelKind::EsmmNs, Pooling::Mean, None, dim, false),
+                    (ModelKind::Esmm, Pooling::Weighted, Some(even_ids_shrunk()), dim, false),
                 ]
-            }));
-        for (kind, pooling, vocab, embedding_dim) in cases {
+            }))
+            // field interactions, their pair weights away from 0
+            .chain([
+                (ModelKind::Esmm, Pooling::Mean, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, true),
+                (ModelKind::NaiveCvr, Pooling::Weighted, None, 5, true),
+                (ModelKind::Escm2Dr, Pooling::Weighted, None, DEFAULT_EMB_DIM, true),
+                (ModelKind::Dcmt, Pooling::Mean, Some(even_ids()), 16, true),
+            ]);
+        for (kind, pooling, vocab, embedding_dim, pairs) in cases {
             let admission = vocab.is_some();
             let (spec, vocab) = match vocab {
                 Some((s, v)) => (ModelSpec { kind, towers: spec(kind).towers, ..s }, v),
                 None => (spec(kind), Vocab::off()),
             };
             let spec = if embedding_dim == DEFAULT_EMB_DIM { spec } else { at_dim(spec, embedding_dim) };
-            let mut m = Model::new(ModelSpec { pooling, ..spec }, vocab).unwrap();
+            let spec = ModelSpec { pooling, ..if pairs { with_pairs(spec) } else { spec } };
+            let mut m = Model::new(spec, vocab).unwrap();
+            if pairs {
+                set_pair_weights(&mut m);
+            }
             let (_, _, tg) = m.backward(&batch, &common);
-            let what = format!("{kind:?} {pooling:?} dim {embedding_dim} admission {admission}");
+            let what = format!("{kind:?} {pooling:?} dim {embedding_dim} admission {admission} pairs {pairs}");
             let (checked, shared_rows) = check_embedding_grads(&mut m, &batch, &common, admission, &what);
             assert!(checked >= 60, "{checked}");
             assert_eq!(shared_rows, if admission { m.tables.len() * FIELDS.len() } else { 0 });
@@ -202,8 +213,11 @@ mod gradcheck {
         let held = m.all_logits(batch, common);
         let main = [(4usize, 3usize), (5, 0), (0, 100), (10, 7), (11, 0), (6, 2000)];
         // the auxiliary tower's (its tensors follow the CVR tower's)
-        let aux = [(16usize, 5usize), (17, 0), (12, 300)].into_iter().filter(|&(t, _)| t < p0.len());
-        for (tensor, idx) in main.into_iter().chain(aux) {
+        let aux = (m.towers.spec().aux_towers > 0).then_some([(16usize, 5usize), (17, 0), (12, 300)]);
+        // every tower's pair weights (after all the layers): two pairs of fields
+        let pairs = (0..3).filter_map(|t| m.towers.spec().pair_tensor(t));
+        let pairs: Vec<_> = pairs.flat_map(|i| [(i, 1), (i, 13 * FIELDS.len() + 20)]).collect();
+        for (tensor, idx) in main.into_iter().chain(aux.into_iter().flatten()).chain(pairs) {
             let mut p = p0.clone();
             p[tensor][idx] += EPS;
             m.towers.set_params(&p).unwrap();
@@ -215,6 +229,27 @@ mod gradcheck {
             let ana = tg.tensors()[tensor][idx] as f64;
             close((lp - lm) / (2.0 * EPS as f64), ana, &format!("{what} tower tensor {tensor}[{idx}]"));
         }
+    }
+
+    /// `spec` on the gemm towers with field interactions.
+    fn with_pairs(spec: ModelSpec) -> ModelSpec {
+        let mut spec = at_dim(spec, DEFAULT_EMB_DIM);
+        spec.towers.interactions = towers::Interactions::FieldWeighted;
+        spec
+    }
+
+    /// Pair weights of every tower away from 0 (they start at 0), upper triangle only.
+    fn set_pair_weights(m: &mut Model) {
+        let mut p = m.towers.params();
+        let f = FIELDS.len();
+        for t in 0..3 {
+            if let Some(i) = m.towers.spec().pair_tensor(t) {
+                for (k, r) in p[i].iter_mut().enumerate() {
+                    *r = if k % f > k / f { 0.3 * ((k * 7 + t) % 11) as f32 / 11.0 - 0.1 } else { 0.0 };
+                }
+            }
+        }
+        m.towers.set_params(&p).unwrap();
     }
 
     /// Twenty steps of the model `spec`, `vocab` on `batch` inside a pool of `threads`
@@ -255,6 +290,7 @@ mod gradcheck {
             even_ids_shrunk(),
             (at_dim(spec(ModelKind::Esmm), 16), Vocab::off()),
             (at_dim(even_ids().0, 5), even_ids().1),
+            (with_pairs(spec(ModelKind::Escm2Dr)), Vocab::off()),
         ];
         for model in &models {
             let kind = model.0.kind;

@@ -8,8 +8,9 @@
 //!   it), preallocated buffers, any embedding dimension (input width `23 × dim`) and hidden sizes.
 //!
 //! Both hold the same parameters in the same order and layout (ctr w1 b1 w2 b2 w3 b3, then cvr;
-//! a weight is `[out × in]` row-major), start from the same initialization for the same
-//! `normal01` stream, and share one Adam (ours, same update as PyTorch's, so its state can be
+//! a weight is `[out × in]` row-major; gemm only: then the auxiliary towers', then, with field
+//! interactions ([`pairs`]), every tower's pair weights), start from the same initialization
+//! for the same `normal01` stream, and share one Adam (ours, same update as PyTorch's, so its state can be
 //! checkpointed and a resumed run continues bit-identically): a checkpoint loads in either.
 //!
 //! Training: the caller turns logits into logit gradients (the ESMM loss lives in `esmm.rs`,
@@ -18,6 +19,7 @@
 
 mod dfdx;
 mod gemm;
+mod pairs;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -56,6 +58,24 @@ pub enum Backend {
     Gemm,
 }
 
+/// What a tower adds to its MLP's logit (`model.interactions`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interactions {
+    /// The MLP alone (PaddleRec).
+    #[default]
+    None,
+    /// `Σ_{i<j} r_ij·⟨x_i, x_j⟩` over the fields' pooled embeddings, `r` per tower (FwFM;
+    /// [`pairs`]); gemm only.
+    FieldWeighted,
+}
+
+impl Interactions {
+    pub fn is_none(&self) -> bool {
+        *self == Interactions::None
+    }
+}
+
 /// Backend and hidden sizes of the towers (checkpoints without it are dfdx `[256, 64]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -67,6 +87,9 @@ pub struct TowerSpec {
     /// ESCM²-DR's imputation tower, DCMT's counterfactual tower); gemm only.
     #[serde(skip_serializing_if = "is_zero")]
     pub aux_towers: usize,
+    /// Pairwise field interactions added to every tower's logit.
+    #[serde(skip_serializing_if = "Interactions::is_none")]
+    pub interactions: Interactions,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -75,7 +98,13 @@ fn is_zero(n: &usize) -> bool {
 
 impl Default for TowerSpec {
     fn default() -> Self {
-        Self { backend: Backend::Dfdx, ctr_fc_sizes: HIDDEN.to_vec(), cvr_fc_sizes: HIDDEN.to_vec(), aux_towers: 0 }
+        Self {
+            backend: Backend::Dfdx,
+            ctr_fc_sizes: HIDDEN.to_vec(),
+            cvr_fc_sizes: HIDDEN.to_vec(),
+            aux_towers: 0,
+            interactions: Interactions::None,
+        }
     }
 }
 
@@ -99,6 +128,14 @@ impl TowerSpec {
         (2 * (self.ctr_fc_sizes.len() + 1), 2 * (self.cvr_fc_sizes.len() + 1))
     }
 
+    /// The index of tower `t`'s pair weights among the parameter tensors (after every tower's
+    /// layers), when the towers have interactions.
+    pub fn pair_tensor(&self, t: usize) -> Option<usize> {
+        let (ctr, cvr) = self.main_tensors();
+        let towers = 2 + self.aux_towers;
+        (!self.interactions.is_none() && t < towers).then(|| ctr + cvr * (towers - 1) + t)
+    }
+
     /// Whether the backend can run these sizes on embeddings of `dim`.
     pub fn validate(&self, dim: usize) -> anyhow::Result<()> {
         anyhow::ensure!(dim >= 1, "model.embedding_dim must be >= 1, got {dim}");
@@ -109,6 +146,10 @@ impl TowerSpec {
         anyhow::ensure!(
             self.backend == Backend::Gemm || self.aux_towers == 0,
             "model.backend: dfdx has the CTR and the CVR tower only; this model kind needs model.backend: gemm"
+        );
+        anyhow::ensure!(
+            self.backend == Backend::Gemm || self.interactions.is_none(),
+            "model.interactions: the dfdx towers are the MLP alone; field interactions need model.backend: gemm"
         );
         for (key, hidden) in [("ctr_fc_sizes", &self.ctr_fc_sizes), ("cvr_fc_sizes", &self.cvr_fc_sizes)] {
             match self.backend {
@@ -193,9 +234,19 @@ impl Towers {
                 params.push(vec![0.0; out]);
             }
         }
+        // pair weights: the CTR tower's start at 1 (a plain FM, so the embeddings learn the
+        // pairs' dot products from the first step), the other towers' at 0 (their MLPs alone)
+        let towers = spec.sizes(dim).len();
+        let pair_tensors = if spec.interactions.is_none() { 0 } else { towers };
+        for t in 0..pair_tensors {
+            let r0 = if t == 0 { 1.0 } else { 0.0 };
+            let upper = |k: usize| if k % FIELDS.len() > k / FIELDS.len() { r0 } else { 0.0 };
+            params.push((0..pairs::LEN).map(upper).collect::<Vec<f32>>());
+        }
+        let interactions = !spec.interactions.is_none();
         let inner = match spec.backend {
             Backend::Dfdx => Inner::Dfdx(dfdx::DfdxTowers::new(&params)),
-            Backend::Gemm => Inner::Gemm(gemm::GemmTowers::new(spec.sizes(dim), &params)),
+            Backend::Gemm => Inner::Gemm(gemm::GemmTowers::new(spec.sizes(dim), &params, interactions)),
         };
         let lens: Vec<usize> = params.iter().map(Vec::len).collect();
         let m: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.0; n]).collect();
@@ -223,7 +274,8 @@ impl Towers {
         &self.lens
     }
 
-    /// All parameter values: ctr (w1 b1 w2 b2 w3 b3) then cvr.
+    /// All parameter values: ctr (w1 b1 w2 b2 w3 b3) then cvr (then the auxiliary towers', then
+    /// the pair weights).
     pub fn params(&self) -> Vec<Vec<f32>> {
         match &self.inner {
             Inner::Dfdx(t) => t.params(),

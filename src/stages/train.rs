@@ -487,7 +487,7 @@ mod tests {
             backend: crate::model::Backend::Gemm,
             ctr_fc_sizes: vec![8, 4, 2],
             cvr_fc_sizes: vec![3],
-            aux_towers: 0,
+            ..TowerSpec::default()
         };
         let adam = DenseAdam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
         let mut t = Towers::with_spec(&spec, 12, adam, || 0.5).unwrap();

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use common::*;
 use esmm::config::{CalibrationKind, GenerateConfig, ModelConfig, TrainConfig};
-use esmm::model::{ModelKind, Pooling};
+use esmm::model::{Interactions, ModelKind, Pooling};
 use esmm::schema::Split;
 use esmm::stages::export;
 
@@ -81,6 +81,17 @@ fn cases() -> Vec<Case> {
     // ESCM²-DR and DCMT: a third tower that trains only; the graph exports the two that predict
     v.push(Case { epochs: 2, ..case("escm2_dr", ModelKind::Escm2Dr, Pooling::Mean, ips) });
     v.push(case("dcmt", ModelKind::Dcmt, Pooling::Weighted, ips));
+    // field interactions: every exported tower adds its pair term (DCMT's third tower's is not exported)
+    let pairs = |m: &mut ModelConfig| m.interactions = Interactions::FieldWeighted;
+    v.push(Case {
+        calibration: CalibrationKind::Level,
+        epochs: 2,
+        ..case("esmm_interactions", ModelKind::Esmm, Pooling::Mean, pairs)
+    });
+    v.push(case("dcmt_interactions_dim5", ModelKind::Dcmt, Pooling::Weighted, |m| {
+        pairs(m);
+        m.embedding_dim = 5;
+    }));
     v
 }
 
@@ -101,6 +112,8 @@ fn run_case(root: &Path, data: &Path, c: &Case) -> serde_json::Value {
     assert_eq!(r.counts["members"], members, "{}: one member per epoch up to the best", c.name);
     let towers = 2 + c.model.ctr_fc_sizes.len() + c.model.cvr_fc_sizes.len();
     assert_eq!(r.counts["op.Gemm"], towers as u64 * members, "{}: every member's towers", c.name);
+    let pair_terms = if c.model.interactions.is_none() { 0 } else { 2 * members };
+    assert_eq!(r.counts.get("op.Transpose").copied().unwrap_or(0), pair_terms, "{}: pair terms", c.name);
     serde_json::json!({"name": c.name, "export": out, "predictions": predictions, "split": data.join("test")})
 }
 

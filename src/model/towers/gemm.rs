@@ -18,11 +18,14 @@ use std::sync::Mutex;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::pairs;
+
 /// One tower: `sizes[0]` inputs, hidden widths, 1 output; `p[2l]` = `W_l` `[out × in]`,
-/// `p[2l + 1]` = `b_l`.
+/// `p[2l + 1]` = `b_l`; `pairs` its field-pair weights when the towers have interactions.
 struct Mlp {
     sizes: Vec<usize>,
     p: Vec<Vec<f32>>,
+    pairs: Option<Vec<f32>>,
 }
 
 /// Per-tower buffers for a batch of up to `rows` rows.
@@ -33,6 +36,8 @@ struct Scratch {
     acts: Vec<Vec<f32>>,
     /// Two ping-pong buffers for `dZ` / `dA`, `[rows × max hidden width]`.
     g: [Vec<f32>; 2],
+    /// The pair term's buffers (field interactions).
+    pairs: pairs::PairScratch,
 }
 
 impl Scratch {
@@ -52,7 +57,7 @@ impl Scratch {
 /// Safety is checked here: every index the strides reach lies inside its slice.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn mm(
+pub(super) fn mm(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     dst_rs: usize,
@@ -126,10 +131,16 @@ impl Mlp {
                 }
             }
         }
+        if let Some(r) = &self.pairs {
+            let z = &mut s.acts.last_mut().expect("an output layer")[..n];
+            pairs::forward(r, &x[..n * self.sizes[0]], n, &mut s.pairs, z);
+        }
     }
 
     /// Backward after [`Mlp::forward`] on the same `x`: `g` the loss gradient per logit; writes
-    /// the input gradient to `dx[..n × in]` and the parameter gradients to `grads` (overwritten).
+    /// the input gradient to `dx[..n × in]` and the parameter gradients to `grads` and `dr` (the
+    /// pair weights'), overwritten.
+    #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
         x: &[f32],
@@ -137,11 +148,11 @@ impl Mlp {
         s: &mut Scratch,
         g: &[f32],
         dx: &mut [f32],
-        grads: &mut [Vec<f32>],
+        (grads, dr): ParamGrads,
         par: Parallelism,
     ) {
         let layers = self.layers();
-        let Scratch { acts, g: bufs, .. } = s;
+        let Scratch { acts, g: bufs, pairs: pair_scratch, .. } = s;
         let [mut cur, mut next] = {
             let [a, b] = bufs;
             [a, b]
@@ -176,6 +187,9 @@ impl Mlp {
                 std::mem::swap(&mut cur, &mut next);
             }
         }
+        if let (Some(_), Some(dr)) = (&self.pairs, dr) {
+            pairs::backward(n, pair_scratch, &g[..n], &mut dx[..n * self.sizes[0]], dr);
+        }
     }
 }
 
@@ -188,6 +202,9 @@ pub struct GemmTowers {
     dx_aux: Vec<Vec<f32>>,
     spare: Option<Vec<Vec<f32>>>,
 }
+
+/// One tower's parameter gradients: its layers', and its pair weights' (field interactions).
+type ParamGrads<'a> = (&'a mut [Vec<f32>], Option<&'a mut Vec<f32>>);
 
 /// How to spread the work over the current Rayon pool: run the towers side by side, and the
 /// parallelism of each GEMM.
@@ -209,29 +226,35 @@ fn each<T: Send>(join: bool, items: Vec<T>, f: impl Fn(T) + Sync + Send) {
 
 impl GemmTowers {
     /// `sizes[t]`: layer widths of tower `t`, input first, 1 output last; `params` in the order
-    /// of [`super::Towers::params`] (lengths already checked).
-    pub fn new(sizes: Vec<Vec<usize>>, params: &[Vec<f32>]) -> Self {
+    /// of [`super::Towers::params`] (lengths already checked): every tower's layers, then, with
+    /// `interactions`, every tower's pair weights.
+    pub fn new(sizes: Vec<Vec<usize>>, params: &[Vec<f32>], interactions: bool) -> Self {
         let mut rest = params;
-        let mlps: Vec<Mlp> = sizes
+        let mut mlps: Vec<Mlp> = sizes
             .into_iter()
             .map(|sizes| {
                 let (p, r) = rest.split_at(2 * (sizes.len() - 1));
                 rest = r;
-                Mlp { sizes, p: p.to_vec() }
+                Mlp { sizes, p: p.to_vec(), pairs: None }
             })
             .collect();
+        if interactions {
+            mlps.iter_mut().zip(rest).for_each(|(m, r)| m.pairs = Some(r.clone()));
+        }
         let scratch = Mutex::new(mlps.iter().map(|_| Scratch::default()).collect());
         let dx_aux = mlps.iter().skip(2).map(|_| Vec::new()).collect();
         Self { mlps, scratch, dx_aux, spare: None }
     }
 
     pub fn params(&self) -> Vec<Vec<f32>> {
-        self.mlps.iter().flat_map(|m| m.p.iter().cloned()).collect()
+        let layers = self.mlps.iter().flat_map(|m| m.p.iter());
+        layers.chain(self.mlps.iter().filter_map(|m| m.pairs.as_ref())).cloned().collect()
     }
 
     /// Every parameter tensor, mutable, in [`super::Towers::params`] order.
     pub fn params_mut(&mut self) -> impl Iterator<Item = &mut Vec<f32>> {
-        self.mlps.iter_mut().flat_map(|m| m.p.iter_mut())
+        let (layers, pairs): (Vec<_>, Vec<_>) = self.mlps.iter_mut().map(|m| (&mut m.p, &mut m.pairs)).unzip();
+        layers.into_iter().flat_map(|p| p.iter_mut()).chain(pairs.into_iter().filter_map(Option::as_mut))
     }
 
     pub fn set_params(&mut self, p: &[Vec<f32>]) {
@@ -279,7 +302,7 @@ impl GemmTowers {
         let (join, par) = plan();
         let mut grads = match self.spare.take() {
             Some(g) => g,
-            None => self.mlps.iter().flat_map(|m| m.p.iter().map(|t| vec![0.0; t.len()])).collect(),
+            None => self.params().iter().map(|t| vec![0.0; t.len()]).collect(),
         };
         let towers = self.mlps.len();
         let s = self.scratch.get_mut().unwrap_or_else(|e| e.into_inner());
@@ -298,12 +321,15 @@ impl GemmTowers {
         }
         let mut dx: Vec<&mut Vec<f32>> = vec![&mut *dxc, &mut *dxv];
         dx.extend(self.dx_aux.iter_mut());
-        let mut parts: Vec<&mut [Vec<f32>]> = Vec::with_capacity(towers);
+        let mut parts: Vec<ParamGrads> = Vec::with_capacity(towers);
         let mut rest = &mut grads[..];
         for m in mlps {
             let (p, r) = rest.split_at_mut(2 * m.layers());
-            parts.push(p);
+            parts.push((p, None));
             rest = r;
+        }
+        for ((_, dr), r) in parts.iter_mut().zip(rest.iter_mut()) {
+            *dr = Some(r);
         }
         let work: Vec<_> = mlps.iter().zip(s.iter_mut()).zip(g.iter().zip(dx)).zip(parts).enumerate().collect();
         each(join, work, |(t, (((m, s), (g, dx)), p))| m.backward(Self::input(t, xc, xv), n, s, g, dx, p, par));
