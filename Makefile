@@ -48,9 +48,12 @@ test: pyenv tools
 
 # One table for every stage, with the PyTorch reference (bash ../shared/peers/setup.sh makes its
 # venv) and the sgemm ceiling; sizes via BENCH_* (see tests/bench.sh). Run it on a quiet machine.
+# BENCH_FULLSCALE=1 then runs the whole chain at Ali-CCP's full scale (tests/fullscale.sh:
+# time per stage, peak memory, disk, test AUCs; ~50 min and ~40 GB).
 bench: build pyenv
 	$(CARGO) build --release --locked --example towers_bench
 	bash tests/bench.sh $(BIN)
+	if [ "$${BENCH_FULLSCALE:-0}" = 1 ]; then bash tests/fullscale.sh $(BIN); fi
 
 # The quality sweep: esmm's settings and the peers on several generated worlds, one table of test
 # AUCs beside each world's oracle and semi-oracle (tests/quality.sh; QUALITY_* sizes, ~1 h).
