@@ -10,7 +10,8 @@ use super::preset::Preset;
 use crate::batches::ShuffleUnit;
 use crate::error::UsageResult;
 use crate::model::{
-    Backend, DenseAdam, Interactions, LossWeights, ModelKind, Pooling, SparseOptimizer, TowerSpec, DEFAULT_EMB_DIM, HIDDEN,
+    Backend, DenseAdam, Interactions, LossWeights, ModelKind, Pooling, SparseOptimizer, TowerSpec, DEFAULT_EMB_DIM,
+    HIDDEN,
 };
 use crate::schema::{field_index, FIELDS};
 

@@ -10,8 +10,9 @@
 //! Both hold the same parameters in the same order and layout (ctr w1 b1 w2 b2 w3 b3, then cvr;
 //! a weight is `[out × in]` row-major; gemm only: then the auxiliary towers', then, with field
 //! interactions ([`pairs`]), every tower's pair weights), start from the same initialization
-//! for the same `normal01` stream, and share one Adam (ours, same update as PyTorch's, so its state can be
-//! checkpointed and a resumed run continues bit-identically): a checkpoint loads in either.
+//! for the same `normal01` stream, and share one Adam (ours, same update as PyTorch's, so its
+//! state can be checkpointed and a resumed run continues bit-identically): a checkpoint loads
+//! in either.
 //!
 //! Training: the caller turns logits into logit gradients (the ESMM loss lives in `esmm.rs`,
 //! computed stably from logits) and gets back the gradients w.r.t. the inputs, for the

@@ -187,7 +187,8 @@ fn gemm_runtime_sizes_match_finite_differences() {
         runtime_sizes_match_finite_differences(dim);
     }
     // The dfdx backend refuses sizes it is not compiled for, and auxiliary towers.
-    let spec = TowerSpec { backend: Backend::Dfdx, ctr_fc_sizes: vec![40, 9], cvr_fc_sizes: vec![17], ..Default::default() };
+    let spec =
+        TowerSpec { backend: Backend::Dfdx, ctr_fc_sizes: vec![40, 9], cvr_fc_sizes: vec![17], ..Default::default() };
     let err = Towers::with_spec(&spec, DEFAULT_EMB_DIM, ADAM, || 0.0).err().unwrap();
     assert!(err.to_string().contains("compiled for"), "{err}");
     let aux = TowerSpec { backend: Backend::Dfdx, aux_towers: 1, ..Default::default() };
@@ -202,7 +203,13 @@ fn gemm_runtime_sizes_match_finite_differences() {
 /// input, as ESCM²-DR and DCMT train one): every gradient of `Σ z·g` over the three towers
 /// against finite differences, the auxiliary tower's input gradient inside the CVR input's.
 fn runtime_sizes_match_finite_differences(dim: usize) {
-    let spec = TowerSpec { backend: Backend::Gemm, ctr_fc_sizes: vec![40, 9], cvr_fc_sizes: vec![17], aux_towers: 1, ..Default::default() };
+    let spec = TowerSpec {
+        backend: Backend::Gemm,
+        ctr_fc_sizes: vec![40, 9],
+        cvr_fc_sizes: vec![17],
+        aux_towers: 1,
+        ..Default::default()
+    };
     // (seed 21 and 22 put a hidden pre-activation within a step of its ReLU kink: no finite
     // difference across a kink matches a gradient)
     let mut rng = Rng::new(24);
