@@ -45,10 +45,10 @@ for line in open(f"{w}/{setting}.log"):
 time_txt = open(f"{out}/time.txt").read()
 rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_txt).group(1))
 wall = re.search(r"Elapsed \(wall clock\) time.*: (\S+)", time_txt).group(1)
-disk = {}
-for d in ["raw", "ingest", "split", f"model_{setting}", f"predictions_{setting}", f"metrics_{setting}"]:
-    du = subprocess.run(["du", "-sb", f"{w}/{d}"], capture_output=True, text=True).stdout.split()
-    disk[d] = int(du[0]) if du else 0
+# one du over every directory: a file split hard-links from ingest counts once
+names = ["raw", "ingest", "split", f"model_{setting}", f"predictions_{setting}", f"metrics_{setting}"]
+du = subprocess.run(["du", "-sb"] + [f"{w}/{d}" for d in names], capture_output=True, text=True).stdout
+disk = {os.path.basename(line.split("\t")[1]): int(line.split("\t")[0]) for line in du.splitlines()}
 lines = [f"# Full scale: `fullscale` world, setting `{setting}`", "",
          "| stage | seconds | output on disk |", "|---|---:|---:|"]
 dirs = {"generate": "raw", "ingest": "ingest", "split": "split", "train": f"model_{setting}",
