@@ -18,7 +18,7 @@ use crate::schema::{field_index, FIELDS};
 pub mod model;
 pub mod paddle;
 pub mod preset;
-pub use model::{CalibrationKind, ModelConfig, OutputBias, SelectOn, TrainConfig};
+pub use model::{Backbone, CalibrationKind, ModelConfig, OutputBias, SelectOn, TrainConfig};
 pub use paddle::{PaddleHyper, PaddleRunner, PaddleUse};
 
 /// The whole file.

@@ -10,8 +10,8 @@ use super::preset::Preset;
 use crate::batches::ShuffleUnit;
 use crate::error::UsageResult;
 use crate::model::{
-    Backend, DenseAdam, Interactions, LossWeights, ModelKind, Pooling, SparseOptimizer, TowerSpec, DEFAULT_EMB_DIM,
-    HIDDEN,
+    Backend, DenseAdam, Interactions, LossWeights, Mmoe, Model, ModelKind, Pooling, SparseOptimizer, TowerSpec,
+    DEFAULT_EMB_DIM, HIDDEN,
 };
 use crate::schema::{field_index, FIELDS};
 
@@ -43,6 +43,14 @@ pub struct ModelConfig {
     /// embeddings, each pair weighted by the tower (FwFM; gemm only); `none` (default): the MLP
     /// alone, as PaddleRec's.
     pub interactions: Interactions,
+    /// `towers` (default): the CTR and the CVR tower read the pooled embeddings, as ESMM's;
+    /// `mmoe`: a multi-gate mixture of experts reads them and every task's tower (shaped by
+    /// `mmoe:`, `*_fc_sizes` unused) reads its own gate's mixture, as PaddleRec's escm2 (gemm only).
+    #[serde(skip_serializing_if = "Backbone::is_towers")]
+    pub backbone: Backbone,
+    /// The mixture under `backbone: mmoe`: `experts` (8), `expert_size` (16), `tower_sizes` ([8]).
+    #[serde(skip_serializing_if = "is_default_mmoe")]
+    pub mmoe: Mmoe,
     /// `weighted` (raw values weight the history and combination fields), `mean` (weighted, then
     /// divided by the field's id count) or `sum` (PaddleRec: values ignored).
     pub pooling: Pooling,
@@ -81,6 +89,25 @@ pub struct ModelConfig {
     pub seed: u64,
 }
 
+/// `model.backbone`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backbone {
+    #[default]
+    Towers,
+    Mmoe,
+}
+
+impl Backbone {
+    pub fn is_towers(&self) -> bool {
+        *self == Backbone::Towers
+    }
+}
+
+fn is_default_mmoe(m: &Mmoe) -> bool {
+    *m == Mmoe::default()
+}
+
 /// `model.output_bias`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -106,6 +133,8 @@ impl Default for ModelConfig {
             ctr_fc_sizes: HIDDEN.to_vec(),
             cvr_fc_sizes: HIDDEN.to_vec(),
             interactions: Interactions::None,
+            backbone: Backbone::Towers,
+            mmoe: Mmoe::default(),
             pooling: Pooling::Mean,
             max_len: 0,
             max_len_per_field: BTreeMap::new(),
@@ -133,6 +162,11 @@ impl ModelConfig {
 
     fn check(&self) -> Result<()> {
         self.towers().validate(self.embedding_dim)?;
+        ensure!(
+            self.backbone.is_towers() || Model::table_count(self.kind) == 1,
+            "model.backbone: mmoe shares its experts between the tasks: model.kind {:?} keeps a table per tower (use esmm, escm2_ips, escm2_dr or dcmt)",
+            self.kind
+        );
         ensure!(self.learning_rate > 0.0 && self.learning_rate.is_finite(), "model.learning_rate must be > 0");
         if let Some(lr) = self.embedding_learning_rate {
             ensure!(lr > 0.0 && lr.is_finite(), "model.embedding_learning_rate must be > 0");
@@ -185,6 +219,7 @@ impl ModelConfig {
             cvr_fc_sizes: self.cvr_fc_sizes.clone(),
             aux_towers: self.kind.aux_towers(),
             interactions: self.interactions,
+            mmoe: (self.backbone == Backbone::Mmoe).then(|| self.mmoe.clone()),
         }
     }
 

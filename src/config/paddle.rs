@@ -1,5 +1,5 @@
-//! PaddleRec's own configs (`models/multitask/esmm/config.yaml`, `config_bigdata.yaml`),
-//! accepted unchanged. Their `hyper_parameters:` and `runner:` keys with a meaning here map
+//! PaddleRec's own configs (`models/multitask/esmm/config.yaml`, `config_bigdata.yaml`, and
+//! the same two of `models/multitask/escm2`), accepted unchanged. Their `hyper_parameters:` and `runner:` keys with a meaning here map
 //! onto the native sections (a value given both ways must agree); the keys without one (its
 //! Python readers, GPUs, AUC printing, per-epoch inference, inference-model export) are accepted
 //! and returned by [`apply`], so that loading the file names them once in a notice; any other
@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
 use super::{Format, IngestConfig, ModelConfig, PipelineConfig, TrainConfig};
-use crate::config::model::SparseKind;
-use crate::model::ModelKind;
+use crate::config::model::{Backbone, SparseKind};
+use crate::model::{Mmoe, ModelKind};
 use crate::schema::FIELDS;
 
 /// Where a PaddleRec-format chain writes when its file has no `runner.model_save_path`
@@ -45,6 +45,18 @@ pub struct PaddleHyper {
     pub global_w: Option<f64>,
     /// escm2: `model.counterfactual_w` (the counterfactual CVR loss's weight).
     pub counterfactual_w: Option<f64>,
+    /// escm2's mixture of experts: any of these three sets `model.backbone: mmoe`;
+    /// `model.mmoe.experts`.
+    pub expert_num: Option<usize>,
+    /// `model.mmoe.expert_size`.
+    pub expert_size: Option<usize>,
+    /// `model.mmoe.tower_sizes: [tower_size]`.
+    pub tower_size: Option<usize>,
+    /// Ignored: one gate per task, from the model kind (as escm2's net.py derives it from
+    /// `counterfact_mode`).
+    pub gate_num: Option<usize>,
+    /// Checked: the towers' input width, 23 × `sparse_feature_dim`.
+    pub feature_size: Option<usize>,
     pub optimizer: Option<PaddleOptimizer>,
 }
 
@@ -97,6 +109,10 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("runner.use_fleet", "PaddleRec's distributed training"),
     ("runner.save_checkpoint_interval", "train writes checkpoint.bin every epoch"),
     ("hyper_parameters.optimizer.strategy", "PaddleRec's parameter-server strategy; esmm trains in one process"),
+    (
+        "hyper_parameters.gate_num",
+        "one gate per task, from the model kind (escm2_dr: 3, else 2), as escm2's net.py derives it from counterfact_mode",
+    ),
 ];
 
 /// What the PaddleRec sections of a file did.
@@ -115,6 +131,9 @@ pub fn apply(config: &mut PipelineConfig, file: &Value) -> Result<PaddleUse> {
         apply_hyper(&h, &mut config.model, &mut config.ingest.hash_buckets)?;
         if h.optimizer.as_ref().is_some_and(|o| o.strategy.is_some()) {
             used.ignored.push("hyper_parameters.optimizer.strategy".into());
+        }
+        if h.gate_num.is_some() {
+            used.ignored.push("hyper_parameters.gate_num".into());
         }
     }
     let Some(r) = config.runner.clone() else { return Ok(used) };
@@ -178,6 +197,7 @@ fn apply_hyper(h: &PaddleHyper, model: &mut ModelConfig, hash_buckets: &mut u64)
     set("hyper_parameters.max_len", h.max_len, &mut model.max_len, dm.max_len)?;
     set("hyper_parameters.global_w", h.global_w, &mut model.global_w, dm.global_w)?;
     set("hyper_parameters.counterfactual_w", h.counterfactual_w, &mut model.counterfactual_w, dm.counterfactual_w)?;
+    apply_mixture(h, model)?;
     if let Some(o) = &h.optimizer {
         set("hyper_parameters.optimizer.learning_rate", o.learning_rate, &mut model.learning_rate, dm.learning_rate)?;
         match o.class.as_deref().map(str::to_ascii_lowercase).as_deref() {
@@ -185,6 +205,35 @@ fn apply_hyper(h: &PaddleHyper, model: &mut ModelConfig, hash_buckets: &mut u64)
             Some("adagrad") => model.sparse_optimizer = SparseKind::Adagrad,
             Some(other) => bail!("hyper_parameters.optimizer.class: `{other}` is not supported (adam, adagrad)"),
         }
+    }
+    Ok(())
+}
+
+/// escm2's mixture-of-experts keys → `model.backbone: mmoe` and `model.mmoe`; `feature_size`
+/// checked against the embedding width.
+fn apply_mixture(h: &PaddleHyper, model: &mut ModelConfig) -> Result<()> {
+    if let Some(width) = h.feature_size {
+        let dim = model.embedding_dim;
+        ensure!(
+            width == FIELDS.len() * dim,
+            "hyper_parameters.feature_size must be {} (23 fields × sparse_feature_dim {dim}), got {width}",
+            FIELDS.len() * dim
+        );
+    }
+    if h.expert_num.is_none() && h.expert_size.is_none() && h.tower_size.is_none() {
+        return Ok(());
+    }
+    let dm = Mmoe::default();
+    set("hyper_parameters.expert_num", Some(Backbone::Mmoe), &mut model.backbone, Backbone::Towers)?;
+    set("hyper_parameters.expert_num", h.expert_num, &mut model.mmoe.experts, dm.experts)?;
+    set("hyper_parameters.expert_size", h.expert_size, &mut model.mmoe.expert_size, dm.expert_size)?;
+    if let Some(t) = h.tower_size {
+        let native = &model.mmoe.tower_sizes;
+        ensure!(
+            *native == dm.tower_sizes || *native == [t],
+            "hyper_parameters.tower_size = {t} conflicts with the native key's {native:?}"
+        );
+        model.mmoe.tower_sizes = vec![t];
     }
     Ok(())
 }
@@ -281,6 +330,22 @@ mod tests {
         assert_eq!(c.model.kind, ModelKind::Escm2Ips);
         assert!(err("runner: {counterfact_mode: XY}\n").contains("runner.counterfact_mode: `XY`"));
         assert!(err("model: {kind: dcmt}\nrunner: {counterfact_mode: DR}\n").contains("runner.counterfact_mode"));
+        // escm2's mixture of experts
+        let c = PipelineConfig::parse(
+            "hyper_parameters: {expert_num: 4, expert_size: 10, tower_size: 6, gate_num: 3, feature_size: 276}\n",
+        )
+        .unwrap();
+        assert_eq!(c.model.backbone, Backbone::Mmoe);
+        assert_eq!(c.model.mmoe, Mmoe { experts: 4, expert_size: 10, tower_sizes: vec![6] });
+        assert_eq!(c.paddle.ignored, ["hyper_parameters.gate_num"]);
+        let c = PipelineConfig::parse("hyper_parameters: {feature_size: 276}\n").unwrap();
+        assert_eq!(c.model.backbone, Backbone::Towers, "feature_size alone is a check");
+        assert!(err("hyper_parameters: {feature_size: 270}\n").contains("feature_size must be 276"));
+        assert!(err("hyper_parameters: {sparse_feature_dim: 4, feature_size: 276}\n").contains("must be 92"));
+        let e = err("model: {mmoe: {tower_sizes: [4]}}\nhyper_parameters: {tower_size: 8}\n");
+        assert!(e.contains("hyper_parameters.tower_size"), "{e}");
+        let e = err("model: {kind: esmm_ns}\nhyper_parameters: {expert_num: 8}\n");
+        assert!(e.contains("model.backbone: mmoe"), "{e}");
     }
 
     #[test]

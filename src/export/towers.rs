@@ -4,7 +4,10 @@
 //! pCTCVR = pCTR·pCVR. With field interactions, each tower's logit adds `Σ r_ij·⟨x_i, x_j⟩`:
 //! the fields' Gram matrix (`Reshape` to `[batch, 23, dim]`, `MatMul` by its `Transpose`)
 //! flattened and multiplied by the tower's pair weights as one `[23², 1]` column (0 off the
-//! upper triangle, as trained). The outputs are `p_ctr`, `p_cvr`, `p_ctcvr`, float32 `[batch]`. An
+//! upper triangle, as trained). With a mixture of experts (`model.backbone: mmoe`) the towers
+//! read their gate's mixture instead: the experts as one `Gemm` + `Relu` reshaped to `[batch,
+//! E, S]`, each exported task's gate a `Gemm` + `Softmax` reshaped to `[batch, 1, E]` and
+//! `MatMul`ed with it. The outputs are `p_ctr`, `p_cvr`, `p_ctcvr`, float32 `[batch]`. An
 //! ensemble runs every member's towers on its own inputs and calibrates the mean of their
 //! logits, summed in [`Model::members`] order as `Model::logits` sums them.
 
@@ -12,7 +15,7 @@ use anyhow::{ensure, Result};
 
 use super::graph::{int, ints, Graph};
 use super::pooling::{member_prefix, Consts};
-use crate::model::{Model, Platt};
+use crate::model::{Mmoe, Model, Platt};
 use crate::schema::FIELDS;
 
 /// The graph output names, in order.
@@ -60,6 +63,36 @@ fn add_pairs(g: &mut Graph, name: &str, x: &str, input: usize, z: &str, r: &[f32
     Ok(g.op("Add", &[z, &term], vec![]))
 }
 
+/// The mixtures the CTR and the CVR tower read (`[batch, S]` each), of the experts and gates `p`
+/// (experts' W, b, gates' W, b; the first two tasks' gates exported) on `x` `[batch, input]`.
+fn mixture(g: &mut Graph, name: &str, x: &str, input: usize, m: &Mmoe, p: &[Vec<f32>]) -> Result<[String; 2]> {
+    let (e, s) = (m.experts, m.expert_size);
+    ensure!(
+        p.len() == 4 && p[0].len() == e * s * input && p[1].len() == e * s && p[2].len() >= 2 * e * input,
+        "the {name} mixture's tensors do not match {e} experts of {s} on {input} inputs"
+    );
+    let w = g.f32s(&format!("{name}_experts_w"), &[e * s, input], p[0].iter().copied());
+    let b = g.f32s(&format!("{name}_experts_b"), &[e * s], p[1].iter().copied());
+    let h = g.op("Gemm", &[x, &w, &b], vec![int("transB", 1)]);
+    let h = g.op("Relu", &[&h], vec![]);
+    let experts_shape = g.i64s(&format!("{name}_experts_shape"), &[-1, e as i64, s as i64]);
+    let h = g.op("Reshape", &[&h, &experts_shape], vec![]);
+    let gate_shape = g.i64s(&format!("{name}_gate_shape"), &[-1, 1, e as i64]);
+    let mixed_shape = g.i64s(&format!("{name}_mixed_shape"), &[-1, s as i64]);
+    let mut out = Vec::new();
+    for (t, task) in ["ctr", "cvr"].into_iter().enumerate() {
+        let rows = t * e * input..(t + 1) * e * input;
+        let w = g.f32s(&format!("{name}_gate_{task}_w"), &[e, input], p[2][rows].iter().copied());
+        let b = g.f32s(&format!("{name}_gate_{task}_b"), &[e], p[3][t * e..(t + 1) * e].iter().copied());
+        let gate = g.op("Gemm", &[x, &w, &b], vec![int("transB", 1)]);
+        let gate = g.op("Softmax", &[&gate], vec![int("axis", -1)]);
+        let gate = g.op("Reshape", &[&gate, &gate_shape], vec![]);
+        let mixed = g.op("MatMul", &[&gate, &h], vec![]);
+        out.push(g.op("Reshape", &[&mixed, &mixed_shape], vec![]));
+    }
+    Ok(out.try_into().expect("two tasks"))
+}
+
 /// `σ(a·z + b)` of logits `[batch, 1]`, as `[batch]` named `out`.
 fn prob(g: &mut Graph, c: &Consts, name: &str, z: &str, p: Platt, out: &str) {
     let mut z = z.to_string();
@@ -100,9 +133,18 @@ pub fn heads(g: &mut Graph, c: &Consts, model: &Model, inputs: &[(String, String
         ensure!(params.len() >= n_ctr + n_cvr, "the towers hold {} parameter tensors", params.len());
         let (ctr, cvr) = (&params[..n_ctr], &params[n_ctr..n_ctr + n_cvr]);
         let prefix = member_prefix(k, members.len());
+        let (hidden_ctr, hidden_cvr) = spec.hidden();
+        let (c_in, v_in, width) = match (&spec.mmoe, spec.mixture_tensor()) {
+            (Some(m), Some(i)) => {
+                ensure!(params.len() >= i + 4, "the towers hold {} parameter tensors", params.len());
+                let [c_in, v_in] = mixture(g, &format!("{prefix}mmoe"), xc, input, m, &params[i..i + 4])?;
+                (c_in, v_in, m.expert_size)
+            }
+            _ => (xc.clone(), xv.clone(), input),
+        };
         let (mut c, mut v) = (
-            mlp(g, &format!("{prefix}ctr"), xc, input, &spec.ctr_fc_sizes, ctr)?,
-            mlp(g, &format!("{prefix}cvr"), xv, input, &spec.cvr_fc_sizes, cvr)?,
+            mlp(g, &format!("{prefix}ctr"), &c_in, width, hidden_ctr, ctr)?,
+            mlp(g, &format!("{prefix}cvr"), &v_in, width, hidden_cvr, cvr)?,
         );
         if let (Some(rc), Some(rv)) = (spec.pair_tensor(0), spec.pair_tensor(1)) {
             ensure!(params.len() > rc.max(rv), "the towers hold {} parameter tensors", params.len());

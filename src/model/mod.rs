@@ -18,7 +18,7 @@ pub use embedding::{Embedding, SparseOptimizer};
 pub use esmm::{Model, ModelKind, ModelSpec, Snapshot};
 pub use gather::Pooling;
 pub use loss::{LossWeights, StepLoss};
-pub use towers::{input_width, Backend, DenseAdam, Interactions, TowerSpec, DEFAULT_EMB_DIM, HIDDEN, INPUT};
+pub use towers::{input_width, Backend, DenseAdam, Interactions, Mmoe, TowerSpec, DEFAULT_EMB_DIM, HIDDEN, INPUT};
 pub use vocab::Vocab;
 
 #[cfg(test)]
@@ -112,6 +112,14 @@ mod gradcheck {
         assert!((num - ana).abs() <= 2e-3 + 3e-2 * ana.abs(), "{what}: finite difference {num} vs analytic {ana}");
     }
 
+    /// What a gradient-check case adds to the towers.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Extra {
+        No,
+        Pairs,
+        Mmoe,
+    }
+
     /// Every kind and pooling at the default dimension (a fixed-size path of `lanes`), and a
     /// few at 16 (another fixed size) and 5 (the run-time-sized path): every touched
     /// embedding row's gradient and a few tower weights' against central differences, the
@@ -124,43 +132,57 @@ mod gradcheck {
             .into_iter()
             .chain([ModelKind::Escm2Dr, ModelKind::Dcmt])
             .flat_map(|k| [(k, Pooling::Weighted), (k, Pooling::Mean), (k, Pooling::Sum)])
-            .map(|(k, p)| (k, p, None, DEFAULT_EMB_DIM, false))
+            .map(|(k, p)| (k, p, None, DEFAULT_EMB_DIM, Extra::No))
             .chain([
-                (ModelKind::Esmm, Pooling::Mean, Some(even_ids()), DEFAULT_EMB_DIM, false),
-                (ModelKind::EsmmNs, Pooling::Weighted, Some(even_ids()), DEFAULT_EMB_DIM, false),
-                (ModelKind::Esmm, Pooling::Weighted, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, false),
-                (ModelKind::Escm2Ips, Pooling::Mean, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, false),
-                (ModelKind::Escm2Dr, Pooling::Mean, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, false),
-                (ModelKind::Dcmt, Pooling::Weighted, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, false),
+                (ModelKind::Esmm, Pooling::Mean, Some(even_ids()), DEFAULT_EMB_DIM, Extra::No),
+                (ModelKind::EsmmNs, Pooling::Weighted, Some(even_ids()), DEFAULT_EMB_DIM, Extra::No),
+                (ModelKind::Esmm, Pooling::Weighted, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, Extra::No),
+                (ModelKind::Escm2Ips, Pooling::Mean, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, Extra::No),
+                (ModelKind::Escm2Dr, Pooling::Mean, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, Extra::No),
+                (ModelKind::Dcmt, Pooling::Weighted, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, Extra::No),
             ])
             .chain([16, 5].into_iter().flat_map(|dim| {
                 [
-                    (ModelKind::Esmm, Pooling::Weighted, None, dim, false),
-                    (ModelKind::EsmmNs, Pooling::Mean, None, dim, false),
-                    (ModelKind::Esmm, Pooling::Weighted, Some(even_ids_shrunk()), dim, false),
+                    (ModelKind::Esmm, Pooling::Weighted, None, dim, Extra::No),
+                    (ModelKind::EsmmNs, Pooling::Mean, None, dim, Extra::No),
+                    (ModelKind::Esmm, Pooling::Weighted, Some(even_ids_shrunk()), dim, Extra::No),
                 ]
             }))
             // field interactions, their pair weights away from 0
             .chain([
-                (ModelKind::Esmm, Pooling::Mean, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, true),
-                (ModelKind::NaiveCvr, Pooling::Weighted, None, 5, true),
-                (ModelKind::Escm2Dr, Pooling::Weighted, None, DEFAULT_EMB_DIM, true),
-                (ModelKind::Dcmt, Pooling::Mean, Some(even_ids()), 16, true),
+                (ModelKind::Esmm, Pooling::Mean, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, Extra::Pairs),
+                (ModelKind::NaiveCvr, Pooling::Weighted, None, 5, Extra::Pairs),
+                (ModelKind::Escm2Dr, Pooling::Weighted, None, DEFAULT_EMB_DIM, Extra::Pairs),
+                (ModelKind::Dcmt, Pooling::Mean, Some(even_ids()), 16, Extra::Pairs),
+            ])
+            // the mixture of experts under every kind with a shared table
+            .chain([
+                (ModelKind::Esmm, Pooling::Mean, None, DEFAULT_EMB_DIM, Extra::Mmoe),
+                (ModelKind::Escm2Ips, Pooling::Weighted, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, Extra::Mmoe),
+                (ModelKind::Escm2Dr, Pooling::Mean, None, 5, Extra::Mmoe),
+                (ModelKind::Dcmt, Pooling::Sum, Some(even_ids()), DEFAULT_EMB_DIM, Extra::Mmoe),
             ]);
-        for (kind, pooling, vocab, embedding_dim, pairs) in cases {
+        for (kind, pooling, vocab, embedding_dim, extra) in cases {
             let admission = vocab.is_some();
             let (spec, vocab) = match vocab {
                 Some((s, v)) => (ModelSpec { kind, towers: spec(kind).towers, ..s }, v),
                 None => (spec(kind), Vocab::off()),
             };
             let spec = if embedding_dim == DEFAULT_EMB_DIM { spec } else { at_dim(spec, embedding_dim) };
-            let spec = ModelSpec { pooling, ..if pairs { with_pairs(spec) } else { spec } };
+            let spec = ModelSpec {
+                pooling,
+                ..match extra {
+                    Extra::No => spec,
+                    Extra::Pairs => with_pairs(spec),
+                    Extra::Mmoe => with_mmoe(spec),
+                }
+            };
             let mut m = Model::new(spec, vocab).unwrap();
-            if pairs {
+            if extra == Extra::Pairs {
                 set_pair_weights(&mut m);
             }
             let (_, _, tg) = m.backward(&batch, &common);
-            let what = format!("{kind:?} {pooling:?} dim {embedding_dim} admission {admission} pairs {pairs}");
+            let what = format!("{kind:?} {pooling:?} dim {embedding_dim} admission {admission} {extra:?}");
             let (checked, shared_rows) = check_embedding_grads(&mut m, &batch, &common, admission, &what);
             assert!(checked >= 60, "{checked}");
             assert_eq!(shared_rows, if admission { m.tables.len() * FIELDS.len() } else { 0 });
@@ -211,9 +233,21 @@ mod gradcheck {
     fn check_tower_grads(m: &mut Model, batch: &Batch, common: &CommonTable, tg: &towers::TowerGrads, what: &str) {
         let p0 = m.towers.params();
         let held = m.all_logits(batch, common);
-        let main = [(4usize, 3usize), (5, 0), (0, 100), (10, 7), (11, 0), (6, 2000)];
-        // the auxiliary tower's (its tensors follow the CVR tower's)
-        let aux = (m.towers.spec().aux_towers > 0).then_some([(16usize, 5usize), (17, 0), (12, 300)]);
+        let has_aux = m.towers.spec().aux_towers > 0;
+        let (main, aux): (Vec<(usize, usize)>, Vec<(usize, usize)>) = match m.towers.spec().mixture_tensor() {
+            // towers [16 → 8 → 1]; then the experts' W [128 × input], b, the gates' W [T·8 × input], b
+            // (the third gate's rows start at 16 × input)
+            Some(i) => (
+                vec![(0, 100), (3, 0), (4, 3), (6, 5), (i, 1000), (i, 1183), (i + 1, 5), (i + 2, 50), (i + 3, 9)],
+                vec![(8, 7), (11, 0), (i + 2, 16 * input_width(m.spec.embedding_dim) + 4), (i + 3, 17)],
+            ),
+            None => (
+                vec![(4, 3), (5, 0), (0, 100), (10, 7), (11, 0), (6, 2000)],
+                // the auxiliary tower's (its tensors follow the CVR tower's)
+                vec![(16, 5), (17, 0), (12, 300)],
+            ),
+        };
+        let aux = has_aux.then_some(aux);
         // every tower's pair weights (after all the layers): two pairs of fields
         let pairs = (0..3).filter_map(|t| m.towers.spec().pair_tensor(t));
         let pairs: Vec<_> = pairs.flat_map(|i| [(i, 1), (i, 13 * FIELDS.len() + 20)]).collect();
@@ -235,6 +269,13 @@ mod gradcheck {
     fn with_pairs(spec: ModelSpec) -> ModelSpec {
         let mut spec = at_dim(spec, DEFAULT_EMB_DIM);
         spec.towers.interactions = towers::Interactions::FieldWeighted;
+        spec
+    }
+
+    /// `spec` on the gemm towers over a mixture of experts (PaddleRec escm2's shape).
+    fn with_mmoe(spec: ModelSpec) -> ModelSpec {
+        let mut spec = at_dim(spec.clone(), spec.embedding_dim);
+        spec.towers.mmoe = Some(towers::Mmoe::default());
         spec
     }
 
@@ -291,6 +332,8 @@ mod gradcheck {
             (at_dim(spec(ModelKind::Esmm), 16), Vocab::off()),
             (at_dim(even_ids().0, 5), even_ids().1),
             (with_pairs(spec(ModelKind::Escm2Dr)), Vocab::off()),
+            (with_mmoe(spec(ModelKind::Escm2Dr)), Vocab::off()),
+            (with_mmoe(even_ids_shrunk().0), even_ids_shrunk().1),
         ];
         for model in &models {
             let kind = model.0.kind;
@@ -329,9 +372,12 @@ mod gradcheck {
     #[test]
     fn snapshots_are_frozen_members_whose_logits_are_averaged() {
         let (batch, common) = data();
-        for (spec, vocab) in
-            [(spec(ModelKind::Esmm), Vocab::off()), (spec(ModelKind::EsmmNs), Vocab::off()), even_ids_shrunk()]
-        {
+        for (spec, vocab) in [
+            (spec(ModelKind::Esmm), Vocab::off()),
+            (spec(ModelKind::EsmmNs), Vocab::off()),
+            even_ids_shrunk(),
+            (with_mmoe(spec(ModelKind::Escm2Ips)), Vocab::off()),
+        ] {
             let mut m = Model::new(spec, vocab).unwrap();
             for _ in 0..5 {
                 m.train_step(&batch, &common);

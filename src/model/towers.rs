@@ -20,7 +20,10 @@
 
 mod dfdx;
 mod gemm;
+mod mmoe;
 mod pairs;
+
+pub use mmoe::Mmoe;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -91,6 +94,11 @@ pub struct TowerSpec {
     /// Pairwise field interactions added to every tower's logit.
     #[serde(skip_serializing_if = "Interactions::is_none")]
     pub interactions: Interactions,
+    /// A mixture of experts under the towers ([`mmoe`]): every tower reads its own gate's
+    /// mixture, and its hidden sizes are the mixture's `tower_sizes` (`*_fc_sizes` unused); gemm
+    /// only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mmoe: Option<Mmoe>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -105,36 +113,60 @@ impl Default for TowerSpec {
             cvr_fc_sizes: HIDDEN.to_vec(),
             aux_towers: 0,
             interactions: Interactions::None,
+            mmoe: None,
         }
     }
 }
 
 impl TowerSpec {
+    /// Towers: CTR, CVR and the auxiliary ones.
+    pub fn towers(&self) -> usize {
+        2 + self.aux_towers
+    }
+
+    /// Hidden widths of the CTR tower and of the CVR tower (and the auxiliary ones).
+    pub fn hidden(&self) -> (&[usize], &[usize]) {
+        match &self.mmoe {
+            Some(m) => (&m.tower_sizes, &m.tower_sizes),
+            None => (&self.ctr_fc_sizes, &self.cvr_fc_sizes),
+        }
+    }
+
     /// Layer widths of every tower at embedding dimension `dim` (CTR, CVR, then the auxiliary
-    /// ones), input first, 1 output last.
+    /// ones), input first (the embeddings, or the mixture's width), 1 output last.
     fn sizes(&self, dim: usize) -> Vec<Vec<usize>> {
+        let input = self.mmoe.as_ref().map_or(input_width(dim), |m| m.expert_size);
         let widths = |hidden: &[usize]| {
-            let mut s = vec![input_width(dim)];
+            let mut s = vec![input];
             s.extend_from_slice(hidden);
             s.push(1);
             s
         };
-        let mut sizes = vec![widths(&self.ctr_fc_sizes), widths(&self.cvr_fc_sizes)];
-        sizes.extend((0..self.aux_towers).map(|_| widths(&self.cvr_fc_sizes)));
+        let (ctr, cvr) = self.hidden();
+        let mut sizes = vec![widths(ctr), widths(cvr)];
+        sizes.extend((0..self.aux_towers).map(|_| widths(cvr)));
         sizes
     }
 
     /// Parameter tensors of the CTR tower and of the CVR tower (the auxiliary towers' follow).
     pub fn main_tensors(&self) -> (usize, usize) {
-        (2 * (self.ctr_fc_sizes.len() + 1), 2 * (self.cvr_fc_sizes.len() + 1))
+        let (ctr, cvr) = self.hidden();
+        (2 * (ctr.len() + 1), 2 * (cvr.len() + 1))
+    }
+
+    /// The index of the mixture's first tensor (after every tower's layers), with a mixture.
+    pub fn mixture_tensor(&self) -> Option<usize> {
+        let (ctr, cvr) = self.main_tensors();
+        self.mmoe.as_ref().map(|_| ctr + cvr * (self.towers() - 1))
     }
 
     /// The index of tower `t`'s pair weights among the parameter tensors (after every tower's
     /// layers), when the towers have interactions.
     pub fn pair_tensor(&self, t: usize) -> Option<usize> {
         let (ctr, cvr) = self.main_tensors();
-        let towers = 2 + self.aux_towers;
-        (!self.interactions.is_none() && t < towers).then(|| ctr + cvr * (towers - 1) + t)
+        let towers = self.towers();
+        let mixture = if self.mmoe.is_some() { 4 } else { 0 };
+        (!self.interactions.is_none() && t < towers).then(|| ctr + cvr * (towers - 1) + mixture + t)
     }
 
     /// Whether the backend can run these sizes on embeddings of `dim`.
@@ -152,6 +184,17 @@ impl TowerSpec {
             self.backend == Backend::Gemm || self.interactions.is_none(),
             "model.interactions: the dfdx towers are the MLP alone; field interactions need model.backend: gemm"
         );
+        if let Some(m) = &self.mmoe {
+            anyhow::ensure!(
+                self.backend == Backend::Gemm,
+                "model.backbone: mmoe runs on model.backend: gemm (dfdx has the two towers only)"
+            );
+            anyhow::ensure!(
+                self.interactions.is_none(),
+                "model.interactions: the pair terms read the fields' embeddings, the towers of model.backbone: mmoe read the experts' mixture; use one of the two"
+            );
+            m.validate()?;
+        }
         for (key, hidden) in [("ctr_fc_sizes", &self.ctr_fc_sizes), ("cvr_fc_sizes", &self.cvr_fc_sizes)] {
             match self.backend {
                 Backend::Dfdx => anyhow::ensure!(
@@ -237,6 +280,15 @@ impl Towers {
         }
         // pair weights: the CTR tower's start at 1 (a plain FM, so the embeddings learn the
         // pairs' dot products from the first step), the other towers' at 0 (their MLPs alone)
+        if let Some(m) = &spec.mmoe {
+            // experts' and gates' weights normal(0, 1/√input) like the towers', biases 0
+            let input = input_width(dim);
+            let sd = 1.0 / (input as f32).sqrt();
+            for (k, len) in m.lens(input, spec.towers()).into_iter().enumerate() {
+                let weight = k % 2 == 0;
+                params.push((0..len).map(|_| if weight { normal01() * sd } else { 0.0 }).collect());
+            }
+        }
         let towers = spec.sizes(dim).len();
         let pair_tensors = if spec.interactions.is_none() { 0 } else { towers };
         for t in 0..pair_tensors {
@@ -247,7 +299,10 @@ impl Towers {
         let interactions = !spec.interactions.is_none();
         let inner = match spec.backend {
             Backend::Dfdx => Inner::Dfdx(dfdx::DfdxTowers::new(&params)),
-            Backend::Gemm => Inner::Gemm(gemm::GemmTowers::new(spec.sizes(dim), &params, interactions)),
+            Backend::Gemm => {
+                let mix = spec.mmoe.as_ref().map(|m| (m, input_width(dim)));
+                Inner::Gemm(gemm::GemmTowers::new(spec.sizes(dim), &params, interactions, mix))
+            }
         };
         let lens: Vec<usize> = params.iter().map(Vec::len).collect();
         let m: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.0; n]).collect();

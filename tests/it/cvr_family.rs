@@ -1,12 +1,12 @@
 //! The conversion models beside ESMM and the counterfactual scoring that tells them apart: each
 //! of ESCM²-IPS, ESCM²-DR and DCMT trains, resumes bit for bit, gives the same model at any
 //! thread count, predicts and is scored on the unclicked space against the generator's
-//! counterfactual labels.
+//! counterfactual labels; ESCM²-DR over the mixture of experts (`model.backbone: mmoe`) too.
 
 use crate::common;
 
 use common::*;
-use esmm::config::{ModelConfig, TrainConfig};
+use esmm::config::{Backbone, ModelConfig, TrainConfig};
 use esmm::model::ModelKind;
 use esmm::schema::Split;
 use esmm::stages::evaluate;
@@ -28,8 +28,14 @@ fn the_family_trains_resumes_and_is_scored_on_the_unclicked_space() {
     let esmm = ModelConfig { counterfactual_w: 0.5, ..Default::default() };
     train("esmm", &esmm, 2, false, 2);
     let mut names = vec!["esmm"];
-    for (name, kind) in [("ips", ModelKind::Escm2Ips), ("dr", ModelKind::Escm2Dr), ("dcmt", ModelKind::Dcmt)] {
-        let model = ModelConfig { kind, ..esmm.clone() };
+    let family = [
+        ("ips", ModelKind::Escm2Ips, Backbone::Towers),
+        ("dr", ModelKind::Escm2Dr, Backbone::Towers),
+        ("dcmt", ModelKind::Dcmt, Backbone::Towers),
+        ("dr_mmoe", ModelKind::Escm2Dr, Backbone::Mmoe),
+    ];
+    for (name, kind, backbone) in family {
+        let model = ModelConfig { kind, backbone, ..esmm.clone() };
         train(name, &model, 2, false, 2);
         let (resumed, one_thread) = (format!("{name}_resumed"), format!("{name}_1thread"));
         train(&resumed, &model, 1, false, 2);
@@ -41,6 +47,7 @@ fn the_family_trains_resumes_and_is_scored_on_the_unclicked_space() {
         let (m, _) = esmm::model::checkpoint::load::<serde_json::Value>(&at(name, "model.bin")).unwrap();
         assert_eq!((m.spec.kind, m.spec.loss.counterfactual_w), (kind, 0.5));
         assert_eq!(m.towers.spec().aux_towers, kind.aux_towers());
+        assert_eq!(m.towers.spec().mmoe.is_some(), backbone == Backbone::Mmoe);
         // the counterfactual term changes the model: ESMM at the same seed trains otherwise
         assert!(!same_weights(&at(name, "model.bin"), &at("esmm", "model.bin")), "{name}");
         names.push(name);

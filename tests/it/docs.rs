@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use esmm::config::preset::Preset;
-use esmm::config::{CalibrationKind, GenerateConfig, OutputBias, PipelineConfig};
+use esmm::config::{Backbone, CalibrationKind, GenerateConfig, OutputBias, PipelineConfig};
 
 /// The repository file `rel`.
 fn repo(rel: &str) -> PathBuf {
@@ -126,6 +126,8 @@ fn code_keys() -> BTreeSet<String> {
     c.model.preset = Some(Preset::Paddlerec);
     c.model.embedding_learning_rate = Some(0.001);
     c.model.output_bias = OutputBias::BaseRate;
+    c.model.backbone = Backbone::Mmoe;
+    c.model.mmoe.experts = 4;
     c.train.reset_embeddings = true;
     c.train.ensemble_epochs = true;
     c.train.calibration = CalibrationKind::Platt;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use esmm::config::{CalibrationKind, GenerateConfig, ModelConfig, TrainConfig};
+use esmm::config::{Backbone, CalibrationKind, GenerateConfig, ModelConfig, TrainConfig};
 use esmm::model::{Interactions, ModelKind, Pooling};
 use esmm::schema::Split;
 use esmm::stages::export;
@@ -92,6 +92,18 @@ fn cases() -> Vec<Case> {
         pairs(m);
         m.embedding_dim = 5;
     }));
+    // the mixture of experts (PaddleRec escm2's shape): the towers read their gates' mixtures
+    let mmoe = |m: &mut ModelConfig| m.backbone = Backbone::Mmoe;
+    v.push(Case {
+        calibration: CalibrationKind::Level,
+        epochs: 2,
+        ..case("escm2_ips_mmoe", ModelKind::Escm2Ips, Pooling::Mean, mmoe)
+    });
+    v.push(case("escm2_dr_mmoe_dim5", ModelKind::Escm2Dr, Pooling::Weighted, |m| {
+        mmoe(m);
+        m.embedding_dim = 5;
+        m.mmoe.tower_sizes = vec![8, 4];
+    }));
     v
 }
 
@@ -110,7 +122,11 @@ fn run_case(root: &Path, data: &Path, c: &Case) -> serde_json::Value {
         export::run(&export::ExportStage { model, out: out.clone(), data: None, threads: 2, force: false }).unwrap();
     assert!(r.counts["nodes"] > 0 && out.join("model.onnx").exists() && out.join("contract.json").exists());
     assert_eq!(r.counts["members"], members, "{}: one member per epoch up to the best", c.name);
-    let towers = 2 + c.model.ctr_fc_sizes.len() + c.model.cvr_fc_sizes.len();
+    let towers = match c.model.backbone {
+        // every layer of the two towers, the experts and the two exported gates (not DR's third)
+        Backbone::Mmoe => 2 * (1 + c.model.mmoe.tower_sizes.len()) + 3,
+        Backbone::Towers => 2 + c.model.ctr_fc_sizes.len() + c.model.cvr_fc_sizes.len(),
+    };
     assert_eq!(r.counts["op.Gemm"], towers as u64 * members, "{}: every member's towers", c.name);
     let pair_terms = if c.model.interactions.is_none() { 0 } else { 2 * members };
     assert_eq!(r.counts.get("op.Transpose").copied().unwrap_or(0), pair_terms, "{}: pair terms", c.name);

@@ -4,7 +4,9 @@
 //! ignored); a typo is still an error naming key and file. Always with this test's own fixture
 //! (`tests/fixtures/paddlerec_esmm_all_keys.yaml`, every key of both files) on PaddleRec-format
 //! lines written here; with PaddleRec's real files too when `../shared/peers/paddlerec` exists
-//! (skipped with a printed reason otherwise).
+//! (skipped with a printed reason otherwise). PaddleRec's `models/multitask/escm2` directory
+//! (its two configs and sample data, kept unchanged in `tests/fixtures/paddlerec_escm2`, checked
+//! against `../shared` when present) runs the same way: ESCM²-DR over a mixture of experts.
 
 use crate::common;
 
@@ -293,5 +295,56 @@ fn a_lone_session_stays_in_train_and_training_runs_without_validation() {
     let model = common::manifest(&dir.join("model"));
     assert_eq!((model["counts"]["best_epoch"].as_u64(), model["counts"]["epochs"].as_u64()), (Some(2), Some(2)));
     assert!(!err.contains("infer: epoch"), "the AUC line is for PaddleRec configs");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// PaddleRec's escm2 directory: the fixture's copy, checked byte for byte against `../shared`'s
+/// when this checkout has it.
+fn escm2_dir() -> PathBuf {
+    let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/paddlerec_escm2");
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/paddlerec/models/multitask/escm2");
+    for f in ["config.yaml", "config_bigdata.yaml", "data/train/small.txt", "data/test/small.txt"] {
+        if shared.join(f).is_file() {
+            assert!(std::fs::read(shared.join(f)).unwrap() == std::fs::read(ours.join(f)).unwrap(), "{f} differs");
+        }
+    }
+    ours
+}
+
+/// `esmm run config.yaml` in PaddleRec's escm2 directory: ESCM²-DR (`counterfact_mode: DR`) on a
+/// mixture of 8 experts of 16 with towers of 8, every key mapped or named once as ignored, the
+/// AUC line at the end; `config_bigdata.yaml` likewise on PaddleRec-format files written here.
+#[test]
+fn paddlerecs_escm2_directory_runs_unchanged() {
+    let dir = temp_dir("paddle-escm2");
+    copy_dir(&escm2_dir(), &dir);
+    let o = esmm(&["run", "config.yaml", "--threads", "2"], &dir);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(err.matches("hyper_parameters.gate_num").count(), 1, "named once: {err}");
+    assert_outputs(&dir, "output_model_escm");
+    auc_line(&err);
+    let model = common::manifest(&dir.join("output_model_escm/model"));
+    let m = &model["config"]["model"];
+    assert_eq!((m["kind"].as_str(), m["backbone"].as_str()), (Some("escm2_dr"), Some("mmoe")), "{model}");
+    assert_eq!((m["global_w"].as_f64(), m["counterfactual_w"].as_f64()), (Some(1.0), Some(0.01)));
+    let epochs = read_rows(&dir.join("output_model_escm/model/epochs.parquet"));
+    assert_eq!(epochs.len(), 3, "runner.epochs: 3");
+
+    write_paddle_data(&dir.join("gen"));
+    let text = std::fs::read_to_string(dir.join("config_bigdata.yaml")).unwrap();
+    let text = text
+        .replace("../../../datasets/ali-ccp/train_data", "gen/train")
+        .replace("../../../datasets/ali-ccp/test_data", "gen/test");
+    assert_eq!(text.matches("gen/").count(), 2, "config_bigdata.yaml's data dirs changed upstream");
+    std::fs::write(dir.join("config_bigdata.yaml"), text).unwrap();
+    let o = esmm(&["run", "config_bigdata.yaml", "--threads", "2"], &dir);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let line = auc_line(&err);
+    assert!(!line.contains("auc_ctr: -"), "{line}");
+    let model = common::manifest(&dir.join("output_model_escm_all/model"));
+    let m = &model["config"]["model"];
+    assert_eq!((m["global_w"].as_f64(), m["counterfactual_w"].as_f64()), (Some(0.5), Some(0.5)), "{model}");
     std::fs::remove_dir_all(dir).ok();
 }

@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::mmoe::{MixScratch, Mixture, Mmoe};
 use super::pairs;
 
 /// One tower: `sizes[0]` inputs, hidden widths, 1 output; `p[2l]` = `W_l` `[out × in]`,
@@ -194,17 +195,56 @@ impl Mlp {
 }
 
 /// The towers (index 0 = CTR, 1 = CVR, then any auxiliary towers, which read the CVR tower's
-/// input), their scratch, and recycled gradient buffers.
+/// input, or with a mixture of experts every tower its own gate's mixture), their scratch, and
+/// recycled gradient buffers.
 pub struct GemmTowers {
     mlps: Vec<Mlp>,
-    scratch: Mutex<Vec<Scratch>>,
+    mix: Option<Mixture>,
+    scratch: Mutex<Scratches>,
     /// Input gradients of the auxiliary towers, added into the CVR input's.
     dx_aux: Vec<Vec<f32>>,
     spare: Option<Vec<Vec<f32>>>,
 }
 
+/// Every tower's scratch, and the mixture's.
+#[derive(Default)]
+struct Scratches {
+    towers: Vec<Scratch>,
+    mix: MixScratch,
+}
+
+impl Scratches {
+    fn new(towers: usize) -> Self {
+        Self { towers: (0..towers).map(|_| Scratch::default()).collect(), mix: MixScratch::default() }
+    }
+}
+
 /// One tower's parameter gradients: its layers', and its pair weights' (field interactions).
 type ParamGrads<'a> = (&'a mut [Vec<f32>], Option<&'a mut Vec<f32>>);
+
+/// The gradient buffers split per tower (its layers', its pair weights'), and the mixture's.
+fn split_grads<'a>(
+    grads: &'a mut [Vec<f32>],
+    mlps: &[Mlp],
+    mix: bool,
+) -> (Vec<ParamGrads<'a>>, Option<&'a mut [Vec<f32>]>) {
+    let mut parts: Vec<ParamGrads> = Vec::with_capacity(mlps.len());
+    let mut rest = grads;
+    for m in mlps {
+        let (p, r) = rest.split_at_mut(2 * m.layers());
+        parts.push((p, None));
+        rest = r;
+    }
+    let mix_grads = mix.then(|| {
+        let (p, r) = std::mem::take(&mut rest).split_at_mut(4);
+        rest = r;
+        p
+    });
+    for ((_, dr), r) in parts.iter_mut().zip(rest.iter_mut()) {
+        *dr = Some(r);
+    }
+    (parts, mix_grads)
+}
 
 /// How to spread the work over the current Rayon pool: run the towers side by side, and the
 /// parallelism of each GEMM.
@@ -224,11 +264,22 @@ fn each<T: Send>(join: bool, items: Vec<T>, f: impl Fn(T) + Sync + Send) {
     }
 }
 
+/// The parallelism of a GEMM that has the whole pool (the mixture's).
+fn whole_pool() -> Parallelism {
+    let t = rayon::current_num_threads();
+    if t > 1 {
+        Parallelism::Rayon(t)
+    } else {
+        Parallelism::None
+    }
+}
+
 impl GemmTowers {
     /// `sizes[t]`: layer widths of tower `t`, input first, 1 output last; `params` in the order
-    /// of [`super::Towers::params`] (lengths already checked): every tower's layers, then, with
-    /// `interactions`, every tower's pair weights.
-    pub fn new(sizes: Vec<Vec<usize>>, params: &[Vec<f32>], interactions: bool) -> Self {
+    /// of [`super::Towers::params`] (lengths already checked): every tower's layers, then with
+    /// `mix` (its shape, the embeddings' width) the mixture's four tensors, then with
+    /// `interactions` every tower's pair weights.
+    pub fn new(sizes: Vec<Vec<usize>>, params: &[Vec<f32>], interactions: bool, mix: Option<(&Mmoe, usize)>) -> Self {
         let mut rest = params;
         let mut mlps: Vec<Mlp> = sizes
             .into_iter()
@@ -238,23 +289,31 @@ impl GemmTowers {
                 Mlp { sizes, p: p.to_vec(), pairs: None }
             })
             .collect();
+        let mix = mix.map(|(spec, input)| {
+            let (p, r) = rest.split_at(4);
+            rest = r;
+            Mixture::new(spec, input, mlps.len(), p)
+        });
         if interactions {
             mlps.iter_mut().zip(rest).for_each(|(m, r)| m.pairs = Some(r.clone()));
         }
-        let scratch = Mutex::new(mlps.iter().map(|_| Scratch::default()).collect());
+        let scratch = Mutex::new(Scratches::new(mlps.len()));
         let dx_aux = mlps.iter().skip(2).map(|_| Vec::new()).collect();
-        Self { mlps, scratch, dx_aux, spare: None }
+        Self { mlps, mix, scratch, dx_aux, spare: None }
     }
 
     pub fn params(&self) -> Vec<Vec<f32>> {
         let layers = self.mlps.iter().flat_map(|m| m.p.iter());
-        layers.chain(self.mlps.iter().filter_map(|m| m.pairs.as_ref())).cloned().collect()
+        let mix = self.mix.iter().flat_map(|m| m.p.iter());
+        layers.chain(mix).chain(self.mlps.iter().filter_map(|m| m.pairs.as_ref())).cloned().collect()
     }
 
     /// Every parameter tensor, mutable, in [`super::Towers::params`] order.
     pub fn params_mut(&mut self) -> impl Iterator<Item = &mut Vec<f32>> {
         let (layers, pairs): (Vec<_>, Vec<_>) = self.mlps.iter_mut().map(|m| (&mut m.p, &mut m.pairs)).unzip();
-        layers.into_iter().flat_map(|p| p.iter_mut()).chain(pairs.into_iter().filter_map(Option::as_mut))
+        let mix = self.mix.iter_mut().flat_map(|m| m.p.iter_mut());
+        let layers = layers.into_iter().flat_map(|p| p.iter_mut());
+        layers.chain(mix).chain(pairs.into_iter().filter_map(Option::as_mut))
     }
 
     pub fn set_params(&mut self, p: &[Vec<f32>]) {
@@ -263,31 +322,35 @@ impl GemmTowers {
         }
     }
 
-    /// The input tower `t` reads: the CTR tower `xc`, every other `xv`.
-    fn input<'a>(t: usize, xc: &'a [f32], xv: &'a [f32]) -> &'a [f32] {
-        if t == 0 {
-            xc
-        } else {
-            xv
+    /// The input of every tower: with a mixture its gate's mixture, else `xc` for the CTR tower
+    /// and `xv` for every other.
+    fn inputs<'a>(&self, mix: &'a MixScratch, xc: &'a [f32], xv: &'a [f32]) -> Vec<&'a [f32]> {
+        match self.mix {
+            Some(_) => mix.m.iter().map(|m| &m[..]).collect(),
+            None => (0..self.mlps.len()).map(|t| if t == 0 { xc } else { xv }).collect(),
         }
     }
 
-    /// Forward of the first `towers` of `mlps` into their scratch.
-    fn run(mlps: &[Mlp], s: &mut [Scratch], towers: usize, xc: &[f32], xv: &[f32], n: usize) {
+    /// Forward of the mixture (if any) and of the first `towers` of `mlps` into their scratch.
+    fn run(&self, s: &mut Scratches, towers: usize, xc: &[f32], xv: &[f32], n: usize) {
+        if let Some(mix) = &self.mix {
+            mix.forward(xc, n, &mut s.mix, whole_pool());
+        }
         let (join, par) = plan();
-        let work: Vec<_> = mlps.iter().zip(s.iter_mut()).take(towers).enumerate().collect();
-        each(join, work, |(t, (m, s))| m.forward(Self::input(t, xc, xv), n, s, par));
+        let inputs = self.inputs(&s.mix, xc, xv);
+        let work: Vec<_> = self.mlps.iter().zip(s.towers.iter_mut()).zip(inputs).take(towers).collect();
+        each(join, work, |((m, s), x)| m.forward(x, n, s, par));
     }
 
     /// Logits of the first `towers` towers; uses the shared scratch unless another thread holds it.
     pub fn forward(&self, xc: &[f32], xv: &[f32], n: usize, towers: usize) -> Vec<Vec<f32>> {
-        let logits = |s: &mut Vec<Scratch>| {
-            Self::run(&self.mlps, s, towers, xc, xv, n);
-            s[..towers].iter().map(|s| s.acts.last().unwrap()[..n].to_vec()).collect()
+        let logits = |s: &mut Scratches| {
+            self.run(s, towers, xc, xv, n);
+            s.towers[..towers].iter().map(|s| s.acts.last().unwrap()[..n].to_vec()).collect()
         };
         match self.scratch.try_lock() {
             Ok(mut s) => logits(&mut s),
-            Err(_) => logits(&mut self.mlps.iter().map(|_| Scratch::default()).collect()),
+            Err(_) => logits(&mut Scratches::new(self.mlps.len())),
         }
     }
 
@@ -305,38 +368,43 @@ impl GemmTowers {
             None => self.params().iter().map(|t| vec![0.0; t.len()]).collect(),
         };
         let towers = self.mlps.len();
-        let s = self.scratch.get_mut().unwrap_or_else(|e| e.into_inner());
-        let mlps = &self.mlps;
-        Self::run(mlps, s, towers, xc, xv, n);
+        let mut scratch = std::mem::take(self.scratch.get_mut().unwrap_or_else(|e| e.into_inner()));
+        self.run(&mut scratch, towers, xc, xv, n);
         let g = {
-            let logits: Vec<&[f32]> = s.iter().map(|s| &s.acts.last().unwrap()[..n]).collect();
+            let logits: Vec<&[f32]> = scratch.towers.iter().map(|s| &s.acts.last().unwrap()[..n]).collect();
             grad(&logits)
         };
         assert_eq!(g.len(), towers, "one logit gradient per tower");
+        let Scratches { towers: s, mix: ms } = &mut scratch;
+        let mut dm = std::mem::take(&mut ms.dm);
+        let inputs = self.inputs(ms, xc, xv);
+        let mlps = &self.mlps;
         // Every element is overwritten by the input-gradient GEMM: no need to clear.
-        dxc.resize(n * mlps[0].sizes[0], 0.0);
-        dxv.resize(n * mlps[1].sizes[0], 0.0);
-        for (d, m) in self.dx_aux.iter_mut().zip(&mlps[2..]) {
+        let width = self.mix.as_ref().map_or(mlps[0].sizes[0], Mixture::input);
+        dxc.resize(n * width, 0.0);
+        dxv.resize(n * width, 0.0);
+        let mut dx: Vec<&mut Vec<f32>> = match self.mix {
+            Some(_) => dm.iter_mut().collect(),
+            None => [&mut *dxc, &mut *dxv].into_iter().chain(self.dx_aux.iter_mut()).collect(),
+        };
+        for (d, m) in dx.iter_mut().zip(mlps) {
             d.resize(n * m.sizes[0], 0.0);
         }
-        let mut dx: Vec<&mut Vec<f32>> = vec![&mut *dxc, &mut *dxv];
-        dx.extend(self.dx_aux.iter_mut());
-        let mut parts: Vec<ParamGrads> = Vec::with_capacity(towers);
-        let mut rest = &mut grads[..];
-        for m in mlps {
-            let (p, r) = rest.split_at_mut(2 * m.layers());
-            parts.push((p, None));
-            rest = r;
+        let (mut parts, mix_grads) = split_grads(&mut grads, mlps, self.mix.is_some());
+        let work: Vec<_> =
+            mlps.iter().zip(s.iter_mut()).zip(g.iter().zip(dx)).zip(parts.drain(..)).zip(inputs).collect();
+        each(join, work, |((((m, s), (g, dx)), p), x)| m.backward(x, n, s, g, dx, p, par));
+        ms.dm = dm;
+        match (&self.mix, mix_grads) {
+            (Some(mix), Some(mg)) => {
+                mix.backward(xc, n, ms, dxc, mg, whole_pool());
+                // every tower read the one mixture of `xc`: nothing flows to `xv`
+                dxv.iter_mut().for_each(|v| *v = 0.0);
+            }
+            // the auxiliary towers read the CVR input: their input gradients add to its, in order
+            _ => self.dx_aux.iter().for_each(|d| dxv.iter_mut().zip(d).for_each(|(a, b)| *a += b)),
         }
-        for ((_, dr), r) in parts.iter_mut().zip(rest.iter_mut()) {
-            *dr = Some(r);
-        }
-        let work: Vec<_> = mlps.iter().zip(s.iter_mut()).zip(g.iter().zip(dx)).zip(parts).enumerate().collect();
-        each(join, work, |(t, (((m, s), (g, dx)), p))| m.backward(Self::input(t, xc, xv), n, s, g, dx, p, par));
-        // the auxiliary towers read the CVR input: their input gradients add to its, in order
-        for d in &self.dx_aux {
-            dxv.iter_mut().zip(d).for_each(|(a, b)| *a += b);
-        }
+        *self.scratch.get_mut().unwrap_or_else(|e| e.into_inner()) = scratch;
         grads
     }
 
