@@ -12,7 +12,7 @@ use crate::schema::{is_planted, GROUP_ORACLE, ORACLE, SEMI_ORACLE};
 
 /// Model kinds in the paper's row order; other kinds follow alphabetically, then the group
 /// oracle, the semi-oracle and the oracle.
-const KIND_ORDER: [&str; 6] = ["naive_cvr", "esmm_ns", "esmm", "escm2_ips", "escm2_dr", "dcmt"];
+const KIND_ORDER: [&str; 7] = ["naive_cvr", "esmm_ns", "esmm", "escm2_ips", "escm2_dr", "dcmt", "aitm"];
 /// Table 2 columns: (task and metric in the metrics table, header). The last two need the
 /// generator's truth: pCVR over every impression against the planted p(buy | click), and
 /// against the counterfactual labels (would it have converted had it been clicked).

@@ -444,17 +444,44 @@ mod tests {
         assert_eq!(c.split.valid_fraction, 0.2);
     }
 
-    /// The shipped pipeline files parse, and the naive baseline reuses the demo's data stages.
+    /// The shipped pipeline files parse; the demo and every model of its Table 2 (the
+    /// `demo_*.yaml` that `make all` runs beside it, each its own kind) run the default model
+    /// and training settings on the demo's data stages, writing into one run directory.
     #[test]
-    fn shipped_pipelines_are_valid() {
+    fn the_demo_pipelines_run_the_defaults_on_shared_data() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline");
         let load = |name: &str| PipelineConfig::load(&dir.join(name)).unwrap();
-        let (demo, naive) = (load("demo.yaml"), load("demo_naive.yaml"));
         load("aliccp.yaml");
-        assert_eq!(serde_json::to_value(&demo.generate).ok(), serde_json::to_value(&naive.generate).ok());
-        assert_eq!(serde_json::to_value(&demo.ingest).ok(), serde_json::to_value(&naive.ingest).ok());
-        assert_eq!(serde_json::to_value(&demo.split).ok(), serde_json::to_value(&naive.split).ok());
-        assert_eq!(naive.model.kind, crate::model::ModelKind::NaiveCvr);
+        let demo = load("demo.yaml");
+        let makefile = std::fs::read_to_string(dir.join("../Makefile")).unwrap();
+        fn json<T: Serialize>(v: &T) -> serde_json::Value {
+            serde_json::to_value(v).unwrap()
+        }
+        let defaults = |name: &str, c: &PipelineConfig| {
+            let model = ModelConfig { kind: ModelConfig::default().kind, ..c.model.clone() };
+            assert!(model == ModelConfig::default() && c.train == TrainConfig::default(), "{name}: not the defaults");
+        };
+        defaults("demo.yaml", &demo);
+        let mut kinds = vec![demo.model.kind];
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if !(name.starts_with("demo_") && name.ends_with(".yaml")) {
+                continue;
+            }
+            let c = load(&name);
+            assert!(makefile.contains(&format!("pipeline/{name}")), "make all does not run {name}");
+            assert_eq!(json(&c.generate), json(&demo.generate), "{name}");
+            assert_eq!(json(&c.ingest), json(&demo.ingest), "{name}");
+            assert_eq!(json(&c.split), json(&demo.split), "{name}");
+            assert_eq!((&c.paths.raw, &c.paths.split), (&demo.paths.raw, &demo.paths.split), "{name}");
+            assert_eq!(c.paths.metrics.parent(), demo.paths.metrics.parent(), "{name}: one run directory");
+            assert!(c.paths.model != demo.paths.model && c.run_id != demo.run_id, "{name}");
+            defaults(&name, &c);
+            kinds.push(c.model.kind);
+        }
+        kinds.sort_by_key(|k| format!("{k:?}"));
+        kinds.dedup();
+        assert_eq!(kinds.len(), crate::model::ModelKind::ALL.len(), "every kind once: {kinds:?}");
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! upper triangle, as trained). With a mixture of experts (`model.backbone: mmoe`) the towers
 //! read their gate's mixture instead: the experts as one `Gemm` + `Relu` reshaped to `[batch,
 //! E, S]`, each exported task's gate a `Gemm` + `Softmax` reshaped to `[batch, 1, E]` and
-//! `MatMul`ed with it. The outputs are `p_ctr`, `p_cvr`, `p_ctcvr`, float32 `[batch]`. An
+//! `MatMul`ed with it. AITM's conversion tower's output layer reads the transfer (the CTR
+//! tower's last hidden output through `Gemm` + `Relu`, then per input `Gemm`s for Q, K and V,
+//! `ReduceSum` of Q⊙K as the scores, `Softmax`, the weighted sum of the V), and its mean logit,
+//! pCTCVR's, becomes pCVR's: `logit(min(pCTCVR / pCTR, 1 − 2⁻²⁴))` from `Softplus`es. The outputs are `p_ctr`, `p_cvr`, `p_ctcvr`, float32 `[batch]`. An
 //! ensemble runs every member's towers on its own inputs and calibrates the mean of their
 //! logits, summed in [`Model::members`] order as `Model::logits` sums them.
 
@@ -21,31 +24,98 @@ use crate::schema::FIELDS;
 /// The graph output names, in order.
 pub const OUTPUTS: [&str; 3] = ["p_ctr", "p_cvr", "p_ctcvr"];
 
-/// One tower `input → hidden… → 1` on `x`; `p` = `[W₀, b₀, W₁, b₁, …]`. Returns the logits `[batch, 1]`.
-fn mlp(g: &mut Graph, name: &str, x: &str, input: usize, hidden: &[usize], p: &[Vec<f32>]) -> Result<String> {
+/// The hidden layers of one tower `input → hidden…` on `x` (`p` = `[W₀, b₀, W₁, b₁, …]`, the
+/// output layer's last): their last output, `[batch, hidden.last]`.
+fn hidden_layers(g: &mut Graph, name: &str, x: &str, input: usize, hidden: &[usize], p: &[Vec<f32>]) -> Result<String> {
     let mut widths = vec![input];
     widths.extend_from_slice(hidden);
     widths.push(1);
     let layers = widths.len() - 1;
     ensure!(p.len() == 2 * layers, "the {name} tower has {} parameter tensors, its sizes need {}", p.len(), 2 * layers);
     let mut h = x.to_string();
-    for l in 0..layers {
-        let (inp, out) = (widths[l], widths[l + 1]);
-        let (w, b) = (&p[2 * l], &p[2 * l + 1]);
-        ensure!(
-            w.len() == out * inp && b.len() == out,
-            "{name} layer {l}: {} weights and {} biases for {inp} → {out}",
-            w.len(),
-            b.len()
-        );
-        let w = g.f32s(&format!("{name}_w{l}"), &[out, inp], w.iter().copied());
-        let b = g.f32s(&format!("{name}_b{l}"), &[out], b.iter().copied());
-        h = g.op("Gemm", &[&h, &w, &b], vec![int("transB", 1)]);
-        if l + 1 < layers {
-            h = g.op("Relu", &[&h], vec![]);
-        }
+    for l in 0..layers - 1 {
+        h = dense(g, &format!("{name}_w{l}"), &h, (widths[l], widths[l + 1]), (&p[2 * l], &p[2 * l + 1]))?;
+        h = g.op("Relu", &[&h], vec![]);
     }
     Ok(h)
+}
+
+/// The output layer of a tower whose parameters are `p` (the last two tensors) on `h`: the
+/// logits `[batch, 1]`.
+fn output_layer(g: &mut Graph, name: &str, h: &str, width: usize, p: &[Vec<f32>]) -> Result<String> {
+    let l = p.len() / 2 - 1;
+    dense(g, &format!("{name}_w{l}"), h, (width, 1), (&p[2 * l], &p[2 * l + 1]))
+}
+
+/// `x·Wᵀ + b` as a `Gemm` (`W` `[out × in]` as stored, `b` absent when empty) named after `name`.
+fn dense(g: &mut Graph, name: &str, x: &str, (inp, out): (usize, usize), (w, b): (&[f32], &[f32])) -> Result<String> {
+    ensure!(
+        w.len() == out * inp && (b.is_empty() || b.len() == out),
+        "{name}: {} weights and {} biases for {inp} → {out}",
+        w.len(),
+        b.len()
+    );
+    let wn = g.f32s(name, &[out, inp], w.iter().copied());
+    let mut inputs = vec![x.to_string(), wn];
+    if !b.is_empty() {
+        inputs.push(g.f32s(&name.replacen("_w", "_b", 1), &[out], b.iter().copied()));
+    }
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    Ok(g.op("Gemm", &inputs, vec![int("transB", 1)]))
+}
+
+/// AITM's transfer: what the conversion tower's output layer reads, from its last hidden output
+/// `p` (`[batch, h]`) and the CTR tower's `hid` (`[batch, hc]`); `t` = [W_i, b_i, W_q, W_k, W_v].
+fn transfer(
+    g: &mut Graph,
+    name: &str,
+    (hid, hc): (&str, usize),
+    (p, h): (&str, usize),
+    t: &[Vec<f32>],
+) -> Result<String> {
+    ensure!(t.len() == 5, "the {name} transfer holds {} tensors", t.len());
+    let info = dense(g, &format!("{name}_info_w"), hid, (hc, h), (&t[0], &t[1]))?;
+    let info = g.op("Relu", &[&info], vec![]);
+    let axis = g.i64s(&format!("{name}_axis"), &[1]);
+    let scale = g.f32s(&format!("{name}_scale"), &[1], [1.0 / (h as f32).sqrt()]);
+    let (mut scores, mut values) = (Vec::new(), Vec::new());
+    for (u, x) in [("p", p), ("info", info.as_str())] {
+        let [q, k, v] = [("q", 2), ("k", 3), ("v", 4)]
+            .map(|(m, i)| dense(g, &format!("{name}_{u}_{m}_w"), x, (h, h), (&t[i], &[])));
+        let qk = g.op("Mul", &[&q?, &k?], vec![]);
+        let score = g.op("ReduceSum", &[&qk, &axis], vec![int("keepdims", 1)]);
+        scores.push(g.op("Mul", &[&score, &scale], vec![]));
+        values.push(v?);
+    }
+    let scores = g.op("Concat", &[&scores[0], &scores[1]], vec![int("axis", 1)]);
+    let a = g.op("Softmax", &[&scores], vec![int("axis", 1)]);
+    let mut q = String::new();
+    for (i, v) in values.iter().enumerate() {
+        let (start, end) =
+            (g.i64s(&format!("{name}_a{i}_start"), &[i as i64]), g.i64s(&format!("{name}_a{i}_end"), &[i as i64 + 1]));
+        let ai = g.op("Slice", &[&a, &start, &end, &axis], vec![]);
+        let term = g.op("Mul", &[&ai, v], vec![]);
+        q = if i == 0 { term } else { g.op("Add", &[&q, &term], vec![]) };
+    }
+    Ok(q)
+}
+
+/// AITM's CVR logit from the mean CTR and pCTCVR logits: `logit(min(pCTCVR / pCTR, 1 − 2⁻²⁴))`,
+/// as [`crate::model::ModelKind::predicting`] computes it.
+fn aitm_cvr_logit(g: &mut Graph, zc: &str, zt: &str) -> String {
+    let log_sigmoid = |g: &mut Graph, z: &str| {
+        let neg = g.op("Neg", &[z], vec![]);
+        g.op("Softplus", &[&neg], vec![])
+    };
+    let (nc, nt) = (log_sigmoid(g, zc), log_sigmoid(g, zt));
+    let ratio = g.op("Sub", &[&nc, &nt], vec![]);
+    let cap = g.f32s("aitm_ratio_cap", &[1], [-(2f32).powi(-24)]);
+    let ratio = g.op("Min", &[&ratio, &cap], vec![]);
+    let e = g.op("Exp", &[&ratio], vec![]);
+    let one = g.f32s("aitm_one", &[1], [1.0]);
+    let rest = g.op("Sub", &[&one, &e], vec![]);
+    let log_rest = g.op("Log", &[&rest], vec![]);
+    g.op("Sub", &[&ratio, &log_rest], vec![])
 }
 
 /// `z + Σ_{i<j} r_ij·⟨x_i, x_j⟩` for logits `z` `[batch, 1]` of input `x` `[batch, input]`.
@@ -142,10 +212,19 @@ pub fn heads(g: &mut Graph, c: &Consts, model: &Model, inputs: &[(String, String
             }
             _ => (xc.clone(), xv.clone(), input),
         };
-        let (mut c, mut v) = (
-            mlp(g, &format!("{prefix}ctr"), &c_in, width, hidden_ctr, ctr)?,
-            mlp(g, &format!("{prefix}cvr"), &v_in, width, hidden_cvr, cvr)?,
-        );
+        let (name_c, name_v) = (format!("{prefix}ctr"), format!("{prefix}cvr"));
+        let hc = hidden_layers(g, &name_c, &c_in, width, hidden_ctr, ctr)?;
+        let hv = hidden_layers(g, &name_v, &v_in, width, hidden_cvr, cvr)?;
+        let (wc, wv) = (*hidden_ctr.last().expect("a hidden layer"), *hidden_cvr.last().expect("a hidden layer"));
+        let top = match spec.transfer_tensor() {
+            Some(j) => {
+                ensure!(params.len() >= j + 5, "the towers hold {} parameter tensors", params.len());
+                transfer(g, &format!("{prefix}aitm"), (&hc, wc), (&hv, wv), &params[j..j + 5])?
+            }
+            None => hv,
+        };
+        let mut c = output_layer(g, &name_c, &hc, wc, ctr)?;
+        let mut v = output_layer(g, &name_v, &top, wv, cvr)?;
         if let (Some(rc), Some(rv)) = (spec.pair_tensor(0), spec.pair_tensor(1)) {
             ensure!(params.len() > rc.max(rv), "the towers hold {} parameter tensors", params.len());
             c = add_pairs(g, &format!("{prefix}ctr"), xc, input, &c, &params[rc])?;
@@ -154,7 +233,10 @@ pub fn heads(g: &mut Graph, c: &Consts, model: &Model, inputs: &[(String, String
         zc.push(c);
         zv.push(v);
     }
-    let (zc, zv) = (mean(g, "ctr", &zc), mean(g, "cvr", &zv));
+    let (zc, mut zv) = (mean(g, "ctr", &zc), mean(g, "cvr", &zv));
+    if spec.transfer {
+        zv = aitm_cvr_logit(g, &zc, &zv);
+    }
     let [p_ctr, p_cvr, p_ctcvr] = OUTPUTS;
     prob(g, c, "ctr", &zc, model.calibration.ctr, p_ctr);
     prob(g, c, "cvr", &zv, model.calibration.cvr, p_cvr);

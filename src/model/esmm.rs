@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::calibration::Calibration;
 use super::embedding::{Embedding, SparseGrad, SparseOptimizer};
 use super::gather::{Gather, Pooling, Users};
-use super::logistic::sigmoid;
+use super::logistic::{sigmoid, softplus};
 use super::loss::{loss_grads, LossWeights, StepLoss};
 use super::towers::{DenseAdam, TowerGrads, TowerSpec, Towers, DEFAULT_EMB_DIM};
 use super::vocab::Vocab;
@@ -39,17 +39,22 @@ pub enum ModelKind {
     Escm2Dr,
     /// DCMT: ESMM plus a counterfactual twin of the CVR tower trained on the unclicked rows.
     Dcmt,
+    /// AITM: a conversion tower predicting pCTCVR directly from its own hidden layer and, through
+    /// an attention, the CTR tower's ([`super::towers`]' transfer), with the calibrator
+    /// pCTCVR ≤ pCTR; pCVR = pCTCVR / pCTR (at most 1).
+    Aitm,
 }
 
 impl ModelKind {
     /// Every kind, the paper's three first.
-    pub const ALL: [ModelKind; 6] = [
+    pub const ALL: [ModelKind; 7] = [
         ModelKind::Esmm,
         ModelKind::NaiveCvr,
         ModelKind::EsmmNs,
         ModelKind::Escm2Ips,
         ModelKind::Escm2Dr,
         ModelKind::Dcmt,
+        ModelKind::Aitm,
     ];
 
     /// Whether the objective has a counterfactual CVR term (the ESCM² kinds, DCMT).
@@ -61,6 +66,22 @@ impl ModelKind {
     /// CVR); they never predict.
     pub fn aux_towers(self) -> usize {
         matches!(self, ModelKind::Escm2Dr | ModelKind::Dcmt) as usize
+    }
+
+    /// The two logits that predict, (CTR, CVR), from the CTR tower's and the second tower's. For
+    /// every kind but AITM they are the towers'; AITM's second tower is pCTCVR's, and its CVR
+    /// logit is that of pCVR = min(pCTCVR / pCTR, 1 − 2⁻²⁴) (pCTCVR above pCTR, which the
+    /// calibrator penalizes, reads as pCVR just below 1).
+    pub fn predicting(self, zc: Vec<f32>, mut z2: Vec<f32>) -> (Vec<f32>, Vec<f32>) {
+        if self == ModelKind::Aitm {
+            for (t, &c) in z2.iter_mut().zip(&zc) {
+                // log pCTCVR − log pCTR, and the log of its complement, stable in logits
+                let (a, b) = (c as f64, *t as f64);
+                let log_ratio = (-softplus(-b) + softplus(-a)).min(-(2f64).powi(-24));
+                *t = (log_ratio - (-log_ratio.exp()).ln_1p()) as f32;
+            }
+        }
+        (zc, z2)
     }
 }
 
@@ -223,7 +244,7 @@ impl Model {
     /// Tables this spec needs: ESMM shares one; esmm_ns and naive_cvr keep one per tower.
     pub fn table_count(kind: ModelKind) -> usize {
         match kind {
-            ModelKind::Esmm | ModelKind::Escm2Ips | ModelKind::Escm2Dr | ModelKind::Dcmt => 1,
+            ModelKind::Esmm | ModelKind::Escm2Ips | ModelKind::Escm2Dr | ModelKind::Dcmt | ModelKind::Aitm => 1,
             ModelKind::NaiveCvr | ModelKind::EsmmNs => 2,
         }
     }
@@ -275,10 +296,10 @@ impl Model {
         }
     }
 
-    /// Logits (zc, zv) of a batch.
+    /// Logits (zc, zv) of a batch: of pCTR and pCVR ([`ModelKind::predicting`]).
     pub fn logits(&self, batch: &Batch, common: &CommonTable) -> (Vec<f32>, Vec<f32>) {
-        let [zc, zv]: [Vec<f32>; 2] = self.logits_of(batch, common, false).try_into().expect("two towers");
-        (zc, zv)
+        let [zc, z2]: [Vec<f32>; 2] = self.logits_of(batch, common, false).try_into().expect("two towers");
+        self.spec.kind.predicting(zc, z2)
     }
 
     /// Logits of every tower of a batch (CTR, CVR, then any auxiliary tower's).
@@ -306,7 +327,8 @@ impl Model {
         let mut z = self.all_logits(batch, common);
         let loss = self.objective(&z, None, batch);
         z.truncate(2);
-        let [zc, zv]: [Vec<f32>; 2] = z.try_into().expect("two towers");
+        let [zc, z2]: [Vec<f32>; 2] = z.try_into().expect("two towers");
+        let (zc, zv) = self.spec.kind.predicting(zc, z2);
         let (p_ctr, p_cvr) = self.calibration.probabilities(zc, zv);
         (loss, p_ctr, p_cvr)
     }

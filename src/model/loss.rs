@@ -16,6 +16,10 @@
 //!   weights by the batch size; here they are not). Clipping: the inverse
 //!   propensity is capped at `max_ips` (default 100: a click predicted at 1 % counts 100×, one
 //!   at 0.1 % counts 100× too), bounding the variance rare clicks would add.
+//! - `aitm` (Xi et al., KDD 2021): the second logit is pCTCVR's own (the conversion tower reads
+//!   the CTR tower through the transfer): mean BCE(pCTR, o) + `global_w` · mean BCE(pCTCVR, y) +
+//!   `calibrator_w` · (1/n) Σ max(pCTCVR − pCTR, 0), the calibrator as a batch mean (AITM's code
+//!   sums it over the batch, which ties its weight to the batch size); no gradient is held.
 
 use serde::{Deserialize, Serialize};
 
@@ -37,11 +41,19 @@ pub struct LossWeights {
     pub max_inverse_propensity: f64,
     /// DCMT: weight of the constraint pCVR + counterfactual pCVR = 1 (an L1 penalty).
     pub constraint_w: f64,
+    /// AITM: weight of the calibrator max(pCTCVR − pCTR, 0) (AITM's 0.6).
+    pub calibrator_w: f64,
 }
 
 impl Default for LossWeights {
     fn default() -> Self {
-        Self { global_w: 1.0, counterfactual_w: 0.1, max_inverse_propensity: 100.0, constraint_w: 0.1 }
+        Self {
+            global_w: 1.0,
+            counterfactual_w: 0.1,
+            max_inverse_propensity: 100.0,
+            constraint_w: 0.1,
+            calibrator_w: 0.6,
+        }
     }
 }
 
@@ -51,7 +63,8 @@ pub struct StepLoss {
     pub ctr: f64,
     /// The second task's loss, `global_w` applied.
     pub second: f64,
-    /// The counterfactual term's sum, `counterfactual_w` applied (0 unless an ESCM² kind).
+    /// The kind's own term's sum, its weight applied: the counterfactual CVR loss of the ESCM²
+    /// kinds and DCMT, AITM's calibrator (0 for the others).
     pub counterfactual: f64,
     pub rows: usize,
     pub second_rows: usize,
@@ -172,6 +185,17 @@ pub fn loss_grads(
                 loss.second += w.global_w * (softplus(b) - y * b);
                 db = (sigmoid(b) - y) * second_w;
             }
+        } else if kind == ModelKind::Aitm {
+            let y = (o && buy[i] == 1) as u8 as f64;
+            loss.second += w.global_w * (softplus(b) - y * b);
+            db = (sigmoid(b) - y) * second_w;
+            let (pc, pt) = (sigmoid(a), sigmoid(b));
+            if pt > pc {
+                let cw = w.calibrator_w;
+                loss.counterfactual += cw * (pt - pc);
+                da -= cw * pc * (1.0 - pc) * inv_n;
+                db += cw * pt * (1.0 - pt) * inv_n;
+            }
         } else {
             let y = o && buy[i] == 1;
             let (l, ga, gb) = ctcvr_term(a, b, y);
@@ -204,8 +228,13 @@ mod tests {
     const ZA: [f32; 6] = [-1.5, 0.2, 0.9, -0.4, 2.5, -2.5];
     const CLICK: [u8; 6] = [1, 0, 1, 0, 0, 1];
     const BUY: [u8; 6] = [1, 0, 0, 1, 0, 1];
-    const W: LossWeights =
-        LossWeights { global_w: 0.7, counterfactual_w: 0.3, max_inverse_propensity: 4.0, constraint_w: 0.2 };
+    const W: LossWeights = LossWeights {
+        global_w: 0.7,
+        counterfactual_w: 0.3,
+        max_inverse_propensity: 4.0,
+        constraint_w: 0.2,
+        calibrator_w: 0.9,
+    };
 
     fn bump(z: &[f32], i: usize, d: f32) -> Vec<f32> {
         let mut z = z.to_vec();
@@ -255,7 +284,8 @@ mod tests {
     /// weighted clicked-row term, the weights are capped, and `counterfactual_w: 0` is ESMM.
     #[test]
     fn ips_leaves_the_propensity_without_gradient() {
-        let w = LossWeights { global_w: 1.0, counterfactual_w: 0.5, max_inverse_propensity: 4.0, constraint_w: 0.0 };
+        let w =
+            LossWeights { counterfactual_w: 0.5, max_inverse_propensity: 4.0, constraint_w: 0.0, ..Default::default() };
         let z = logits(ModelKind::Esmm);
         let (g_e, esmm) = run(ModelKind::Esmm, &w, &z, &z);
         let (g_i, ips) = run(ModelKind::Escm2Ips, &w, &z, &z);
@@ -306,5 +336,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// AITM: the second logit is pCTCVR's, trained on click ∧ buy over every row; the
+    /// calibrator moves both logits only on the rows whose pCTCVR exceeds pCTR, and
+    /// `calibrator_w: 0` leaves the two tasks' plain losses.
+    #[test]
+    fn aitm_calibrates_only_where_pctcvr_exceeds_pctr() {
+        let z = logits(ModelKind::Aitm);
+        let (g, loss) = run(ModelKind::Aitm, &W, &z, &z);
+        let (g0, loss0) = run(ModelKind::Aitm, &LossWeights { calibrator_w: 0.0, ..W }, &z, &z);
+        let mut above = 0;
+        for i in 0..ZC.len() {
+            let y = (CLICK[i] & BUY[i]) as f64;
+            let plain = (sigmoid(ZV[i] as f64) - y) * 0.7 / 6.0;
+            assert!((g0[1][i] as f64 - plain).abs() < 1e-6, "row {i}: BCE(pCTCVR, click ∧ buy)");
+            let exceeds = sigmoid(ZV[i] as f64) > sigmoid(ZC[i] as f64);
+            assert_eq!(g[0][i] != g0[0][i], exceeds, "row {i}");
+            assert_eq!(g[1][i] > g0[1][i], exceeds, "row {i}: the calibrator pulls pCTCVR down");
+            above += exceeds as usize;
+        }
+        assert!(above >= 2 && above < ZC.len());
+        assert!(loss.counterfactual > 0.0 && loss0.counterfactual == 0.0);
+        assert!((loss.value() - loss0.value() - loss.counterfactual / 6.0).abs() < 1e-12);
     }
 }

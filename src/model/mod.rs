@@ -68,7 +68,8 @@ mod gradcheck {
     /// auxiliary tower of the kinds that train one).
     fn spec(kind: ModelKind) -> ModelSpec {
         let aux_towers = kind.aux_towers();
-        let backend = if aux_towers > 0 { Backend::Gemm } else { Backend::Dfdx };
+        let transfer = kind == ModelKind::Aitm;
+        let backend = if aux_towers > 0 || transfer { Backend::Gemm } else { Backend::Dfdx };
         ModelSpec {
             kind,
             hash_buckets: 40,
@@ -79,10 +80,16 @@ mod gradcheck {
             dense: DenseAdam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
             init_scale: 0.3,
             seed: 7,
-            towers: TowerSpec { backend, aux_towers, ..TowerSpec::default() },
+            towers: TowerSpec { backend, aux_towers, transfer, ..TowerSpec::default() },
             min_sessions: 0,
             shrink_sessions: 0.0,
-            loss: LossWeights { global_w: 0.8, counterfactual_w: 0.5, max_inverse_propensity: 3.0, constraint_w: 0.2 },
+            loss: LossWeights {
+                global_w: 0.8,
+                counterfactual_w: 0.5,
+                max_inverse_propensity: 3.0,
+                constraint_w: 0.2,
+                calibrator_w: 0.7,
+            },
         }
     }
 
@@ -130,7 +137,7 @@ mod gradcheck {
         let kinds = [ModelKind::Esmm, ModelKind::NaiveCvr, ModelKind::EsmmNs, ModelKind::Escm2Ips];
         let cases = kinds
             .into_iter()
-            .chain([ModelKind::Escm2Dr, ModelKind::Dcmt])
+            .chain([ModelKind::Escm2Dr, ModelKind::Dcmt, ModelKind::Aitm])
             .flat_map(|k| [(k, Pooling::Weighted), (k, Pooling::Mean), (k, Pooling::Sum)])
             .map(|(k, p)| (k, p, None, DEFAULT_EMB_DIM, Extra::No))
             .chain([
@@ -161,6 +168,8 @@ mod gradcheck {
                 (ModelKind::Escm2Ips, Pooling::Weighted, Some(even_ids_shrunk()), DEFAULT_EMB_DIM, Extra::Mmoe),
                 (ModelKind::Escm2Dr, Pooling::Mean, None, 5, Extra::Mmoe),
                 (ModelKind::Dcmt, Pooling::Sum, Some(even_ids()), DEFAULT_EMB_DIM, Extra::Mmoe),
+                (ModelKind::Aitm, Pooling::Mean, Some(even_ids_shrunk()), 5, Extra::Mmoe),
+                (ModelKind::Aitm, Pooling::Weighted, None, DEFAULT_EMB_DIM, Extra::Pairs),
             ]);
         for (kind, pooling, vocab, embedding_dim, extra) in cases {
             let admission = vocab.is_some();
@@ -248,10 +257,14 @@ mod gradcheck {
             ),
         };
         let aux = has_aux.then_some(aux);
+        // AITM's transfer: W_i, b_i, W_q, W_k, W_v
+        let transfer =
+            m.towers.spec().transfer_tensor().map(|j| [(j, 5), (j + 1, 3), (j + 2, 7), (j + 3, 11), (j + 4, 13)]);
         // every tower's pair weights (after all the layers): two pairs of fields
         let pairs = (0..3).filter_map(|t| m.towers.spec().pair_tensor(t));
         let pairs: Vec<_> = pairs.flat_map(|i| [(i, 1), (i, 13 * FIELDS.len() + 20)]).collect();
-        for (tensor, idx) in main.into_iter().chain(aux.into_iter().flatten()).chain(pairs) {
+        let picks = main.into_iter().chain(aux.into_iter().flatten()).chain(transfer.into_iter().flatten());
+        for (tensor, idx) in picks.chain(pairs) {
             let mut p = p0.clone();
             p[tensor][idx] += EPS;
             m.towers.set_params(&p).unwrap();
@@ -334,6 +347,8 @@ mod gradcheck {
             (with_pairs(spec(ModelKind::Escm2Dr)), Vocab::off()),
             (with_mmoe(spec(ModelKind::Escm2Dr)), Vocab::off()),
             (with_mmoe(even_ids_shrunk().0), even_ids_shrunk().1),
+            (spec(ModelKind::Aitm), Vocab::off()),
+            (with_mmoe(spec(ModelKind::Aitm)), Vocab::off()),
         ];
         for model in &models {
             let kind = model.0.kind;
@@ -377,25 +392,28 @@ mod gradcheck {
             (spec(ModelKind::EsmmNs), Vocab::off()),
             even_ids_shrunk(),
             (with_mmoe(spec(ModelKind::Escm2Ips)), Vocab::off()),
+            (spec(ModelKind::Aitm), Vocab::off()),
         ] {
             let mut m = Model::new(spec, vocab).unwrap();
             for _ in 0..5 {
                 m.train_step(&batch, &common);
             }
-            let first = m.logits(&batch, &common);
+            // the towers' own logits are averaged (AITM's pCVR is derived from the averages)
+            let towers = |m: &Model| m.all_logits(&batch, &common).into_iter().take(2).collect::<Vec<_>>();
+            let first = towers(&m);
             m.keep_snapshot().unwrap();
-            assert_eq!(m.logits(&batch, &common), first, "a copy of the model averages to itself");
+            assert_eq!(towers(&m), first, "a copy of the model averages to itself");
             m.reset_embeddings(99);
             for _ in 0..5 {
                 m.train_step(&batch, &common);
             }
             let kept = std::mem::take(&mut m.snapshots);
-            let own = m.logits(&batch, &common);
+            let own = towers(&m);
             m.snapshots = kept;
             let mean = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x + y) / 2.0).collect::<Vec<f32>>();
-            let both = m.logits(&batch, &common);
-            assert_eq!(both, (mean(&first.0, &own.0), mean(&first.1, &own.1)));
+            assert_eq!(towers(&m), [mean(&first[0], &own[0]), mean(&first[1], &own[1])]);
             assert_ne!(own, first);
+            let both = m.logits(&batch, &common);
 
             let path = std::env::temp_dir().join(format!("esmm-snapshot-{}-{:?}.bin", std::process::id(), m.spec.kind));
             checkpoint::save(&path, &m, &0u32, "h", &[]).unwrap();

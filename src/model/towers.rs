@@ -22,6 +22,7 @@ mod dfdx;
 mod gemm;
 mod mmoe;
 mod pairs;
+mod transfer;
 
 pub use mmoe::Mmoe;
 
@@ -99,6 +100,10 @@ pub struct TowerSpec {
     /// only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mmoe: Option<Mmoe>,
+    /// AITM's transfer ([`transfer`]): the CVR tower's output layer reads an attention over its
+    /// last hidden layer and the CTR tower's, mapped; gemm only.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub transfer: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -114,6 +119,7 @@ impl Default for TowerSpec {
             aux_towers: 0,
             interactions: Interactions::None,
             mmoe: None,
+            transfer: false,
         }
     }
 }
@@ -160,13 +166,21 @@ impl TowerSpec {
         self.mmoe.as_ref().map(|_| ctr + cvr * (self.towers() - 1))
     }
 
+    /// The index of the transfer's first tensor (after the layers and the mixture), with AITM's
+    /// transfer.
+    pub fn transfer_tensor(&self) -> Option<usize> {
+        let (ctr, cvr) = self.main_tensors();
+        let mixture = if self.mmoe.is_some() { 4 } else { 0 };
+        self.transfer.then(|| ctr + cvr * (self.towers() - 1) + mixture)
+    }
+
     /// The index of tower `t`'s pair weights among the parameter tensors (after every tower's
-    /// layers), when the towers have interactions.
+    /// layers, the mixture and the transfer), when the towers have interactions.
     pub fn pair_tensor(&self, t: usize) -> Option<usize> {
         let (ctr, cvr) = self.main_tensors();
         let towers = self.towers();
-        let mixture = if self.mmoe.is_some() { 4 } else { 0 };
-        (!self.interactions.is_none() && t < towers).then(|| ctr + cvr * (towers - 1) + mixture + t)
+        let before = if self.mmoe.is_some() { 4 } else { 0 } + if self.transfer { 5 } else { 0 };
+        (!self.interactions.is_none() && t < towers).then(|| ctr + cvr * (towers - 1) + before + t)
     }
 
     /// Whether the backend can run these sizes on embeddings of `dim`.
@@ -179,6 +193,10 @@ impl TowerSpec {
         anyhow::ensure!(
             self.backend == Backend::Gemm || self.aux_towers == 0,
             "model.backend: dfdx has the CTR and the CVR tower only; this model kind needs model.backend: gemm"
+        );
+        anyhow::ensure!(
+            self.backend == Backend::Gemm || !self.transfer,
+            "model.backend: dfdx has the two plain towers only; model.kind: aitm needs model.backend: gemm"
         );
         anyhow::ensure!(
             self.backend == Backend::Gemm || self.interactions.is_none(),
@@ -289,6 +307,14 @@ impl Towers {
                 params.push((0..len).map(|_| if weight { normal01() * sd } else { 0.0 }).collect());
             }
         }
+        if spec.transfer {
+            let (ctr, cvr) = spec.hidden();
+            let (hc, h) = (*ctr.last().expect("a hidden layer"), *cvr.last().expect("a hidden layer"));
+            for (k, len) in transfer::lens(hc, h).into_iter().enumerate() {
+                let sd = 1.0 / (if k == 0 { hc } else { h } as f32).sqrt();
+                params.push((0..len).map(|_| if k == 1 { 0.0 } else { normal01() * sd }).collect());
+            }
+        }
         let towers = spec.sizes(dim).len();
         let pair_tensors = if spec.interactions.is_none() { 0 } else { towers };
         for t in 0..pair_tensors {
@@ -301,7 +327,7 @@ impl Towers {
             Backend::Dfdx => Inner::Dfdx(dfdx::DfdxTowers::new(&params)),
             Backend::Gemm => {
                 let mix = spec.mmoe.as_ref().map(|m| (m, input_width(dim)));
-                Inner::Gemm(gemm::GemmTowers::new(spec.sizes(dim), &params, interactions, mix))
+                Inner::Gemm(gemm::GemmTowers::new(spec.sizes(dim), &params, interactions, mix, spec.transfer))
             }
         };
         let lens: Vec<usize> = params.iter().map(Vec::len).collect();

@@ -337,7 +337,10 @@ mod tests {
         assert_eq!(predict(base(&c, true), PredictFlags::default()).unwrap().batch_size, 4096);
         assert_eq!(predict_batch_size(&file("")), 1024);
         assert_eq!(predict_batch_size(&file("predict: {batch_size: 7}\n")), 7);
-        assert_eq!(ModelKind::ALL.map(model_name), ["esmm", "naive_cvr", "esmm_ns", "escm2_ips", "escm2_dr", "dcmt"]);
+        assert_eq!(
+            ModelKind::ALL.map(model_name),
+            ["esmm", "naive_cvr", "esmm_ns", "escm2_ips", "escm2_dr", "dcmt", "aitm"]
+        );
     }
 
     #[test]

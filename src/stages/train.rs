@@ -141,9 +141,11 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
         Some(m) => m,
         None => {
             let mut model = new_model(spec, &path(Split::Train, SAMPLES_FILE), &common)?;
-            let [ctr, cvr] = base_rate_logits(&split.counts);
+            let [ctr, cvr, ctcvr] = base_rate_logits(&split.counts);
             if cfg.model.output_bias == OutputBias::BaseRate {
-                model.towers.set_output_biases([ctr, cvr]);
+                // AITM's second tower is pCTCVR's: buys per row
+                let second = if cfg.model.kind == ModelKind::Aitm { ctcvr } else { cvr };
+                model.towers.set_output_biases([ctr, second]);
             }
             // An auxiliary tower starts at what it estimates, whatever `output_bias` says: DR's
             // imputed label at the buys per click, DCMT's counterfactual pCVR* = 1 − pCVR at one
@@ -210,12 +212,12 @@ fn new_model(spec: ModelSpec, samples: &Path, common: &CommonTable) -> Result<Mo
     Model::new(spec, vocab)
 }
 
-/// Logits of the training split's click rate and buys per click (from the split manifest),
+/// Logits of the training split's click rate, buys per click and buys per row (from the split manifest),
 /// smoothed by half a count so that no rate is 0 or 1.
-fn base_rate_logits(counts: &BTreeMap<String, u64>) -> [f32; 2] {
+fn base_rate_logits(counts: &BTreeMap<String, u64>) -> [f32; 3] {
     let n = |k: &str| counts.get(&format!("train.{k}")).copied().unwrap_or(0) as f64;
     let logit = |k: f64, n: f64| ((k + 0.5) / (n - k + 0.5)).ln() as f32;
-    [logit(n("clicks"), n("rows")), logit(n("buys"), n("clicks"))]
+    [logit(n("clicks"), n("rows")), logit(n("buys"), n("clicks")), logit(n("buys"), n("rows"))]
 }
 
 /// Click rate and buys per click of the train and valid splits together (split manifest).
@@ -481,7 +483,7 @@ mod tests {
     fn output_biases_start_at_the_training_rates() {
         let counts: BTreeMap<String, u64> =
             [("train.rows", 1000), ("train.clicks", 40), ("train.buys", 1)].map(|(k, v)| (k.to_string(), v)).into();
-        let [c, v] = base_rate_logits(&counts);
+        let [c, v, _] = base_rate_logits(&counts);
         assert!((c - (40.5f32 / 960.5).ln()).abs() < 1e-6 && (v - (1.5f32 / 39.5).ln()).abs() < 1e-6, "{c} {v}");
         let spec = TowerSpec {
             backend: crate::model::Backend::Gemm,

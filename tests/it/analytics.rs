@@ -379,23 +379,6 @@ fn sql_command_line() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// pipeline/demo_ns.yaml trains esmm_ns on the demo's data stages (same settings, so `make all`
-/// skips them) and writes its own model, predictions and metrics beside the demo's.
-#[test]
-fn demo_ns_pipeline_shares_the_demo_data() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline");
-    let load = |f: &str| esmm::config::PipelineConfig::load(&root.join(f)).unwrap();
-    let (demo, ns) = (load("demo.yaml"), load("demo_ns.yaml"));
-    assert_eq!(serde_json::to_value(&demo.generate).unwrap(), serde_json::to_value(&ns.generate).unwrap());
-    assert_eq!(serde_json::to_value(&demo.ingest).unwrap(), serde_json::to_value(&ns.ingest).unwrap());
-    assert_eq!(serde_json::to_value(&demo.split).unwrap(), serde_json::to_value(&ns.split).unwrap());
-    assert_eq!((demo.paths.raw.clone(), demo.paths.split.clone()), (ns.paths.raw.clone(), ns.paths.split.clone()));
-    assert_eq!(ns.model.kind, ModelKind::EsmmNs);
-    assert_eq!(ns.run_id, "demo-ns");
-    assert_eq!(ns.paths.metrics, Path::new("data/demo/metrics_ns"));
-    assert_eq!(ns.paths.metrics.parent(), demo.paths.metrics.parent(), "one run directory for the report");
-}
-
 /// The bash lines of README.md's "Querying the outputs" block under `# DuckDB:`.
 fn readme_duckdb_lines() -> Vec<String> {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();

@@ -1,5 +1,5 @@
 //! The conversion models beside ESMM and the counterfactual scoring that tells them apart: each
-//! of ESCM²-IPS, ESCM²-DR and DCMT trains, resumes bit for bit, gives the same model at any
+//! of ESCM²-IPS, ESCM²-DR, DCMT and AITM trains, resumes bit for bit, gives the same model at any
 //! thread count, predicts and is scored on the unclicked space against the generator's
 //! counterfactual labels; ESCM²-DR over the mixture of experts (`model.backbone: mmoe`) too.
 
@@ -33,6 +33,7 @@ fn the_family_trains_resumes_and_is_scored_on_the_unclicked_space() {
         ("dr", ModelKind::Escm2Dr, Backbone::Towers),
         ("dcmt", ModelKind::Dcmt, Backbone::Towers),
         ("dr_mmoe", ModelKind::Escm2Dr, Backbone::Mmoe),
+        ("aitm", ModelKind::Aitm, Backbone::Towers),
     ];
     for (name, kind, backbone) in family {
         let model = ModelConfig { kind, backbone, ..esmm.clone() };
@@ -48,6 +49,7 @@ fn the_family_trains_resumes_and_is_scored_on_the_unclicked_space() {
         assert_eq!((m.spec.kind, m.spec.loss.counterfactual_w), (kind, 0.5));
         assert_eq!(m.towers.spec().aux_towers, kind.aux_towers());
         assert_eq!(m.towers.spec().mmoe.is_some(), backbone == Backbone::Mmoe);
+        assert_eq!(m.towers.spec().transfer, kind == ModelKind::Aitm);
         // the counterfactual term changes the model: ESMM at the same seed trains otherwise
         assert!(!same_weights(&at(name, "model.bin"), &at("esmm", "model.bin")), "{name}");
         names.push(name);

@@ -128,6 +128,7 @@ fn code_keys() -> BTreeSet<String> {
     c.model.output_bias = OutputBias::BaseRate;
     c.model.backbone = Backbone::Mmoe;
     c.model.mmoe.experts = 4;
+    c.model.calibrator_w = 0.5;
     c.train.reset_embeddings = true;
     c.train.ensemble_epochs = true;
     c.train.calibration = CalibrationKind::Platt;

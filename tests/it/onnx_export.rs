@@ -104,6 +104,13 @@ fn cases() -> Vec<Case> {
         m.embedding_dim = 5;
         m.mmoe.tower_sizes = vec![8, 4];
     }));
+    // AITM: the transfer, and pCVR derived from pCTCVR and pCTR
+    v.push(Case {
+        calibration: CalibrationKind::Level,
+        epochs: 2,
+        ..case("aitm", ModelKind::Aitm, Pooling::Mean, |_| {})
+    });
+    v.push(case("aitm_mmoe", ModelKind::Aitm, Pooling::Weighted, mmoe));
     v
 }
 
@@ -126,7 +133,7 @@ fn run_case(root: &Path, data: &Path, c: &Case) -> serde_json::Value {
         // every layer of the two towers, the experts and the two exported gates (not DR's third)
         Backbone::Mmoe => 2 * (1 + c.model.mmoe.tower_sizes.len()) + 3,
         Backbone::Towers => 2 + c.model.ctr_fc_sizes.len() + c.model.cvr_fc_sizes.len(),
-    };
+    } + if c.model.kind == ModelKind::Aitm { 7 } else { 0 }; // AITM: the info layer, Q, K, V of both inputs
     assert_eq!(r.counts["op.Gemm"], towers as u64 * members, "{}: every member's towers", c.name);
     let pair_terms = if c.model.interactions.is_none() { 0 } else { 2 * members };
     assert_eq!(r.counts.get("op.Transpose").copied().unwrap_or(0), pair_terms, "{}: pair terms", c.name);

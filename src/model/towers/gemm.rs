@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use super::mmoe::{MixScratch, Mixture, Mmoe};
 use super::pairs;
+use super::transfer::{Transfer, TransferScratch};
 
 /// One tower: `sizes[0]` inputs, hidden widths, 1 output; `p[2l]` = `W_l` `[out × in]`,
 /// `p[2l + 1]` = `b_l`; `pairs` its field-pair weights when the towers have interactions.
@@ -104,18 +105,53 @@ pub(super) fn mm(
     }
 }
 
+/// Where a tower's backward starts.
+#[derive(Clone, Copy)]
+enum Start<'a> {
+    /// At the logit (its gradient is the `g` passed along), with a gradient of the last hidden
+    /// layer's output to add when something else read it (AITM: the click tower's transfer).
+    Logit(Option<&'a [f32]>),
+    /// At the last hidden layer's output, with its gradient: the caller did the output layer,
+    /// which read something else (AITM: the conversion tower's transfer).
+    Hidden(&'a [f32]),
+}
+
 impl Mlp {
     fn layers(&self) -> usize {
         self.sizes.len() - 1
     }
 
+    /// The width of the last hidden layer.
+    fn last_hidden(&self) -> usize {
+        self.sizes[self.layers() - 1]
+    }
+
     /// Forward of `n` rows of `x` into `s.acts`; the logits are `s.acts[last][..n]`.
     fn forward(&self, x: &[f32], n: usize, s: &mut Scratch, par: Parallelism) {
+        self.forward_layers(x, None, n, s, 0..self.layers(), par);
+        self.add_pairs(x, n, s);
+    }
+
+    /// Forward of the layers `range` into `s.acts`: layer 0 reads `x`, the output layer reads
+    /// `top` when given, every other layer the one below.
+    fn forward_layers(
+        &self,
+        x: &[f32],
+        top: Option<&[f32]>,
+        n: usize,
+        s: &mut Scratch,
+        range: std::ops::Range<usize>,
+        par: Parallelism,
+    ) {
         s.fit(&self.sizes, n);
-        for l in 0..self.layers() {
+        for l in range {
             let (inp, out) = (self.sizes[l], self.sizes[l + 1]);
             let (before, rest) = s.acts.split_at_mut(l);
-            let a: &[f32] = if l == 0 { &x[..n * inp] } else { &before[l - 1][..n * inp] };
+            let a: &[f32] = match (l, top) {
+                (0, _) => &x[..n * inp],
+                (l, Some(t)) if l + 1 == self.layers() => &t[..n * inp],
+                _ => &before[l - 1][..n * inp],
+            };
             let h = &mut rest[0][..n * out];
             mm((n, out, inp), h, out, false, a, (inp, 1), &self.p[2 * l], (1, inp), par);
             let b = &self.p[2 * l + 1];
@@ -132,15 +168,48 @@ impl Mlp {
                 }
             }
         }
+    }
+
+    /// Adds the pair term to the logits (field interactions).
+    fn add_pairs(&self, x: &[f32], n: usize, s: &mut Scratch) {
         if let Some(r) = &self.pairs {
             let z = &mut s.acts.last_mut().expect("an output layer")[..n];
             pairs::forward(r, &x[..n * self.sizes[0]], n, &mut s.pairs, z);
         }
     }
 
-    /// Backward after [`Mlp::forward`] on the same `x`: `g` the loss gradient per logit; writes
-    /// the input gradient to `dx[..n × in]` and the parameter gradients to `grads` and `dr` (the
-    /// pair weights'), overwritten.
+    /// One layer's backward: `dz` `[n × out]` the gradient of its output (pre-activation), `a`
+    /// its input; `dW = dZᵀ·A` to `gw`, `db` to `gb`, and `dA = dZ·W` to `da` when wanted.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_backward(
+        &self,
+        l: usize,
+        n: usize,
+        a: &[f32],
+        dz: &[f32],
+        (gw, gb): (&mut [f32], &mut [f32]),
+        da: Option<&mut [f32]>,
+        par: Parallelism,
+    ) {
+        let (inp, out) = (self.sizes[l], self.sizes[l + 1]);
+        // dW = dZᵀ · A   ([out × n] · [n × in])
+        mm((out, inp, n), gw, inp, false, dz, (1, out), a, (inp, 1), par);
+        gb.iter_mut().for_each(|v| *v = 0.0);
+        for row in dz.chunks_exact(out) {
+            for (d, &v) in gb.iter_mut().zip(row) {
+                *d += v;
+            }
+        }
+        if let Some(da) = da {
+            // dA = dZ · W   ([n × out] · [out × in])
+            mm((n, inp, out), &mut da[..n * inp], inp, false, dz, (out, 1), &self.p[2 * l], (inp, 1), par);
+        }
+    }
+
+    /// Backward after [`Mlp::forward`] on the same `x`, from `start`: `g` the loss gradient per
+    /// logit; writes the input gradient to `dx[..n × in]` and the parameter gradients to `grads`
+    /// and `dr` (the pair weights'), overwritten (with [`Start::Hidden`] the output layer's are
+    /// the caller's).
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
@@ -148,6 +217,7 @@ impl Mlp {
         n: usize,
         s: &mut Scratch,
         g: &[f32],
+        start: Start,
         dx: &mut [f32],
         (grads, dr): ParamGrads,
         par: Parallelism,
@@ -158,29 +228,33 @@ impl Mlp {
             let [a, b] = bufs;
             [a, b]
         };
-        cur[..n].copy_from_slice(&g[..n]);
-        for l in (0..layers).rev() {
+        let top = match start {
+            Start::Logit(_) => {
+                cur[..n].copy_from_slice(&g[..n]);
+                layers
+            }
+            Start::Hidden(dp) => {
+                let h = self.last_hidden();
+                let a = &acts[layers - 2][..n * h];
+                for ((d, &v), &av) in cur[..n * h].iter_mut().zip(&dp[..n * h]).zip(a) {
+                    *d = if av <= 0.0 { 0.0 } else { v };
+                }
+                layers - 1
+            }
+        };
+        for l in (0..top).rev() {
             let (inp, out) = (self.sizes[l], self.sizes[l + 1]);
             let dz = &cur[..n * out];
             let a: &[f32] = if l == 0 { &x[..n * inp] } else { &acts[l - 1][..n * inp] };
             let (gw, gb) = grads[2 * l..2 * l + 2].split_at_mut(1);
-            // dW = dZᵀ · A   ([out × n] · [n × in])
-            mm((out, inp, n), &mut gw[0], inp, false, dz, (1, out), a, (inp, 1), par);
-            // db = Σ_rows dZ
-            let db = &mut gb[0];
-            db.iter_mut().for_each(|v| *v = 0.0);
-            for row in dz.chunks_exact(out) {
-                for (d, &v) in db.iter_mut().zip(row) {
-                    *d += v;
-                }
-            }
-            let w = &self.p[2 * l];
             if l == 0 {
-                // dX = dZ · W   ([n × out] · [out × in])
-                mm((n, inp, out), &mut dx[..n * inp], inp, false, dz, (out, 1), w, (inp, 1), par);
+                self.layer_backward(l, n, a, dz, (&mut gw[0], &mut gb[0]), Some(&mut dx[..n * inp]), par);
             } else {
+                self.layer_backward(l, n, a, dz, (&mut gw[0], &mut gb[0]), Some(&mut next[..n * inp]), par);
                 let da = &mut next[..n * inp];
-                mm((n, inp, out), da, inp, false, dz, (out, 1), w, (inp, 1), par);
+                if let (Start::Logit(Some(extra)), true) = (start, l + 1 == layers) {
+                    da.iter_mut().zip(&extra[..n * inp]).for_each(|(d, &e)| *d += e);
+                }
                 // A select, not a conditional store: this form vectorizes (same values).
                 for (d, &av) in da.iter_mut().zip(a) {
                     *d = if av <= 0.0 { 0.0 } else { *d };
@@ -200,6 +274,8 @@ impl Mlp {
 pub struct GemmTowers {
     mlps: Vec<Mlp>,
     mix: Option<Mixture>,
+    /// AITM: the transfer from the CTR tower into the CVR (conversion) tower's output layer.
+    transfer: Option<Transfer>,
     scratch: Mutex<Scratches>,
     /// Input gradients of the auxiliary towers, added into the CVR input's.
     dx_aux: Vec<Vec<f32>>,
@@ -211,23 +287,23 @@ pub struct GemmTowers {
 struct Scratches {
     towers: Vec<Scratch>,
     mix: MixScratch,
+    transfer: TransferScratch,
 }
 
 impl Scratches {
     fn new(towers: usize) -> Self {
-        Self { towers: (0..towers).map(|_| Scratch::default()).collect(), mix: MixScratch::default() }
+        Self { towers: (0..towers).map(|_| Scratch::default()).collect(), ..Default::default() }
     }
 }
 
 /// One tower's parameter gradients: its layers', and its pair weights' (field interactions).
 type ParamGrads<'a> = (&'a mut [Vec<f32>], Option<&'a mut Vec<f32>>);
 
-/// The gradient buffers split per tower (its layers', its pair weights'), and the mixture's.
-fn split_grads<'a>(
-    grads: &'a mut [Vec<f32>],
-    mlps: &[Mlp],
-    mix: bool,
-) -> (Vec<ParamGrads<'a>>, Option<&'a mut [Vec<f32>]>) {
+/// The gradient buffers split per tower (its layers', its pair weights'), the mixture's and
+/// the transfer's.
+type Split<'a> = (Vec<ParamGrads<'a>>, Option<&'a mut [Vec<f32>]>, Option<&'a mut [Vec<f32>]>);
+
+fn split_grads<'a>(grads: &'a mut [Vec<f32>], mlps: &[Mlp], mix: bool, transfer: bool) -> Split<'a> {
     let mut parts: Vec<ParamGrads> = Vec::with_capacity(mlps.len());
     let mut rest = grads;
     for m in mlps {
@@ -235,15 +311,17 @@ fn split_grads<'a>(
         parts.push((p, None));
         rest = r;
     }
-    let mix_grads = mix.then(|| {
-        let (p, r) = std::mem::take(&mut rest).split_at_mut(4);
+    let mut take = |k: usize| {
+        let (p, r) = std::mem::take(&mut rest).split_at_mut(k);
         rest = r;
         p
-    });
+    };
+    let mix_grads = mix.then(|| take(4));
+    let transfer_grads = transfer.then(|| take(5));
     for ((_, dr), r) in parts.iter_mut().zip(rest.iter_mut()) {
         *dr = Some(r);
     }
-    (parts, mix_grads)
+    (parts, mix_grads, transfer_grads)
 }
 
 /// How to spread the work over the current Rayon pool: run the towers side by side, and the
@@ -277,9 +355,15 @@ fn whole_pool() -> Parallelism {
 impl GemmTowers {
     /// `sizes[t]`: layer widths of tower `t`, input first, 1 output last; `params` in the order
     /// of [`super::Towers::params`] (lengths already checked): every tower's layers, then with
-    /// `mix` (its shape, the embeddings' width) the mixture's four tensors, then with
-    /// `interactions` every tower's pair weights.
-    pub fn new(sizes: Vec<Vec<usize>>, params: &[Vec<f32>], interactions: bool, mix: Option<(&Mmoe, usize)>) -> Self {
+    /// `mix` (its shape, the embeddings' width) the mixture's four tensors, with `transfer` the
+    /// transfer's five (AITM), then with `interactions` every tower's pair weights.
+    pub fn new(
+        sizes: Vec<Vec<usize>>,
+        params: &[Vec<f32>],
+        interactions: bool,
+        mix: Option<(&Mmoe, usize)>,
+        transfer: bool,
+    ) -> Self {
         let mut rest = params;
         let mut mlps: Vec<Mlp> = sizes
             .into_iter()
@@ -294,24 +378,30 @@ impl GemmTowers {
             rest = r;
             Mixture::new(spec, input, mlps.len(), p)
         });
+        let transfer = transfer.then(|| {
+            let (p, r) = rest.split_at(5);
+            rest = r;
+            Transfer::new(mlps[0].last_hidden(), mlps[1].last_hidden(), p)
+        });
         if interactions {
             mlps.iter_mut().zip(rest).for_each(|(m, r)| m.pairs = Some(r.clone()));
         }
         let scratch = Mutex::new(Scratches::new(mlps.len()));
         let dx_aux = mlps.iter().skip(2).map(|_| Vec::new()).collect();
-        Self { mlps, mix, scratch, dx_aux, spare: None }
+        Self { mlps, mix, transfer, scratch, dx_aux, spare: None }
     }
 
     pub fn params(&self) -> Vec<Vec<f32>> {
         let layers = self.mlps.iter().flat_map(|m| m.p.iter());
-        let mix = self.mix.iter().flat_map(|m| m.p.iter());
+        let mix = self.mix.iter().flat_map(|m| m.p.iter()).chain(self.transfer.iter().flat_map(|t| t.p.iter()));
         layers.chain(mix).chain(self.mlps.iter().filter_map(|m| m.pairs.as_ref())).cloned().collect()
     }
 
     /// Every parameter tensor, mutable, in [`super::Towers::params`] order.
     pub fn params_mut(&mut self) -> impl Iterator<Item = &mut Vec<f32>> {
         let (layers, pairs): (Vec<_>, Vec<_>) = self.mlps.iter_mut().map(|m| (&mut m.p, &mut m.pairs)).unzip();
-        let mix = self.mix.iter_mut().flat_map(|m| m.p.iter_mut());
+        let transfer = self.transfer.iter_mut().flat_map(|t| t.p.iter_mut());
+        let mix = self.mix.iter_mut().flat_map(|m| m.p.iter_mut()).chain(transfer);
         let layers = layers.into_iter().flat_map(|p| p.iter_mut());
         layers.chain(mix).chain(pairs.into_iter().filter_map(Option::as_mut))
     }
@@ -338,8 +428,22 @@ impl GemmTowers {
         }
         let (join, par) = plan();
         let inputs = self.inputs(&s.mix, xc, xv);
-        let work: Vec<_> = self.mlps.iter().zip(s.towers.iter_mut()).zip(inputs).take(towers).collect();
-        each(join, work, |((m, s), x)| m.forward(x, n, s, par));
+        let aitm = self.transfer.is_some();
+        let work: Vec<_> =
+            self.mlps.iter().zip(s.towers.iter_mut()).zip(inputs.iter()).take(towers).enumerate().collect();
+        each(join, work, |(t, ((m, s), x))| match aitm && t == 1 {
+            // the conversion tower's output layer waits for the transfer
+            true => m.forward_layers(x, None, n, s, 0..m.layers() - 1, par),
+            false => m.forward(x, n, s, par),
+        });
+        if let Some(tr) = &self.transfer {
+            let (c, v) = s.towers.split_at_mut(1);
+            let (mc, mv) = (&self.mlps[0], &self.mlps[1]);
+            tr.forward(&c[0].acts[mc.layers() - 2], &v[0].acts[mv.layers() - 2], n, &mut s.transfer, whole_pool());
+            let last = mv.layers() - 1;
+            mv.forward_layers(inputs[1], Some(&s.transfer.q), n, &mut v[0], last..last + 1, whole_pool());
+            mv.add_pairs(inputs[1], n, &mut v[0]);
+        }
     }
 
     /// Logits of the first `towers` towers; uses the shared scratch unless another thread holds it.
@@ -375,7 +479,7 @@ impl GemmTowers {
             grad(&logits)
         };
         assert_eq!(g.len(), towers, "one logit gradient per tower");
-        let Scratches { towers: s, mix: ms } = &mut scratch;
+        let Scratches { towers: s, mix: ms, transfer: ts } = &mut scratch;
         let mut dm = std::mem::take(&mut ms.dm);
         let inputs = self.inputs(ms, xc, xv);
         let mlps = &self.mlps;
@@ -390,10 +494,29 @@ impl GemmTowers {
         for (d, m) in dx.iter_mut().zip(mlps) {
             d.resize(n * m.sizes[0], 0.0);
         }
-        let (mut parts, mix_grads) = split_grads(&mut grads, mlps, self.mix.is_some());
-        let work: Vec<_> =
-            mlps.iter().zip(s.iter_mut()).zip(g.iter().zip(dx)).zip(parts.drain(..)).zip(inputs).collect();
-        each(join, work, |((((m, s), (g, dx)), p), x)| m.backward(x, n, s, g, dx, p, par));
+        let (mut parts, mix_grads, transfer_grads) =
+            split_grads(&mut grads, mlps, self.mix.is_some(), self.transfer.is_some());
+        let mut starts = vec![Start::Logit(None); towers];
+        if let (Some(tr), Some(tg)) = (&self.transfer, transfer_grads) {
+            // the conversion tower's output layer read the transfer's output: its backward, then
+            // the transfer's, give the gradients both towers' last hidden layers start from
+            let (mc, mv) = (&mlps[0], &mlps[1]);
+            let last = mv.layers() - 1;
+            ts.dq.resize(n * mv.last_hidden(), 0.0);
+            let (gw, gb) = parts[1].0[2 * last..2 * last + 2].split_at_mut(1);
+            mv.layer_backward(last, n, &ts.q, &g[1], (&mut gw[0], &mut gb[0]), Some(&mut ts.dq), whole_pool());
+            tr.backward(&s[0].acts[mc.layers() - 2], n, ts, tg, whole_pool());
+            starts[0] = Start::Logit(Some(&ts.dh));
+            starts[1] = Start::Hidden(ts.dp(n, mv.last_hidden()));
+        }
+        let work: Vec<_> = mlps
+            .iter()
+            .zip(s.iter_mut())
+            .zip(g.iter().zip(dx))
+            .zip(parts.drain(..))
+            .zip(inputs.into_iter().zip(starts))
+            .collect();
+        each(join, work, |((((m, s), (g, dx)), p), (x, start))| m.backward(x, n, s, g, start, dx, p, par));
         ms.dm = dm;
         match (&self.mix, mix_grads) {
             (Some(mix), Some(mg)) => {
