@@ -56,8 +56,10 @@ bench: build pyenv
 	bash tests/bench.sh $(BIN)
 	if [ "$${BENCH_FULLSCALE:-0}" = 1 ]; then bash tests/fullscale.sh $(BIN); fi
 
-# The quality sweep: esmm's settings and the peers on several generated worlds, one table of test
-# AUCs beside each world's oracle and semi-oracle (tests/quality.sh; QUALITY_* sizes, ~1 h).
+# The quality sweep: esmm's defaults, the conversion family (each kind, on the towers and over the
+# mixture of experts) and the peers on four generated worlds, one table of test AUCs beside each
+# world's oracles, the counterfactual scores and the valid yardstick (tests/quality.sh;
+# QUALITY_* sizes and settings, ~2½ h on 2 cores).
 quality: build pyenv
 	bash tests/quality.sh $(BIN)
 

@@ -155,7 +155,7 @@ pub enum Command {
         /// Continue from OUT/checkpoint.bin (same config and data), bit-identically.
         #[arg(long)]
         resume: bool,
-        /// Model kind: esmm, naive_cvr, esmm_ns, escm2_ips, escm2_dr or dcmt.
+        /// Model kind: esmm, naive_cvr, esmm_ns, escm2_ips, escm2_dr, dcmt or aitm.
         #[arg(long, value_parser = parse_kind)]
         kind: Option<ModelKind>,
         /// Epoch budget (train.epochs).
@@ -290,8 +290,10 @@ pub struct CommonFlags {
 }
 
 fn parse_kind(s: &str) -> Result<ModelKind, String> {
-    serde_yaml::from_str(s)
-        .map_err(|_| format!("unknown model kind `{s}` (esmm, naive_cvr, esmm_ns, escm2_ips, escm2_dr, dcmt)"))
+    serde_yaml::from_str(s).map_err(|_| {
+        let names: Vec<String> = ModelKind::ALL.into_iter().map(esmm::stages::settings::model_name).collect();
+        format!("unknown model kind `{s}` ({})", names.join(", "))
+    })
 }
 
 fn parse_shard(s: &str) -> Result<Shard, String> {
@@ -342,7 +344,7 @@ mod tests {
             assert_eq!(serde_json::to_value(Format::from(*f)).unwrap(), name);
         }
         assert_eq!(FormatArg::value_variants().len(), 2);
-        let names = ["esmm", "naive_cvr", "esmm_ns", "escm2_ips", "escm2_dr", "dcmt"];
+        let names = ["esmm", "naive_cvr", "esmm_ns", "escm2_ips", "escm2_dr", "dcmt", "aitm"];
         let kinds = names.map(|k| parse_kind(k).unwrap());
         assert_eq!(kinds.map(|k| serde_json::to_value(k).unwrap()), names);
     }

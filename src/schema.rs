@@ -287,6 +287,8 @@ pub const VALID_LOSS: &str = "valid_loss";
 pub const VALID_AUC_CTR: &str = "valid_auc_ctr";
 pub const VALID_AUC_CVR: &str = "valid_auc_cvr";
 pub const VALID_AUC_CTCVR: &str = "valid_auc_ctcvr";
+/// CTR + CTCVR logloss on valid, from pCTR and pCTCVR: comparable across model kinds.
+pub const VALID_ES_LOGLOSS: &str = "valid_es_logloss";
 
 pub fn epochs_schema() -> SchemaRef {
     let f = |n: &str, t: DataType| Field::new(n, t, true);
@@ -299,6 +301,7 @@ pub fn epochs_schema() -> SchemaRef {
         f(VALID_AUC_CTR, DataType::Float64),
         f(VALID_AUC_CVR, DataType::Float64),
         f(VALID_AUC_CTCVR, DataType::Float64),
+        f(VALID_ES_LOGLOSS, DataType::Float64),
         f("seconds", DataType::Float64),
         f("samples_per_second", DataType::Float64),
     ]))

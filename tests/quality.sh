@@ -13,14 +13,16 @@
 #
 # Environment:
 #   QUALITY_DIR=/tmp/esmm-quality      work dir; results in $QUALITY_DIR/results/quality.{md,parquet}
-#   QUALITY_WORLDS="dense sparse sparser"   names under tests/quality/worlds/
-#   QUALITY_SETTINGS="defaults none previous demo"   names under tests/quality/settings/ (the
-#                                      first names the world in the report; none = the defaults
-#                                      uncalibrated; the others there are the levers measured: admit,
-#                                      shrink, steps, lr5, ada, lr2x, bs256, decay, level, platt, bias,
-#                                      bias_level, bias_platt, dim16, noreset,
-#                                      single, shrink10, shrink40, epochs8, emb_lr3x, interactions;
-#                                      the conversion models: escm2_ips, escm2_ips_w05, escm2_dr, dcmt)
+#   QUALITY_WORLDS="dense sparse sparser biased"   names under tests/quality/worlds/
+#   QUALITY_SETTINGS="defaults none <the conversion family>"   names under tests/quality/settings/
+#                                      (the first names the world in the report; none = the
+#                                      defaults uncalibrated; the family: escm2_ips escm2_dr dcmt
+#                                      aitm, each also over the mixture of experts (*_mmoe), and
+#                                      mmoe = esmm over it; the others there are the levers
+#                                      measured: previous, demo, admit, shrink, steps, lr5, ada, lr2x,
+#                                      bs256, decay, level, platt, bias, bias_level, bias_platt,
+#                                      dim16, noreset, single, shrink10, shrink40, epochs8, emb_lr3x,
+#                                      interactions, escm2_ips_w05, mmoe_wide)
 #   Full scale: QUALITY_WORLDS=fullscale (42.3 M rows, ~40 min a run), its 1/8 twin: twin, twin_b4x
 #   (a world file may fix its rows; <world>.stages.yaml its ingest / split sections)
 #   Real-rate world (calibration): QUALITY_WORLDS=realrate QUALITY_TRAIN_ROWS=8000000 QUALITY_TEST_ROWS=2000000
@@ -36,8 +38,9 @@ set -euo pipefail
 BIN=$(realpath "${1:?usage: quality.sh BIN}")
 HERE=$(cd "$(dirname "$0")" && pwd)
 DIR=${QUALITY_DIR:-/tmp/esmm-quality}
-WORLDS=${QUALITY_WORLDS:-dense sparse sparser}
-SETTINGS=${QUALITY_SETTINGS:-defaults none previous demo}
+WORLDS=${QUALITY_WORLDS:-dense sparse sparser biased}
+FAMILY="escm2_ips escm2_dr dcmt aitm mmoe escm2_ips_mmoe escm2_dr_mmoe dcmt_mmoe aitm_mmoe"
+SETTINGS=${QUALITY_SETTINGS:-defaults none $FAMILY}
 TRAIN_ROWS=${QUALITY_TRAIN_ROWS:-2000000}
 TEST_ROWS=${QUALITY_TEST_ROWS:-2000000}
 PEERS_ON=${QUALITY_PEERS:-1}

@@ -8,7 +8,8 @@ normalized entropy of the systems esmm evaluate scored, and the quality targets 
 usage: quality_report.py DIR OUT --worlds W... --settings S...
 reads  DIR/<world>/metrics_<setting>/metrics.parquet (esmm), DIR/<world>/metrics_rechub/metrics.parquet
        (torch-rechub, scored by esmm evaluate), DIR/<world>/paddle.json (PaddleRec architecture),
-       DIR/<world>/<setting>.yaml (the world's generate keys)
+       DIR/<world>/<setting>.yaml (the world's generate keys), DIR/<world>/model_<setting>/
+       {_manifest.json,epochs.parquet} (the kept evaluation's valid_es_logloss: the valid yardstick)
 writes OUT/quality.md and OUT/quality.parquet (one row per world and system)
 """
 import argparse
@@ -73,12 +74,14 @@ CF_COLUMNS = [("cvr_entire_space", "auc_counterfactual", "entire-space cvr AUC, 
               ("cvr_entire_space", "logloss_counterfactual", "its logloss"),
               ("cvr", "calibration_truth", "pCVR / truth, clicked"),
               ("cvr_unclicked", "calibration_truth", "pCVR / truth, unclicked")]
+YARD = "valid_es_logloss"
 
 
-def counterfactual_table(scored):
+def counterfactual_table(scored, yard):
     """The CVR estimate where real data has no label: per system, pCVR over every impression
-    against the counterfactual labels (buy_if_clicked), and its level over the planted
-    probability on the clicked and on the unclicked rows. Markdown lines and {system: row}."""
+    against the counterfactual labels (buy_if_clicked), its level over the planted probability
+    on the clicked and on the unclicked rows, and the valid yardstick `yard` ({system: value}).
+    Markdown lines and {system: row}."""
     if not scored:
         return [], {}
     per = {}
@@ -87,17 +90,64 @@ def counterfactual_table(scored):
         for task, metric, _ in CF_COLUMNS:
             v = aucs(path, metric).get(model, {}).get(task)
             got[f"{metric}_{task}"] = v
+        got[YARD] = yard.get(name)
         per[name] = got
     if all(v.get("auc_counterfactual_cvr_entire_space") is None for v in per.values()):
         return [], {}
     path = scored[0][1]
     planted = [(p.replace("_", "-"), {f"{m}_{t}": aucs(path, m).get(p, {}).get(t) for t, m, _ in CF_COLUMNS})
                for p in reversed(PLANTED)]
-    md = ["\n| system | " + " | ".join(h for _, _, h in CF_COLUMNS) + " |", "|---|" + "---:|" * len(CF_COLUMNS)]
+    md = ["\n| system | " + " | ".join(h for _, _, h in CF_COLUMNS) + " | valid ES logloss |",
+          "|---|" + "---:|" * (len(CF_COLUMNS) + 1)]
     for name, v in planted + list(per.items()):
-        cell = lambda x: "–" if x is None else f"{x:.4f}"
-        md.append(f"| {name} | " + " | ".join(cell(v.get(f"{m}_{t}")) for t, m, _ in CF_COLUMNS) + " |")
-    return md, per
+        cell = lambda x, d=4: "–" if x is None else f"{x:.{d}f}"
+        md.append(f"| {name} | " + " | ".join(cell(v.get(f"{m}_{t}")) for t, m, _ in CF_COLUMNS)
+                  + f" | {cell(v.get(YARD), 6)} |")
+    return md + yardstick_lines(per, yard), per
+
+
+def valid_yardstick(model_dir):
+    """valid_es_logloss (CTR + CTCVR logloss on valid, the same for every kind) of the kept
+    evaluation of an esmm train output, or None."""
+    try:
+        best = json.load(open(os.path.join(model_dir, "_manifest.json")))["counts"]["best_step"]
+        rows = pq.read_table(os.path.join(model_dir, "epochs.parquet")).to_pylist()
+    except (OSError, KeyError, ValueError):
+        return None
+    kept = [r.get("valid_es_logloss") for r in rows if r["step"] == best]
+    return kept[-1] if kept else None
+
+
+def ranks(v):
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    r = [0.0] * len(v)
+    for k, i in enumerate(order):
+        r[i] = float(k)
+    return r
+
+
+def spearman(a, b):
+    ra, rb = ranks(a), ranks(b)
+    n = len(a)
+    ma, mb = sum(ra) / n, sum(rb) / n
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    den = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+    return cov / den if den else float("nan")
+
+
+def yardstick_lines(per, yard):
+    """Whether the valid yardstick tracks the entire-space CVR: the system each picks, and the
+    rank correlation over the esmm systems that have both."""
+    both = [(n, yard[n], per[n].get("auc_counterfactual_cvr_entire_space")) for n in yard
+            if yard[n] is not None and per.get(n, {}).get("auc_counterfactual_cvr_entire_space") is not None]
+    if len(both) < 3:
+        return []
+    by_valid = min(both, key=lambda x: x[1])[0]
+    by_test = max(both, key=lambda x: x[2])[0]
+    rho = spearman([-x[1] for x in both], [x[2] for x in both])
+    return [f"\nValid yardstick (`valid_es_logloss`, lower is better) over {len(both)} esmm systems: picks "
+            f"`{by_valid}`; the test entire-space CVR AUC (counterfactual) picks `{by_test}`; "
+            f"Spearman ρ(−valid logloss, test AUC) = {rho:.2f}."]
 
 
 def world_keys(pipeline_file):
@@ -132,7 +182,7 @@ def main():
                 f"{keys.get('items')} items (~{per_item:.0f} each), individual_sd {keys.get('individual_sd', '0.05')}, "
                 f"individual_df {keys.get('individual_df', '0')}, {keys.get('train_rows')} train / "
                 f"{keys.get('test_rows')} test rows")
-        systems, scored = [], []
+        systems, scored, yard = [], [], {}
         first = None
         for s in a.settings:
             m = os.path.join(base, f"metrics_{s}", "metrics.parquet")
@@ -147,6 +197,7 @@ def main():
                 name = f"esmm {s}" if k == "esmm" else (k if k == s else f"{k} {s}")
                 systems.append((name, got[k]))
                 scored.append((name, m, k))
+                yard[name] = valid_yardstick(os.path.join(base, f"model_{s}"))
         if first:
             for p in PLANTED:
                 if p in first:
@@ -172,7 +223,7 @@ def main():
             rows.append({"world": w, "system": name, **{f"auc_{t}": v.get(t) for t, _ in TASKS},
                          **cal_rows.get(name, {})})
         md.extend(cal_md)
-        cf_md, cf_rows = counterfactual_table(scored)
+        cf_md, cf_rows = counterfactual_table(scored, yard)
         md.extend(cf_md)
         for r in rows:
             if r["world"] == w:
@@ -200,7 +251,7 @@ def main():
     floats = ([f"auc_{t}" for t, _ in TASKS] + [f"calibration_{t}" for t, _ in CAL_TASKS]
               + [f"calibration_truth_{t}" for t, _ in CAL_TASKS]
               + [f"ne_{t}" for t, _ in CAL_TASKS]
-              + [f"{m}_{t}" for t, m, _ in CF_COLUMNS])
+              + [f"{m}_{t}" for t, m, _ in CF_COLUMNS] + [YARD])
     cols = ["world", "system"] + floats
     table = pa.table({c: [r.get(c) for r in rows] for c in cols},
                      schema=pa.schema([("world", pa.string()), ("system", pa.string())] +

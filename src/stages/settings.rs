@@ -56,7 +56,8 @@ pub fn load(file: Option<&Path>, threads: Option<usize>) -> Result<PipelineConfi
     Ok(config)
 }
 
-/// The model's name in the metrics table: its kind (`esmm`, `naive_cvr`, `esmm_ns`, `escm2_ips`, `escm2_dr`, `dcmt`).
+/// The model's name in the metrics table: its kind (`esmm`, `naive_cvr`, `esmm_ns`, `escm2_ips`, `escm2_dr`,
+/// `dcmt`, `aitm`).
 pub fn model_name(kind: ModelKind) -> String {
     serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }

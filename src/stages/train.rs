@@ -72,6 +72,11 @@ pub struct EpochLog {
     pub valid_auc_ctr: Option<f64>,
     pub valid_auc_cvr: Option<f64>,
     pub valid_auc_ctcvr: Option<f64>,
+    /// The entire-space logloss on valid: CTR logloss + CTCVR logloss over every valid
+    /// impression, from pCTR and pCTCVR = pCTR·pCVR (ESMM's objective at `global_w` 1): the
+    /// same yardstick for every kind, where `valid_loss` is each kind's own objective.
+    #[serde(default)]
+    pub valid_es_logloss: Option<f64>,
     /// Wall time since the previous evaluation (training and this validation).
     pub seconds: f64,
     pub samples_per_second: f64,
@@ -415,6 +420,9 @@ impl Trainer<'_> {
             valid_auc_ctr: Scored::get(&m, "ctr", "auc"),
             valid_auc_cvr: Scored::get(&m, "cvr", "auc"),
             valid_auc_ctcvr: Scored::get(&m, "ctcvr", "auc"),
+            valid_es_logloss: Scored::get(&m, "ctr", "logloss")
+                .zip(Scored::get(&m, "ctcvr", "logloss"))
+                .map(|(a, b)| a + b),
             seconds: window.started.elapsed().as_secs_f64(),
             samples_per_second: window.rows as f64 / train_seconds.max(1e-9),
         };
@@ -461,6 +469,7 @@ fn write_epochs(path: &Path, history: &[EpochLog]) -> Result<()> {
             f(|e| e.valid_auc_ctr),
             f(|e| e.valid_auc_cvr),
             f(|e| e.valid_auc_ctcvr),
+            f(|e| e.valid_es_logloss),
             f(|e| Some(e.seconds)),
             f(|e| Some(e.samples_per_second)),
         ],
