@@ -505,6 +505,10 @@ mod tests {
                 "model: {embedding_dim: 16, backend: dfdx}",
                 "model.embedding_dim: model.backend: dfdx is compiled for 12",
             ),
+            ("model: {kind: aitm, backend: dfdx}", "model.kind: aitm needs model.backend: gemm"),
+            ("model: {backbone: mmoe, backend: dfdx}", "model.backbone: mmoe runs on model.backend: gemm"),
+            ("model: {backbone: mmoe, mmoe: {experts: 0}}", "model.mmoe.experts must be >= 1"),
+            ("model: {calibrator_w: -1}", "model.calibrator_w must be >= 0"),
         ] {
             let msg = format!("{:#}", PipelineConfig::parse(yaml).unwrap_err());
             assert!(msg.contains(key), "{yaml}: {msg}");

@@ -237,12 +237,9 @@ fn paddlerecs_config_yaml_runs_in_its_model_directory() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// `config_bigdata.yaml` with its data dirs pointed at PaddleRec-format files written here.
-#[test]
-fn paddlerecs_config_bigdata_yaml_runs_on_paddlerec_format_files() {
-    let Some(src) = paddlerec_dir() else { return };
-    let dir = temp_dir("paddle-bigdata");
-    copy_dir(&src, &dir);
+/// `esmm run config_bigdata.yaml` in the model directory `dir`, its data dirs pointed at
+/// PaddleRec-format files written here: its stderr, after checking it succeeded.
+fn run_bigdata(dir: &Path) -> String {
     write_paddle_data(&dir.join("gen"));
     let text = std::fs::read_to_string(dir.join("config_bigdata.yaml")).unwrap();
     let text = text
@@ -250,10 +247,20 @@ fn paddlerecs_config_bigdata_yaml_runs_on_paddlerec_format_files() {
         .replace("../../../datasets/ali-ccp/test_data", "gen/test");
     assert_eq!(text.matches("gen/").count(), 2, "config_bigdata.yaml's data dirs changed upstream");
     std::fs::write(dir.join("config_bigdata.yaml"), text).unwrap();
-    let o = esmm(&["run", "config_bigdata.yaml", "--threads", "2"], &dir);
+    let o = esmm(&["run", "config_bigdata.yaml", "--threads", "2"], dir);
     let err = stderr(&o);
-    println!("{err}");
     assert_eq!(o.status.code(), Some(0), "{err}");
+    err
+}
+
+/// `config_bigdata.yaml` with its data dirs pointed at PaddleRec-format files written here.
+#[test]
+fn paddlerecs_config_bigdata_yaml_runs_on_paddlerec_format_files() {
+    let Some(src) = paddlerec_dir() else { return };
+    let dir = temp_dir("paddle-bigdata");
+    copy_dir(&src, &dir);
+    let err = run_bigdata(&dir);
+    println!("{err}");
     assert!(err.contains("runner.use_gpu") && err.contains("runner.auc_num"), "{err}");
     assert_outputs(&dir, "output_model_esmm_all");
     let line = auc_line(&err);
@@ -331,16 +338,7 @@ fn paddlerecs_escm2_directory_runs_unchanged() {
     let epochs = read_rows(&dir.join("output_model_escm/model/epochs.parquet"));
     assert_eq!(epochs.len(), 3, "runner.epochs: 3");
 
-    write_paddle_data(&dir.join("gen"));
-    let text = std::fs::read_to_string(dir.join("config_bigdata.yaml")).unwrap();
-    let text = text
-        .replace("../../../datasets/ali-ccp/train_data", "gen/train")
-        .replace("../../../datasets/ali-ccp/test_data", "gen/test");
-    assert_eq!(text.matches("gen/").count(), 2, "config_bigdata.yaml's data dirs changed upstream");
-    std::fs::write(dir.join("config_bigdata.yaml"), text).unwrap();
-    let o = esmm(&["run", "config_bigdata.yaml", "--threads", "2"], &dir);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(0), "{err}");
+    let err = run_bigdata(&dir);
     let line = auc_line(&err);
     assert!(!line.contains("auc_ctr: -"), "{line}");
     let model = common::manifest(&dir.join("output_model_escm_all/model"));
