@@ -8,8 +8,9 @@
 //!   it), preallocated buffers, any embedding dimension (input width `23 × dim`) and hidden sizes.
 //!
 //! Both hold the same parameters in the same order and layout (ctr w1 b1 w2 b2 w3 b3, then cvr;
-//! a weight is `[out × in]` row-major; gemm only: then the auxiliary towers', then, with field
-//! interactions ([`pairs`]), every tower's pair weights), start from the same initialization
+//! a weight is `[out × in]` row-major; gemm only: then the auxiliary towers', then the mixture of
+//! experts' ([`mmoe`], `model.backbone: mmoe`), then AITM's transfer ([`transfer`]), then, with
+//! field interactions ([`pairs`]), every tower's pair weights), start from the same initialization
 //! for the same `normal01` stream, and share one Adam (ours, same update as PyTorch's, so its
 //! state can be checkpointed and a resumed run continues bit-identically): a checkpoint loads
 //! in either.

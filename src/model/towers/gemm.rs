@@ -8,8 +8,15 @@
 //! buffers live in a scratch that only grows (no allocation per step at a fixed batch size);
 //! the parameter-gradient buffers come back through [`GemmTowers::recycle`].
 //!
+//! Under the towers there may be a mixture of experts ([`super::mmoe`]), which every tower reads
+//! through its own gate; between the CTR and the CVR tower, AITM's transfer
+//! ([`super::transfer`]), which the CVR tower's output layer reads: forward runs the towers' hidden
+//! layers, the transfer, then that output layer; backward the reverse, the transfer's gradient
+//! entering the CTR tower at its last hidden layer.
+//!
 //! Threads: with ≥ 2 threads in the current Rayon pool the towers run side by side, each one's
-//! GEMMs on half the threads; with one thread, one after the other.
+//! GEMMs on half the threads; with one thread, one after the other. The mixture's and the
+//! transfer's GEMMs have the whole pool.
 //! Every output element is reduced in the same order whatever the thread count (gemm splits the
 //! output, never the reduction), so results are identical for any thread count.
 
