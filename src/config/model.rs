@@ -173,7 +173,7 @@ impl ModelConfig {
         self.towers().validate(self.embedding_dim)?;
         ensure!(
             self.backbone.is_towers() || Model::table_count(self.kind) == 1,
-            "model.backbone: mmoe shares its experts between the tasks: model.kind {:?} keeps a table per tower (use esmm, escm2_ips, escm2_dr or dcmt)",
+            "model.backbone: mmoe shares its experts between the tasks: model.kind {:?} keeps a table per tower (use esmm, escm2_ips, escm2_dr, dcmt or aitm)",
             self.kind
         );
         ensure!(self.learning_rate > 0.0 && self.learning_rate.is_finite(), "model.learning_rate must be > 0");
