@@ -14,11 +14,11 @@
 //! ensemble runs every member's towers on its own inputs and calibrates the mean of their
 //! logits, summed in [`Model::members`] order as `Model::logits` sums them.
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 
 use super::graph::{int, ints, Graph};
 use super::pooling::{member_prefix, Consts};
-use crate::model::{Mmoe, Model, Platt};
+use crate::model::{Mmoe, Model, Platt, MIXTURE_TENSORS, TRANSFER_TENSORS};
 use crate::schema::FIELDS;
 
 /// The graph output names, in order.
@@ -34,7 +34,7 @@ fn hidden_layers(g: &mut Graph, name: &str, x: &str, input: usize, hidden: &[usi
     ensure!(p.len() == 2 * layers, "the {name} tower has {} parameter tensors, its sizes need {}", p.len(), 2 * layers);
     let mut h = x.to_string();
     for l in 0..layers - 1 {
-        h = dense(g, &format!("{name}_w{l}"), &h, (widths[l], widths[l + 1]), (&p[2 * l], &p[2 * l + 1]))?;
+        h = dense(g, layer(name, l), &h, (widths[l], widths[l + 1]), (&p[2 * l], &p[2 * l + 1]))?;
         h = g.op("Relu", &[&h], vec![]);
     }
     Ok(h)
@@ -44,21 +44,38 @@ fn hidden_layers(g: &mut Graph, name: &str, x: &str, input: usize, hidden: &[usi
 /// logits `[batch, 1]`.
 fn output_layer(g: &mut Graph, name: &str, h: &str, width: usize, p: &[Vec<f32>]) -> Result<String> {
     let l = p.len() / 2 - 1;
-    dense(g, &format!("{name}_w{l}"), h, (width, 1), (&p[2 * l], &p[2 * l + 1]))
+    dense(g, layer(name, l), h, (width, 1), (&p[2 * l], &p[2 * l + 1]))
 }
 
-/// `x·Wᵀ + b` as a `Gemm` (`W` `[out × in]` as stored, `b` absent when empty) named after `name`.
-fn dense(g: &mut Graph, name: &str, x: &str, (inp, out): (usize, usize), (w, b): (&[f32], &[f32])) -> Result<String> {
+/// The initializer names of layer `l` of tower `name`: (`{name}_w{l}`, `{name}_b{l}`).
+fn layer(name: &str, l: usize) -> (String, String) {
+    (format!("{name}_w{l}"), format!("{name}_b{l}"))
+}
+
+/// The initializer names `{name}_w`, `{name}_b`.
+fn named(name: &str) -> (String, String) {
+    (format!("{name}_w"), format!("{name}_b"))
+}
+
+/// `x·Wᵀ + b` as a `Gemm` (`W` `[out × in]` as stored, `b` absent when empty), the initializers
+/// named `names` (weights, biases).
+fn dense(
+    g: &mut Graph,
+    (w_name, b_name): (String, String),
+    x: &str,
+    (inp, out): (usize, usize),
+    (w, b): (&[f32], &[f32]),
+) -> Result<String> {
     ensure!(
         w.len() == out * inp && (b.is_empty() || b.len() == out),
-        "{name}: {} weights and {} biases for {inp} → {out}",
+        "{w_name}: {} weights and {} biases for {inp} → {out}",
         w.len(),
         b.len()
     );
-    let wn = g.f32s(name, &[out, inp], w.iter().copied());
+    let wn = g.f32s(&w_name, &[out, inp], w.iter().copied());
     let mut inputs = vec![x.to_string(), wn];
     if !b.is_empty() {
-        inputs.push(g.f32s(&name.replacen("_w", "_b", 1), &[out], b.iter().copied()));
+        inputs.push(g.f32s(&b_name, &[out], b.iter().copied()));
     }
     let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     Ok(g.op("Gemm", &inputs, vec![int("transB", 1)]))
@@ -73,15 +90,15 @@ fn transfer(
     (p, h): (&str, usize),
     t: &[Vec<f32>],
 ) -> Result<String> {
-    ensure!(t.len() == 5, "the {name} transfer holds {} tensors", t.len());
-    let info = dense(g, &format!("{name}_info_w"), hid, (hc, h), (&t[0], &t[1]))?;
+    ensure!(t.len() == TRANSFER_TENSORS, "the {name} transfer holds {} tensors", t.len());
+    let info = dense(g, named(&format!("{name}_info")), hid, (hc, h), (&t[0], &t[1]))?;
     let info = g.op("Relu", &[&info], vec![]);
     let axis = g.i64s(&format!("{name}_axis"), &[1]);
     let scale = g.f32s(&format!("{name}_scale"), &[1], [1.0 / (h as f32).sqrt()]);
     let (mut scores, mut values) = (Vec::new(), Vec::new());
     for (u, x) in [("p", p), ("info", info.as_str())] {
         let [q, k, v] = [("q", 2), ("k", 3), ("v", 4)]
-            .map(|(m, i)| dense(g, &format!("{name}_{u}_{m}_w"), x, (h, h), (&t[i], &[])));
+            .map(|(m, i)| dense(g, named(&format!("{name}_{u}_{m}")), x, (h, h), (&t[i], &[])));
         let qk = g.op("Mul", &[&q?, &k?], vec![]);
         let score = g.op("ReduceSum", &[&qk, &axis], vec![int("keepdims", 1)]);
         scores.push(g.op("Mul", &[&score, &scale], vec![]));
@@ -138,12 +155,10 @@ fn add_pairs(g: &mut Graph, name: &str, x: &str, input: usize, z: &str, r: &[f32
 fn mixture(g: &mut Graph, name: &str, x: &str, input: usize, m: &Mmoe, p: &[Vec<f32>]) -> Result<[String; 2]> {
     let (e, s) = (m.experts, m.expert_size);
     ensure!(
-        p.len() == 4 && p[0].len() == e * s * input && p[1].len() == e * s && p[2].len() >= 2 * e * input,
+        p.len() == MIXTURE_TENSORS && p[2].len() >= 2 * e * input && p[3].len() >= 2 * e,
         "the {name} mixture's tensors do not match {e} experts of {s} on {input} inputs"
     );
-    let w = g.f32s(&format!("{name}_experts_w"), &[e * s, input], p[0].iter().copied());
-    let b = g.f32s(&format!("{name}_experts_b"), &[e * s], p[1].iter().copied());
-    let h = g.op("Gemm", &[x, &w, &b], vec![int("transB", 1)]);
+    let h = dense(g, named(&format!("{name}_experts")), x, (input, e * s), (&p[0], &p[1]))?;
     let h = g.op("Relu", &[&h], vec![]);
     let experts_shape = g.i64s(&format!("{name}_experts_shape"), &[-1, e as i64, s as i64]);
     let h = g.op("Reshape", &[&h, &experts_shape], vec![]);
@@ -151,10 +166,8 @@ fn mixture(g: &mut Graph, name: &str, x: &str, input: usize, m: &Mmoe, p: &[Vec<
     let mixed_shape = g.i64s(&format!("{name}_mixed_shape"), &[-1, s as i64]);
     let mut out = Vec::new();
     for (t, task) in ["ctr", "cvr"].into_iter().enumerate() {
-        let rows = t * e * input..(t + 1) * e * input;
-        let w = g.f32s(&format!("{name}_gate_{task}_w"), &[e, input], p[2][rows].iter().copied());
-        let b = g.f32s(&format!("{name}_gate_{task}_b"), &[e], p[3][t * e..(t + 1) * e].iter().copied());
-        let gate = g.op("Gemm", &[x, &w, &b], vec![int("transB", 1)]);
+        let (w, b) = (&p[2][t * e * input..(t + 1) * e * input], &p[3][t * e..(t + 1) * e]);
+        let gate = dense(g, named(&format!("{name}_gate_{task}")), x, (input, e), (w, b))?;
         let gate = g.op("Softmax", &[&gate], vec![int("axis", -1)]);
         let gate = g.op("Reshape", &[&gate, &gate_shape], vec![]);
         let mixed = g.op("MatMul", &[&gate, &h], vec![]);
@@ -206,8 +219,8 @@ pub fn heads(g: &mut Graph, c: &Consts, model: &Model, inputs: &[(String, String
         let (hidden_ctr, hidden_cvr) = spec.hidden();
         let (c_in, v_in, width) = match (&spec.mmoe, spec.mixture_tensor()) {
             (Some(m), Some(i)) => {
-                ensure!(params.len() >= i + 4, "the towers hold {} parameter tensors", params.len());
-                let [c_in, v_in] = mixture(g, &format!("{prefix}mmoe"), xc, input, m, &params[i..i + 4])?;
+                let mix = params.get(i..i + MIXTURE_TENSORS).context("the towers lack the mixture's tensors")?;
+                let [c_in, v_in] = mixture(g, &format!("{prefix}mmoe"), xc, input, m, mix)?;
                 (c_in, v_in, m.expert_size)
             }
             _ => (xc.clone(), xv.clone(), input),
@@ -218,8 +231,8 @@ pub fn heads(g: &mut Graph, c: &Consts, model: &Model, inputs: &[(String, String
         let (wc, wv) = (*hidden_ctr.last().expect("a hidden layer"), *hidden_cvr.last().expect("a hidden layer"));
         let top = match spec.transfer_tensor() {
             Some(j) => {
-                ensure!(params.len() >= j + 5, "the towers hold {} parameter tensors", params.len());
-                transfer(g, &format!("{prefix}aitm"), (&hc, wc), (&hv, wv), &params[j..j + 5])?
+                let t = params.get(j..j + TRANSFER_TENSORS).context("the towers lack the transfer's tensors")?;
+                transfer(g, &format!("{prefix}aitm"), (&hc, wc), (&hv, wv), t)?
             }
             None => hv,
         };

@@ -18,7 +18,10 @@ pub use embedding::{Embedding, SparseOptimizer};
 pub use esmm::{Model, ModelKind, ModelSpec, Snapshot};
 pub use gather::Pooling;
 pub use loss::{LossWeights, StepLoss};
-pub use towers::{input_width, Backend, DenseAdam, Interactions, Mmoe, TowerSpec, DEFAULT_EMB_DIM, HIDDEN, INPUT};
+pub use towers::{
+    input_width, Backend, DenseAdam, Interactions, Mmoe, TowerSpec, DEFAULT_EMB_DIM, HIDDEN, INPUT, MIXTURE_TENSORS,
+    TRANSFER_TENSORS,
+};
 pub use vocab::Vocab;
 
 #[cfg(test)]

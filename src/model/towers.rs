@@ -25,7 +25,8 @@ mod mmoe;
 mod pairs;
 mod transfer;
 
-pub use mmoe::Mmoe;
+pub use mmoe::{Mmoe, TENSORS as MIXTURE_TENSORS};
+pub use transfer::TENSORS as TRANSFER_TENSORS;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -161,27 +162,29 @@ impl TowerSpec {
         (2 * (ctr.len() + 1), 2 * (cvr.len() + 1))
     }
 
-    /// The index of the mixture's first tensor (after every tower's layers), with a mixture.
+    /// Where the mixture's tensors start, where the transfer's start, and where the pair
+    /// weights start (each after the ones before, all after every tower's layers).
+    fn tensor_offsets(&self) -> [usize; 3] {
+        let (ctr, cvr) = self.main_tensors();
+        let mixture = ctr + cvr * (self.towers() - 1);
+        let transfer = mixture + if self.mmoe.is_some() { mmoe::TENSORS } else { 0 };
+        [mixture, transfer, transfer + if self.transfer { transfer::TENSORS } else { 0 }]
+    }
+
+    /// The index of the mixture's first tensor, with a mixture.
     pub fn mixture_tensor(&self) -> Option<usize> {
-        let (ctr, cvr) = self.main_tensors();
-        self.mmoe.as_ref().map(|_| ctr + cvr * (self.towers() - 1))
+        self.mmoe.as_ref().map(|_| self.tensor_offsets()[0])
     }
 
-    /// The index of the transfer's first tensor (after the layers and the mixture), with AITM's
-    /// transfer.
+    /// The index of the transfer's first tensor, with AITM's transfer.
     pub fn transfer_tensor(&self) -> Option<usize> {
-        let (ctr, cvr) = self.main_tensors();
-        let mixture = if self.mmoe.is_some() { 4 } else { 0 };
-        self.transfer.then(|| ctr + cvr * (self.towers() - 1) + mixture)
+        self.transfer.then(|| self.tensor_offsets()[1])
     }
 
-    /// The index of tower `t`'s pair weights among the parameter tensors (after every tower's
-    /// layers, the mixture and the transfer), when the towers have interactions.
+    /// The index of tower `t`'s pair weights among the parameter tensors, when the towers have
+    /// interactions.
     pub fn pair_tensor(&self, t: usize) -> Option<usize> {
-        let (ctr, cvr) = self.main_tensors();
-        let towers = self.towers();
-        let before = if self.mmoe.is_some() { 4 } else { 0 } + if self.transfer { 5 } else { 0 };
-        (!self.interactions.is_none() && t < towers).then(|| ctr + cvr * (towers - 1) + before + t)
+        (!self.interactions.is_none() && t < self.towers()).then(|| self.tensor_offsets()[2] + t)
     }
 
     /// Whether the backend can run these sizes on embeddings of `dim`.

@@ -25,9 +25,9 @@ use std::sync::Mutex;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::mmoe::{MixScratch, Mixture, Mmoe};
+use super::mmoe::{self, MixScratch, Mixture, Mmoe};
 use super::pairs;
-use super::transfer::{Transfer, TransferScratch};
+use super::transfer::{self, Transfer, TransferScratch};
 
 /// One tower: `sizes[0]` inputs, hidden widths, 1 output; `p[2l]` = `W_l` `[out × in]`,
 /// `p[2l + 1]` = `b_l`; `pairs` its field-pair weights when the towers have interactions.
@@ -323,8 +323,8 @@ fn split_grads<'a>(grads: &'a mut [Vec<f32>], mlps: &[Mlp], mix: bool, transfer:
         rest = r;
         p
     };
-    let mix_grads = mix.then(|| take(4));
-    let transfer_grads = transfer.then(|| take(5));
+    let mix_grads = mix.then(|| take(mmoe::TENSORS));
+    let transfer_grads = transfer.then(|| take(transfer::TENSORS));
     for ((_, dr), r) in parts.iter_mut().zip(rest.iter_mut()) {
         *dr = Some(r);
     }
@@ -381,12 +381,12 @@ impl GemmTowers {
             })
             .collect();
         let mix = mix.map(|(spec, input)| {
-            let (p, r) = rest.split_at(4);
+            let (p, r) = rest.split_at(mmoe::TENSORS);
             rest = r;
             Mixture::new(spec, input, mlps.len(), p)
         });
         let transfer = transfer.then(|| {
-            let (p, r) = rest.split_at(5);
+            let (p, r) = rest.split_at(transfer::TENSORS);
             rest = r;
             Transfer::new(mlps[0].last_hidden(), mlps[1].last_hidden(), p)
         });

@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::gemm::mm;
 
+/// Parameter tensors of the mixture: experts' W, b, gates' W, b.
+pub const TENSORS: usize = 4;
+
 /// The mixture's shape (`model.mmoe`; PaddleRec `expert_num`, `expert_size`, `tower_size`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -39,7 +42,7 @@ impl Default for Mmoe {
 impl Mmoe {
     /// Lengths of the mixture's parameter tensors for `input` wide rows and `tasks` gates:
     /// experts' weights `[E·S × input]` and biases, gates' weights `[T·E × input]` and biases.
-    pub fn lens(&self, input: usize, tasks: usize) -> [usize; 4] {
+    pub fn lens(&self, input: usize, tasks: usize) -> [usize; TENSORS] {
         let (es, te) = (self.experts * self.expert_size, tasks * self.experts);
         [es * input, es, te * input, te]
     }

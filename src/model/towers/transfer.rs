@@ -22,8 +22,11 @@ pub struct Transfer {
     pub p: Vec<Vec<f32>>,
 }
 
+/// Parameter tensors of the transfer: W_i, b_i, W_q, W_k, W_v.
+pub const TENSORS: usize = 5;
+
 /// Lengths of the transfer's parameter tensors.
-pub fn lens(hc: usize, h: usize) -> [usize; 5] {
+pub fn lens(hc: usize, h: usize) -> [usize; TENSORS] {
     [h * hc, h, h * h, h * h, h * h]
 }
 
