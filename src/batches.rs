@@ -17,7 +17,10 @@ use arrow::datatypes::{DataType, Float32Type, UInt32Type, UInt64Type, UInt8Type}
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
-use crate::rng::Rng;
+use crate::rng::{hash_words, unit, Rng};
+
+/// Tag of the per-row hash that decides [`LoaderConfig::keep_unclicked`].
+const NEGATIVE_TAG: u64 = 0x4e45_4741;
 use crate::schema::{self, side_fields, Side, FIELDS};
 
 /// One field's lists for a set of rows (CSR): row `r` holds `ids[offsets[r]..offsets[r+1]]`.
@@ -376,6 +379,9 @@ pub struct LoaderConfig {
     pub buckets: usize,
     /// The split's user side: when given, every batch carries its gathered [`Batch::users`].
     pub common: Option<Arc<CommonTable>>,
+    /// Share of the unclicked rows passed on (1 = all); which ones is decided per row by a hash
+    /// of its sample id and the shuffle seed (training's negative sampling).
+    pub keep_unclicked: f64,
 }
 
 /// Rows in the file (from the footer).
@@ -394,6 +400,14 @@ pub fn spawn(cfg: LoaderConfig) -> Receiver<Result<Batch>> {
         }
     });
     rx
+}
+
+/// Whether row `r` of `pool` is passed on: every clicked row, an unclicked one when its hash
+/// falls below [`LoaderConfig::keep_unclicked`].
+fn keeps(cfg: &LoaderConfig, pool: &Batch, r: usize) -> bool {
+    cfg.keep_unclicked >= 1.0
+        || pool.click[r] == 1
+        || unit(hash_words(&[NEGATIVE_TAG, cfg.shuffle_seed.unwrap_or(0), pool.sample_id[r]])) < cfg.keep_unclicked
 }
 
 /// One pass: calls `emit` per batch until it returns false.
@@ -453,6 +467,9 @@ pub fn load(cfg: &LoaderConfig, mut emit: impl FnMut(Batch) -> bool) -> Result<(
             rng.shuffle(&mut units);
         }
         for r in units.into_iter().flat_map(|(a, b)| a..b) {
+            if !keeps(cfg, &pool, r) {
+                continue;
+            }
             carry.push_row(&pool, r);
             if carry.len() == cfg.batch_size {
                 let next = carry.empty_like();
@@ -495,10 +512,14 @@ mod tests {
     }
 
     fn samples(path: &Path, schema: SchemaRef, item_ids: &[u32], sample_id: ArrayRef) {
+        samples_clicked(path, schema, item_ids, sample_id, vec![0; item_ids.len()]);
+    }
+
+    fn samples_clicked(path: &Path, schema: SchemaRef, item_ids: &[u32], sample_id: ArrayRef, click: Vec<u8>) {
         let n = item_ids.len();
         let scalars: Vec<ArrayRef> = vec![
             sample_id,
-            Arc::new(UInt8Array::from(vec![0; n])),
+            Arc::new(UInt8Array::from(click)),
             Arc::new(UInt8Array::from(vec![0; n])),
             Arc::new(UInt64Array::from(vec![9; n])),
             Arc::new(UInt32Array::from(vec![0; n])),
@@ -516,6 +537,7 @@ mod tests {
             pool_row_groups: 2,
             buckets: 100,
             common: None,
+            keep_unclicked: 1.0,
         }
     }
 
@@ -590,6 +612,43 @@ mod tests {
         let e = format!("{:#}", CommonTable::load(&common, 250).err().unwrap());
         let col = schema::ids_column(side_fields(Side::User)[0]);
         assert!(e.contains("common.parquet: row 3") && e.contains(&format!("{col}: id 250 is outside")), "{e}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// `keep_unclicked`: every clicked row passes, about that share of the unclicked ones, the
+    /// same rows for the same shuffle seed and others for another; at 1 every row.
+    #[test]
+    fn keep_unclicked_passes_every_click_and_a_share_of_the_rest() {
+        let dir = temp_dir("batches_keep");
+        let path = dir.join("s.parquet");
+        let n = 2000u64;
+        let click: Vec<u8> = (0..n).map(|i| (i % 5 == 0) as u8).collect();
+        samples_clicked(
+            &path,
+            schema::samples_schema(),
+            &vec![1; n as usize],
+            Arc::new(UInt64Array::from_iter_values(0..n)),
+            click,
+        );
+        let passed = |keep: f64, seed: u64| {
+            let mut rows = Vec::new();
+            load(&LoaderConfig { keep_unclicked: keep, shuffle_seed: Some(seed), ..loader(&path) }, |b| {
+                rows.extend(b.sample_id.iter().zip(&b.click).map(|(&s, &c)| (s, c)));
+                true
+            })
+            .unwrap();
+            rows.sort_unstable();
+            rows
+        };
+        assert_eq!(passed(1.0, 3).len(), n as usize);
+        let a = passed(0.25, 3);
+        let clicks = a.iter().filter(|r| r.1 == 1).count();
+        let others = a.len() - clicks;
+        assert_eq!(clicks, 400, "every clicked row");
+        assert!((340..460).contains(&others), "about a quarter of 1600 unclicked rows: {others}");
+        assert_eq!(a, passed(0.25, 3), "the same rows for the same seed");
+        let b = passed(0.25, 4);
+        assert_ne!(a, b, "other rows in another epoch");
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -334,6 +334,16 @@ pub struct TrainConfig {
     /// of the config hash when `none`, so files that pin `none` hash as before it existed).
     #[serde(skip_serializing_if = "CalibrationKind::is_none")]
     pub calibration: CalibrationKind,
+    /// Share of the unclicked training rows each epoch trains on (1 = all): the rest are
+    /// skipped, drawn afresh each epoch, and the kept ones weigh `1 / keep_unclicked` in the
+    /// objective, which stays an unbiased estimate of the full one. Left out of the config
+    /// hash at 1.
+    #[serde(skip_serializing_if = "is_one")]
+    pub keep_unclicked: f64,
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 impl Default for TrainConfig {
@@ -352,6 +362,7 @@ impl Default for TrainConfig {
             ensemble_epochs: true,
             seed: 1,
             calibration: CalibrationKind::Level,
+            keep_unclicked: 1.0,
         }
     }
 }
@@ -368,6 +379,7 @@ impl TrainConfig {
         ensure!(self.shuffle_pool_row_groups >= 1, "train.shuffle_pool_row_groups must be >= 1");
         ensure!(self.evals_per_epoch >= 1, "train.evals_per_epoch must be >= 1");
         ensure!(self.lr_decay > 0.0 && self.lr_decay <= 1.0, "train.lr_decay must be in (0, 1]");
+        ensure!(self.keep_unclicked > 0.0 && self.keep_unclicked <= 1.0, "train.keep_unclicked must be in (0, 1]");
         Ok(())
     }
 }

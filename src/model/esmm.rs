@@ -145,10 +145,21 @@ pub struct Model {
     pub snapshots: Vec<Snapshot>,
     /// Applied by [`Model::predict`] (identity until `train` fits it on the valid split).
     pub calibration: Calibration,
+    /// Weight of an unclicked row in the training objective (1, or `1 / keep_unclicked` when
+    /// training skips a share of them: set by `train`; validation always weighs every row 1).
+    pub unclicked_w: f64,
     /// Per table: the gradient partitions of the last backward (one per thread, see `gather`).
     grads: Vec<Vec<SparseGrad>>,
     gather: Gather,
     scratch: Mutex<Scratch>,
+}
+
+/// The summed logits (every tower's) of one batch under the first `members` snapshots of a
+/// model: [`Model::evaluate_with`] adds the snapshots kept since instead of scoring them all.
+#[derive(Clone, Debug, Default)]
+pub struct FrozenSum {
+    members: usize,
+    sum: Option<Vec<Vec<f32>>>,
 }
 
 /// Per-batch buffers, reused from step to step (they only grow).
@@ -233,7 +244,17 @@ impl Model {
         let grads = tables.iter().map(|_| Vec::new()).collect();
         let gather = Gather::new(spec.pooling, spec.max_len.clone(), vocab, spec.embedding_dim);
         let calibration = Calibration::default();
-        Ok(Self { spec, tables, towers, snapshots: Vec::new(), calibration, grads, gather, scratch: Mutex::default() })
+        Ok(Self {
+            spec,
+            tables,
+            towers,
+            snapshots: Vec::new(),
+            calibration,
+            unclicked_w: 1.0,
+            grads,
+            gather,
+            scratch: Mutex::default(),
+        })
     }
 
     /// The id admission the model was trained with.
@@ -261,26 +282,51 @@ impl Model {
         self.pool_tables(&self.tables, s, batch, users);
     }
 
-    /// The members' logits summed in [`Model::members`] order, over their count: of the CTR and
-    /// the CVR tower, or with `all` of every tower (the auxiliary ones too).
-    fn logits_with(&self, s: &mut Scratch, batch: &Batch, common: &CommonTable, all: bool) -> Vec<Vec<f32>> {
-        let users = Users::of(batch, common);
-        let mut sum: Option<Vec<Vec<f32>>> = None;
-        for (tables, towers) in self.members() {
-            self.pool_tables(tables, s, batch, &users);
-            let [xc, xv] = &s.x;
-            let xv = if tables.len() == 2 { xv } else { xc };
-            let z = if all {
-                towers.forward_all(xc, xv, batch.len())
-            } else {
-                let (zc, zv) = towers.forward(xc, xv, batch.len());
-                vec![zc, zv]
-            };
-            match &mut sum {
-                None => sum = Some(z),
-                Some(sum) => sum.iter_mut().zip(&z).for_each(|(s, z)| s.iter_mut().zip(z).for_each(|(a, b)| *a += b)),
-            }
+    /// The logits of one member (its `tables` and `towers`): of the CTR and the CVR tower, or
+    /// with `all` of every tower (the auxiliary ones too).
+    fn member_logits(
+        &self,
+        (tables, towers): (&[Embedding], &Towers),
+        s: &mut Scratch,
+        batch: &Batch,
+        users: &Users,
+        all: bool,
+    ) -> Vec<Vec<f32>> {
+        self.pool_tables(tables, s, batch, users);
+        let [xc, xv] = &s.x;
+        let xv = if tables.len() == 2 { xv } else { xc };
+        if all {
+            towers.forward_all(xc, xv, batch.len())
+        } else {
+            let (zc, zv) = towers.forward(xc, xv, batch.len());
+            vec![zc, zv]
         }
+    }
+
+    /// The members' logits summed in [`Model::members`] order, over their count. `frozen`
+    /// carries the sum of the first snapshots' logits of this very batch from an earlier call
+    /// (they never change): only the snapshots after them are computed, and the sum is the
+    /// same, in the same order, bit for bit.
+    fn logits_with(
+        &self,
+        s: &mut Scratch,
+        batch: &Batch,
+        common: &CommonTable,
+        all: bool,
+        frozen: &mut FrozenSum,
+    ) -> Vec<Vec<f32>> {
+        let users = Users::of(batch, common);
+        let add = |sum: &mut Option<Vec<Vec<f32>>>, z: Vec<Vec<f32>>| match sum {
+            None => *sum = Some(z),
+            Some(sum) => sum.iter_mut().zip(&z).for_each(|(s, z)| s.iter_mut().zip(z).for_each(|(a, b)| *a += b)),
+        };
+        for snapshot in &self.snapshots[frozen.members..] {
+            let z = self.member_logits((&snapshot.tables, &snapshot.towers), s, batch, &users, all);
+            add(&mut frozen.sum, z);
+        }
+        frozen.members = self.snapshots.len();
+        let mut sum = frozen.sum.clone();
+        add(&mut sum, self.member_logits((&self.tables, &self.towers), s, batch, &users, all));
         let mut z = sum.expect("the model is a member");
         if !self.snapshots.is_empty() {
             let k = self.member_count() as f32;
@@ -289,22 +335,23 @@ impl Model {
         z
     }
 
-    fn logits_of(&self, batch: &Batch, common: &CommonTable, all: bool) -> Vec<Vec<f32>> {
+    fn logits_of(&self, batch: &Batch, common: &CommonTable, all: bool, frozen: &mut FrozenSum) -> Vec<Vec<f32>> {
         match self.scratch.try_lock() {
-            Ok(mut s) => self.logits_with(&mut s, batch, common, all),
-            Err(_) => self.logits_with(&mut Scratch::default(), batch, common, all),
+            Ok(mut s) => self.logits_with(&mut s, batch, common, all, frozen),
+            Err(_) => self.logits_with(&mut Scratch::default(), batch, common, all, frozen),
         }
     }
 
     /// Logits (zc, zv) of a batch: of pCTR and pCVR ([`ModelKind::predicting`]).
     pub fn logits(&self, batch: &Batch, common: &CommonTable) -> (Vec<f32>, Vec<f32>) {
-        let [zc, z2]: [Vec<f32>; 2] = self.logits_of(batch, common, false).try_into().expect("two towers");
+        let [zc, z2]: [Vec<f32>; 2] =
+            self.logits_of(batch, common, false, &mut FrozenSum::default()).try_into().expect("two towers");
         self.spec.kind.predicting(zc, z2)
     }
 
     /// Logits of every tower of a batch (CTR, CVR, then any auxiliary tower's).
     pub fn all_logits(&self, batch: &Batch, common: &CommonTable) -> Vec<Vec<f32>> {
-        self.logits_of(batch, common, true)
+        self.logits_of(batch, common, true, &mut FrozenSum::default())
     }
 
     /// (pCTR, pCVR) per row, through [`Model::calibration`].
@@ -318,13 +365,25 @@ impl Model {
     fn objective(&self, z: &[Vec<f32>], held: Option<&[Vec<f32>]>, batch: &Batch) -> StepLoss {
         let z: Vec<&[f32]> = z.iter().map(|v| &v[..]).collect();
         let held: Vec<&[f32]> = held.map_or_else(|| z.clone(), |h| h.iter().map(|v| &v[..]).collect());
-        loss_grads(self.spec.kind, &self.spec.loss, &z, &held, &batch.click, &batch.buy).1
+        loss_grads(self.spec.kind, &self.spec.loss, &z, &held, &batch.click, &batch.buy, 1.0).1
     }
 
     /// The objective's sums over a batch (the training loss, no update) and its (pCTR, pCVR)
     /// through [`Model::calibration`]: validation.
     pub fn evaluate(&self, batch: &Batch, common: &CommonTable) -> (StepLoss, Vec<f32>, Vec<f32>) {
-        let mut z = self.all_logits(batch, common);
+        self.evaluate_with(batch, common, &mut FrozenSum::default())
+    }
+
+    /// [`Model::evaluate`] of a batch scored before, `frozen` kept from then: training's
+    /// validation scores only the snapshots added since (and the model itself), not every
+    /// member again.
+    pub fn evaluate_with(
+        &self,
+        batch: &Batch,
+        common: &CommonTable,
+        frozen: &mut FrozenSum,
+    ) -> (StepLoss, Vec<f32>, Vec<f32>) {
+        let mut z = self.logits_of(batch, common, true, frozen);
         let loss = self.objective(&z, None, batch);
         z.truncate(2);
         let [zc, z2]: [Vec<f32>; 2] = z.try_into().expect("two towers");
@@ -348,11 +407,11 @@ impl Model {
         self.pool(&mut scratch, batch, &users);
         let Scratch { x: [xc, xv], dx: [dxc, dxv], du, .. } = &mut scratch;
         let shared = self.tables.len() == 1;
-        let (kind, weights) = (self.spec.kind, self.spec.loss);
+        let (kind, weights, unclicked_w) = (self.spec.kind, self.spec.loss, self.unclicked_w);
         let mut out = (StepLoss::default(), Vec::new());
         let xv: &[f32] = if shared { xc } else { xv };
         let tg = self.towers.backward(xc, xv, n, (dxc, dxv), |z| {
-            let (g, loss) = loss_grads(kind, &weights, z, z, &batch.click, &batch.buy);
+            let (g, loss) = loss_grads(kind, &weights, z, z, &batch.click, &batch.buy, unclicked_w);
             out = (loss, z[0].iter().map(|&z| sigmoid(z as f64) as f32).collect());
             g
         });

@@ -41,6 +41,7 @@ pub fn for_batches_in(
         pool_row_groups: 1,
         buckets: model.spec.hash_buckets,
         common: Some(Arc::clone(common)),
+        keep_unclicked: 1.0,
     });
     // Dropping the receiver at the range's end hangs up on the loader.
     for (k, batch) in (0..range.end).zip(rx) {

@@ -157,6 +157,12 @@ fn counterfactual_row(kind: ModelKind, w: &LossWeights, b: f64, c: f64, held: [f
 /// stops the gradient (the propensity pCTR, DR's imputed label and its CVR error, DCMT's): an
 /// input of the loss, never differentiated. Training passes `z` twice; a gradient check holds
 /// `held` while it moves `z`.
+///
+/// `unclicked_w` weighs each unclicked row against a clicked one (1 = every row alike; training
+/// with a share `k` of the unclicked rows passes `1 / k`, so the batch stands for the rows it
+/// was drawn from). Every term of a row is multiplied by its weight, the weights normalized to
+/// sum to the batch's rows (the means stay means); `naive_cvr`'s CVR term, over clicked rows
+/// only, is not weighted.
 pub fn loss_grads(
     kind: ModelKind,
     w: &LossWeights,
@@ -164,20 +170,25 @@ pub fn loss_grads(
     held: &[&[f32]],
     click: &[u8],
     buy: &[u8],
+    unclicked_w: f64,
 ) -> (Vec<Vec<f32>>, StepLoss) {
     let (zc, zv) = (z[0], z[1]);
     let n = zc.len();
     let mut loss = StepLoss { rows: n, ..Default::default() };
     let mut g: Vec<Vec<f32>> = z.iter().map(|_| vec![0.0f32; n]).collect();
     let clicked = click.iter().filter(|&&c| c == 1).count();
+    let total = clicked as f64 + unclicked_w * (n - clicked) as f64;
+    let scale = if unclicked_w == 1.0 || total <= 0.0 { 1.0 } else { n as f64 / total };
+    let (w_clicked, w_unclicked) = (scale, scale * unclicked_w);
     loss.second_rows = if kind == ModelKind::NaiveCvr { clicked } else { n };
     let inv_n = 1.0 / n.max(1) as f64;
     let second_w = w.global_w / loss.second_rows.max(1) as f64;
     for i in 0..n {
         let (a, b) = (zc[i] as f64, zv[i] as f64);
         let o = click[i] == 1;
-        loss.ctr += softplus(a) - o as u8 as f64 * a;
-        let mut da = (sigmoid(a) - o as u8 as f64) * inv_n;
+        let rw = if o { w_clicked } else { w_unclicked };
+        loss.ctr += rw * (softplus(a) - o as u8 as f64 * a);
+        let mut da = rw * (sigmoid(a) - o as u8 as f64) * inv_n;
         let mut db = 0.0;
         if kind == ModelKind::NaiveCvr {
             if o {
@@ -187,11 +198,11 @@ pub fn loss_grads(
             }
         } else if kind == ModelKind::Aitm {
             let y = (o && buy[i] == 1) as u8 as f64;
-            loss.second += w.global_w * (softplus(b) - y * b);
-            db = (sigmoid(b) - y) * second_w;
+            loss.second += rw * w.global_w * (softplus(b) - y * b);
+            db = rw * (sigmoid(b) - y) * second_w;
             let (pc, pt) = (sigmoid(a), sigmoid(b));
             if pt > pc {
-                let cw = w.calibrator_w;
+                let cw = rw * w.calibrator_w;
                 loss.counterfactual += cw * (pt - pc);
                 da -= cw * pc * (1.0 - pc) * inv_n;
                 db += cw * pt * (1.0 - pt) * inv_n;
@@ -199,17 +210,17 @@ pub fn loss_grads(
         } else {
             let y = o && buy[i] == 1;
             let (l, ga, gb) = ctcvr_term(a, b, y);
-            loss.second += w.global_w * l;
-            da += ga * second_w;
-            db += gb * second_w;
+            loss.second += rw * w.global_w * l;
+            da += rw * ga * second_w;
+            db += rw * gb * second_w;
             if kind.counterfactual() {
                 let aux = |t: &[&[f32]]| t.get(2).map_or(0.0, |v| v[i] as f64);
                 let hold = [held[0][i] as f64, held[1][i] as f64, aux(held)];
                 let [l, gb, gc] = counterfactual_row(kind, w, b, aux(z), hold, o, y as u8 as f64);
-                loss.counterfactual += l;
-                db += gb * inv_n;
+                loss.counterfactual += rw * l;
+                db += rw * gb * inv_n;
                 if let Some(ga) = g.get_mut(2) {
-                    ga[i] = (gc * inv_n) as f32;
+                    ga[i] = (rw * gc * inv_n) as f32;
                 }
             }
         }
@@ -250,7 +261,33 @@ mod tests {
     fn run(kind: ModelKind, w: &LossWeights, z: &[Vec<f32>], held: &[Vec<f32>]) -> (Vec<Vec<f32>>, StepLoss) {
         let (z, held): (Vec<&[f32]>, Vec<&[f32]>) =
             (z.iter().map(|v| &v[..]).collect(), held.iter().map(|v| &v[..]).collect());
-        loss_grads(kind, w, &z, &held, &CLICK, &BUY)
+        loss_grads(kind, w, &z, &held, &CLICK, &BUY, 1.0)
+    }
+
+    /// Weighing the unclicked rows 2 is, for every kind, the plain loss of the batch in which
+    /// each unclicked row appears twice: the same value, and each row's gradient the sum of its
+    /// copies' (what training on half the unclicked rows at weight 2 stands for).
+    #[test]
+    fn weighing_unclicked_rows_is_repeating_them() {
+        let copies: Vec<usize> = (0..ZC.len()).flat_map(|i| vec![i; if CLICK[i] == 1 { 1 } else { 2 }]).collect();
+        let pick = |v: &[f32]| copies.iter().map(|&i| v[i]).collect::<Vec<f32>>();
+        let (click, buy): (Vec<u8>, Vec<u8>) = copies.iter().map(|&i| (CLICK[i], BUY[i])).unzip();
+        for kind in ModelKind::ALL {
+            let z = logits(kind);
+            let zr: Vec<&[f32]> = z.iter().map(|v| &v[..]).collect();
+            let (g, loss) = loss_grads(kind, &W, &zr, &zr, &CLICK, &BUY, 2.0);
+            let rep: Vec<Vec<f32>> = z.iter().map(|v| pick(v)).collect();
+            let repr: Vec<&[f32]> = rep.iter().map(|v| &v[..]).collect();
+            let (gr, lr) = loss_grads(kind, &W, &repr, &repr, &click, &buy, 1.0);
+            assert!((loss.value() - lr.value()).abs() < 1e-12, "{kind:?}: {} vs {}", loss.value(), lr.value());
+            assert_ne!(loss.value(), run(kind, &W, &z, &z).1.value(), "{kind:?}: the weight matters");
+            for t in 0..z.len() {
+                for i in 0..ZC.len() {
+                    let summed: f64 = copies.iter().zip(&gr[t]).filter(|(&c, _)| c == i).map(|(_, &g)| g as f64).sum();
+                    assert!((g[t][i] as f64 - summed).abs() < 1e-6, "{kind:?} tower {t} row {i}");
+                }
+            }
+        }
     }
 
     /// The logit gradients of every kind's loss against finite differences of its value

@@ -15,7 +15,7 @@ pub mod vocab;
 
 pub use calibration::{Calibration, Platt};
 pub use embedding::{Embedding, SparseOptimizer};
-pub use esmm::{Model, ModelKind, ModelSpec, Snapshot};
+pub use esmm::{FrozenSum, Model, ModelKind, ModelSpec, Snapshot};
 pub use gather::Pooling;
 pub use loss::{LossWeights, StepLoss};
 pub use towers::{
@@ -381,6 +381,29 @@ mod gradcheck {
         for f in crate::schema::samples_schema().fields() {
             let feature = f.name().starts_with("f_") || f.name().starts_with("w_");
             assert!(!(feature && (f.name().contains("click") || f.name().contains("buy"))));
+        }
+    }
+
+    /// Validation's running sum of the frozen members (`FrozenSum`) scores a growing ensemble
+    /// exactly as scoring every member again does: the same loss and probabilities, bit for bit,
+    /// for kinds with and without an auxiliary tower.
+    #[test]
+    fn a_kept_frozen_sum_scores_the_ensemble_bit_for_bit() {
+        let (batch, common) = data();
+        for kind in [ModelKind::Esmm, ModelKind::Escm2Dr, ModelKind::Aitm] {
+            let mut m = Model::new(spec(kind), Vocab::off()).unwrap();
+            let mut frozen = FrozenSum::default();
+            for round in 0..4u64 {
+                for _ in 0..3 {
+                    m.train_step(&batch, &common);
+                }
+                let (full, kept) = (m.evaluate(&batch, &common), m.evaluate_with(&batch, &common, &mut frozen));
+                assert_eq!(full.0.value().to_bits(), kept.0.value().to_bits(), "{kind:?} round {round}: loss");
+                assert_eq!((full.1, full.2), (kept.1, kept.2), "{kind:?} round {round}: probabilities");
+                m.keep_snapshot().unwrap();
+                m.reset_embeddings(round);
+            }
+            assert_eq!(m.snapshots.len(), 4);
         }
     }
 

@@ -146,6 +146,7 @@ impl Vocab {
             pool_row_groups: 1,
             buckets,
             common: None,
+            keep_unclicked: 1.0,
         };
         batches::load(&cfg, |b| {
             c.add_items(&b);

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -31,7 +31,7 @@ use crate::batches::{self, CommonTable, LoaderConfig};
 use crate::config::{CalibrationKind, ModelConfig, OutputBias, TrainConfig};
 use crate::manifest;
 use crate::metrics::{self, Scored};
-use crate::model::{checkpoint, infer, Calibration, Model, ModelKind, ModelSpec, Platt, StepLoss, Vocab};
+use crate::model::{checkpoint, infer, Calibration, FrozenSum, Model, ModelKind, ModelSpec, Platt, StepLoss, Vocab};
 use crate::parquet_out::ParquetOut;
 use crate::schema::{self, Split, CHECKPOINT_FILE, COMMON_FILE, EPOCHS_FILE, MODEL_FILE, SAMPLES_FILE};
 
@@ -183,6 +183,7 @@ pub fn run(cfg: &TrainStage) -> Result<StageReport> {
         rates: pooled_rates(&split.counts),
         resume_key,
         inputs: st.inputs.clone(),
+        frozen: Mutex::default(),
     };
     while state.epochs_done < cfg.train.epochs && !state.stop.stopped {
         trainer.epoch(&mut model, &mut state)?;
@@ -281,6 +282,8 @@ struct Trainer<'a> {
     valid_rows: u64,
     resume_key: String,
     inputs: Vec<manifest::FileEntry>,
+    /// Per valid batch: the summed logits of the ensemble's frozen members scored so far.
+    frozen: Mutex<Vec<FrozenSum>>,
 }
 
 impl Trainer<'_> {
@@ -297,6 +300,7 @@ impl Trainer<'_> {
             model.reset_embeddings(crate::rng::hash_words(&[self.cfg.model.seed, RESET_TAG, epoch as u64]));
         }
         model.set_lr_scale(train.lr_decay.powi(epoch as i32));
+        model.unclicked_w = 1.0 / train.keep_unclicked;
         let rx = batches::spawn(LoaderConfig {
             path: self.train.clone(),
             batch_size: train.batch_size,
@@ -305,6 +309,7 @@ impl Trainer<'_> {
             pool_row_groups: train.shuffle_pool_row_groups,
             buckets: model.spec.hash_buckets,
             common: Some(Arc::clone(&self.common)),
+            keep_unclicked: train.keep_unclicked,
         });
         let bar = crate::progress::rows(&format!("epoch {}", epoch + 1), self.train_rows);
         let mut running = Running { p: VecDeque::new(), y: VecDeque::new() };
@@ -401,8 +406,14 @@ impl Trainer<'_> {
         let train_seconds = window.started.elapsed().as_secs_f64();
         let mut scored = Scored::default();
         let mut valid_loss = StepLoss::default();
+        let mut frozen = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut k = 0;
         infer::for_each_batch(model, &self.valid, &self.common, 4096, |b| {
-            let (loss, p_ctr, p_cvr) = model.evaluate(b, &self.common);
+            if frozen.len() == k {
+                frozen.push(FrozenSum::default());
+            }
+            let (loss, p_ctr, p_cvr) = model.evaluate_with(b, &self.common, &mut frozen[k]);
+            k += 1;
             for i in 0..b.len() {
                 scored.push(b.click[i], b.buy[i], p_ctr[i], p_cvr[i]);
             }

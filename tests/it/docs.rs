@@ -132,6 +132,7 @@ fn code_keys() -> BTreeSet<String> {
     c.train.reset_embeddings = true;
     c.train.ensemble_epochs = true;
     c.train.calibration = CalibrationKind::Platt;
+    c.train.keep_unclicked = 0.5;
     let mut keys = BTreeSet::new();
     flatten("", &serde_json::to_value(&c).unwrap(), &mut keys);
     keys

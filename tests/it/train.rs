@@ -150,6 +150,33 @@ fn reset_embeddings_restarts_the_tables_each_epoch_and_resumes() {
     assert!(s.snapshots.is_empty() && s.towers.params() == q.towers.params(), "the same training");
 }
 
+/// Negative sampling (`train.keep_unclicked`): each epoch trains on every click and about that
+/// share of the other rows (fewer steps, other rows each epoch), the same model for 1 and 2
+/// threads, and `--resume` across an epoch is bit-identical.
+#[test]
+fn keep_unclicked_trains_on_a_share_of_the_rest_reproducibly() {
+    let root = temp_dir("keep_unclicked");
+    let data = prepare(&root, GenerateConfig { train_rows: 6_000, test_rows: 1_000, ..small_world() });
+    let all = TrainConfig { epochs: 2, batch_size: 64, early_stopping_patience: 0, ..Default::default() };
+    let some = TrainConfig { keep_unclicked: 0.3, ..all.clone() };
+    let model = ModelConfig::default();
+    let full = train_with(&data, &root.join("all"), model.clone(), all, false);
+    let part = train_with(&data, &root.join("some"), model.clone(), some.clone(), false);
+    let (n, k) = (full.counts["steps"] as f64, part.counts["steps"] as f64);
+    assert!(k > 0.25 * n && k < 0.45 * n, "about 0.3 of the unclicked rows (and every click): {k} of {n} steps");
+    let one = esmm::stages::train::TrainStage {
+        threads: 1,
+        ..train_stage(&data, &root.join("one"), model.clone(), some.clone())
+    };
+    esmm::stages::train::run(&one).unwrap();
+    assert!(same_weights(&root.join("some/checkpoint.bin"), &root.join("one/checkpoint.bin")), "1 thread = 2");
+    train_with(&data, &root.join("resumed"), model.clone(), TrainConfig { epochs: 1, ..some.clone() }, false);
+    train_with(&data, &root.join("resumed"), model, some, true);
+    assert!(same_weights(&root.join("some/checkpoint.bin"), &root.join("resumed/checkpoint.bin")), "--resume");
+    assert_ne!(evaluations(&root.join("all")), evaluations(&root.join("some")));
+    std::fs::remove_dir_all(root).ok();
+}
+
 fn predict_to(model: &Path, data: &Path, out: &Path) {
     predict_split(model, data, Split::Test, out)
 }
