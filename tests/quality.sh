@@ -23,7 +23,8 @@
 #                                      bs256, decay, level, platt, bias, bias_level, bias_platt,
 #                                      dim16, noreset, single, shrink10, shrink40, epochs8, emb_lr3x,
 #                                      interactions, escm2_ips_w05, mmoe_wide, gw2, gw4, epochs12,
-#                                      neg33, neg33_e12, neg33_e12_gw2, cvr64, cvr32, cvr64_e6, dim8)
+#                                      neg33, neg33_e12, neg33_e12_gw2, cvr64, cvr32, cvr64_e6, dim8, tlr05,
+#                                      bs2048)
 #   Full scale: QUALITY_WORLDS=fullscale (42.3 M rows, ~40 min a run), its 1/8 twin: twin, twin_b4x
 #   (a world file may fix its rows; <world>.stages.yaml its ingest / split sections)
 #   Real-rate world (calibration): QUALITY_WORLDS=realrate QUALITY_TRAIN_ROWS=8000000 QUALITY_TEST_ROWS=2000000
