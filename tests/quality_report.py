@@ -248,10 +248,11 @@ def main():
     tmp = os.path.join(a.out, ".quality.md.tmp")
     open(tmp, "w").write(text)
     os.replace(tmp, os.path.join(a.out, "quality.md"))
-    floats = ([f"auc_{t}" for t, _ in TASKS] + [f"calibration_{t}" for t, _ in CAL_TASKS]
-              + [f"calibration_truth_{t}" for t, _ in CAL_TASKS]
-              + [f"ne_{t}" for t, _ in CAL_TASKS]
-              + [f"{m}_{t}" for t, m, _ in CF_COLUMNS] + [YARD])
+    # pCVR / truth on clicked rows is in both tables: one column (readers refuse a repeated name)
+    floats = list(dict.fromkeys([f"auc_{t}" for t, _ in TASKS] + [f"calibration_{t}" for t, _ in CAL_TASKS]
+                                + [f"calibration_truth_{t}" for t, _ in CAL_TASKS]
+                                + [f"ne_{t}" for t, _ in CAL_TASKS]
+                                + [f"{m}_{t}" for t, m, _ in CF_COLUMNS] + [YARD]))
     cols = ["world", "system"] + floats
     table = pa.table({c: [r.get(c) for r in rows] for c in cols},
                      schema=pa.schema([("world", pa.string()), ("system", pa.string())] +
