@@ -18,10 +18,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
 use crate::rng::{hash_words, unit, Rng};
+use crate::schema::{self, side_fields, Side, FIELDS};
 
 /// Tag of the per-row hash that decides [`LoaderConfig::keep_unclicked`].
 const NEGATIVE_TAG: u64 = 0x4e45_4741;
-use crate::schema::{self, side_fields, Side, FIELDS};
 
 /// One field's lists for a set of rows (CSR): row `r` holds `ids[offsets[r]..offsets[r+1]]`.
 #[derive(Clone, Debug, Default)]

@@ -320,6 +320,9 @@ impl Model {
             None => *sum = Some(z),
             Some(sum) => sum.iter_mut().zip(&z).for_each(|(s, z)| s.iter_mut().zip(z).for_each(|(a, b)| *a += b)),
         };
+        if frozen.members > self.snapshots.len() {
+            *frozen = FrozenSum::default(); // kept for another model: start over
+        }
         for snapshot in &self.snapshots[frozen.members..] {
             let z = self.member_logits((&snapshot.tables, &snapshot.towers), s, batch, &users, all);
             add(&mut frozen.sum, z);
