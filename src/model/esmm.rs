@@ -328,9 +328,11 @@ impl Model {
             add(&mut frozen.sum, z);
         }
         frozen.members = self.snapshots.len();
-        let mut sum = frozen.sum.clone();
-        add(&mut sum, self.member_logits((&self.tables, &self.towers), s, batch, &users, all));
-        let mut z = sum.expect("the model is a member");
+        // the model's own logits last: `sum + own`, written into `own` (no copy of the sum)
+        let mut z = self.member_logits((&self.tables, &self.towers), s, batch, &users, all);
+        if let Some(sum) = &frozen.sum {
+            z.iter_mut().zip(sum).for_each(|(z, s)| z.iter_mut().zip(s).for_each(|(a, b)| *a = b + *a));
+        }
         if !self.snapshots.is_empty() {
             let k = self.member_count() as f32;
             z.iter_mut().flatten().for_each(|z| *z /= k);
