@@ -457,9 +457,15 @@ mod tests {
         fn json<T: Serialize>(v: &T) -> serde_json::Value {
             serde_json::to_value(v).unwrap()
         }
+        // tower sizes as resolved: the demo spells out the backend's default ones
+        let sized = |m: ModelConfig| {
+            let t = m.towers();
+            ModelConfig { ctr_fc_sizes: Some(t.ctr_fc_sizes), cvr_fc_sizes: Some(t.cvr_fc_sizes), ..m }
+        };
         let defaults = |name: &str, c: &PipelineConfig| {
-            let model = ModelConfig { kind: ModelConfig::default().kind, ..c.model.clone() };
-            assert!(model == ModelConfig::default() && c.train == TrainConfig::default(), "{name}: not the defaults");
+            let model = sized(ModelConfig { kind: ModelConfig::default().kind, ..c.model.clone() });
+            let same = model == sized(ModelConfig::default()) && c.train == TrainConfig::default();
+            assert!(same, "{name}: not the defaults");
         };
         defaults("demo.yaml", &demo);
         let mut kinds = vec![demo.model.kind];

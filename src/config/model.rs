@@ -11,7 +11,7 @@ use crate::batches::ShuffleUnit;
 use crate::error::UsageResult;
 use crate::model::{
     Backend, DenseAdam, Interactions, LossWeights, Mmoe, Model, ModelKind, Pooling, SparseOptimizer, TowerSpec,
-    DEFAULT_EMB_DIM, HIDDEN,
+    DEFAULT_EMB_DIM,
 };
 use crate::schema::{field_index, FIELDS};
 
@@ -37,8 +37,12 @@ pub struct ModelConfig {
     /// Embedding dimension, any >= 1 (PaddleRec's 12 by default; `backend: dfdx` is compiled
     /// for 12); the towers' input is 23 × this wide.
     pub embedding_dim: usize,
-    pub ctr_fc_sizes: Vec<usize>,
-    pub cvr_fc_sizes: Vec<usize>,
+    /// Hidden sizes of the CTR and the CVR tower; absent: the backend's (gemm `[128, 64]`, dfdx
+    /// `[256, 64]`, [`Backend::default_hidden`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctr_fc_sizes: Option<Vec<usize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cvr_fc_sizes: Option<Vec<usize>>,
     /// `field_weighted`: every tower's logit adds the dot products of every two fields' pooled
     /// embeddings, each pair weighted by the tower (FwFM; gemm only); `none` (default): the MLP
     /// alone, as PaddleRec's.
@@ -138,8 +142,8 @@ impl Default for ModelConfig {
             kind: ModelKind::Esmm,
             backend: Backend::Gemm,
             embedding_dim: DEFAULT_EMB_DIM,
-            ctr_fc_sizes: HIDDEN.to_vec(),
-            cvr_fc_sizes: HIDDEN.to_vec(),
+            ctr_fc_sizes: None,
+            cvr_fc_sizes: None,
             interactions: Interactions::None,
             backbone: Backbone::Towers,
             mmoe: Mmoe::default(),
@@ -225,8 +229,8 @@ impl ModelConfig {
     pub fn towers(&self) -> TowerSpec {
         TowerSpec {
             backend: self.backend,
-            ctr_fc_sizes: self.ctr_fc_sizes.clone(),
-            cvr_fc_sizes: self.cvr_fc_sizes.clone(),
+            ctr_fc_sizes: self.ctr_fc_sizes.clone().unwrap_or_else(|| self.backend.default_hidden()),
+            cvr_fc_sizes: self.cvr_fc_sizes.clone().unwrap_or_else(|| self.backend.default_hidden()),
             aux_towers: self.kind.aux_towers(),
             interactions: self.interactions,
             mmoe: (self.backbone == Backbone::Mmoe).then(|| self.mmoe.clone()),
@@ -349,7 +353,7 @@ fn is_one(x: &f64) -> bool {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            epochs: 4,
+            epochs: 5,
             batch_size: 1024,
             shuffle_pool_row_groups: 4,
             shuffle: ShuffleUnit::Sessions,

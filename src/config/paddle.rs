@@ -189,10 +189,10 @@ fn apply_hyper(h: &PaddleHyper, model: &mut ModelConfig, hash_buckets: &mut u64)
         ensure!(n == FIELDS.len(), "hyper_parameters.num_field must be {} (the Ali-CCP fields), got {n}", FIELDS.len());
     }
     if let Some(s) = &h.ctr_fc_sizes {
-        model.ctr_fc_sizes = s.clone();
+        model.ctr_fc_sizes = Some(s.clone());
     }
     if let Some(s) = &h.cvr_fc_sizes {
-        model.cvr_fc_sizes = s.clone();
+        model.cvr_fc_sizes = Some(s.clone());
     }
     set("hyper_parameters.max_len", h.max_len, &mut model.max_len, dm.max_len)?;
     set("hyper_parameters.global_w", h.global_w, &mut model.global_w, dm.global_w)?;

@@ -1,8 +1,8 @@
 //! Named presets (`model.preset`): a set of `model:` / `train:` values that stand in for the
 //! keys the file does not give itself (a key the file gives wins). `paddlerec` is PaddleRec's
 //! `models/multitask/esmm` as shipped: sum pooling, the first 3 ids per field, embeddings
-//! uniform in ±1, every id its own row, the MLP towers alone (no field interactions), one epoch
-//! over shuffled rows, no early stopping, no calibration.
+//! uniform in ±1, every id its own row, the MLP towers alone at [256, 64] (no field
+//! interactions), one epoch over shuffled rows, no early stopping, no calibration.
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,8 @@ impl Preset {
     fn keys(self) -> &'static str {
         match self {
             Preset::Paddlerec => {
-                "model: {pooling: sum, max_len: 3, init_scale: 1.0, min_sessions: 0, shrink_sessions: 0, interactions: none}\n\
+                "model: {pooling: sum, max_len: 3, init_scale: 1.0, min_sessions: 0, shrink_sessions: 0, interactions: none, \
+                 ctr_fc_sizes: [256, 64], cvr_fc_sizes: [256, 64]}\n\
                  train: {epochs: 1, shuffle: rows, evals_per_epoch: 1, early_stopping_patience: 0, calibration: none, \
                  reset_embeddings: false, ensemble_epochs: false}"
             }

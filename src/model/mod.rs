@@ -19,8 +19,8 @@ pub use esmm::{FrozenSum, Model, ModelKind, ModelSpec, Snapshot};
 pub use gather::Pooling;
 pub use loss::{LossWeights, StepLoss};
 pub use towers::{
-    input_width, Backend, DenseAdam, Interactions, Mmoe, TowerSpec, DEFAULT_EMB_DIM, HIDDEN, INPUT, MIXTURE_TENSORS,
-    TRANSFER_TENSORS,
+    input_width, Backend, DenseAdam, Interactions, Mmoe, TowerSpec, DEFAULT_EMB_DIM, GEMM_HIDDEN, HIDDEN, INPUT,
+    MIXTURE_TENSORS, TRANSFER_TENSORS,
 };
 pub use vocab::Vocab;
 

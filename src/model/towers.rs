@@ -44,6 +44,10 @@ pub const fn input_width(dim: usize) -> usize {
 pub const INPUT: usize = input_width(DEFAULT_EMB_DIM);
 /// Hidden sizes the dfdx towers are compiled for (PaddleRec `ctr_fc_sizes` / `cvr_fc_sizes`).
 pub const HIDDEN: [usize; 2] = [256, 64];
+/// The gemm towers' hidden sizes when the config gives none: as good as [`HIDDEN`] on every
+/// sweep world at 0.75–0.79× the training time, which buys a fifth ensemble member
+/// (docs/quality.md, 2026-12-06).
+pub const GEMM_HIDDEN: [usize; 2] = [128, 64];
 
 /// Dense Adam hyper-parameters for the tower weights.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,6 +67,16 @@ pub enum Backend {
     Dfdx,
     /// Fused MLP on gemm 0.19 (AVX-512), run-time hidden sizes.
     Gemm,
+}
+
+impl Backend {
+    /// Hidden sizes of a tower whose config gives none.
+    pub fn default_hidden(self) -> Vec<usize> {
+        match self {
+            Backend::Dfdx => HIDDEN.to_vec(),
+            Backend::Gemm => GEMM_HIDDEN.to_vec(),
+        }
+    }
 }
 
 /// What a tower adds to its MLP's logit (`model.interactions`).

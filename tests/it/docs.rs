@@ -129,6 +129,7 @@ fn code_keys() -> BTreeSet<String> {
     c.model.backbone = Backbone::Mmoe;
     c.model.mmoe.experts = 4;
     c.model.calibrator_w = 0.5;
+    (c.model.ctr_fc_sizes, c.model.cvr_fc_sizes) = (Some(vec![64]), Some(vec![64]));
     c.train.reset_embeddings = true;
     c.train.ensemble_epochs = true;
     c.train.calibration = CalibrationKind::Platt;

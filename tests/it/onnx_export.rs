@@ -27,8 +27,13 @@ struct Case {
 }
 
 fn case(name: &str, kind: ModelKind, pooling: Pooling, f: impl FnOnce(&mut ModelConfig)) -> Case {
-    let mut model =
-        ModelConfig { kind, pooling, ctr_fc_sizes: vec![64, 16], cvr_fc_sizes: vec![32], ..Default::default() };
+    let mut model = ModelConfig {
+        kind,
+        pooling,
+        ctr_fc_sizes: Some(vec![64, 16]),
+        cvr_fc_sizes: Some(vec![32]),
+        ..Default::default()
+    };
     f(&mut model);
     Case { name: name.into(), model, calibration: CalibrationKind::None, epochs: 1 }
 }
@@ -59,7 +64,7 @@ fn cases() -> Vec<Case> {
     v.push(case("esmm_max_len_paddle_towers", ModelKind::Esmm, Pooling::Mean, |m| {
         m.max_len = 3;
         m.max_len_per_field.insert("210".into(), 1);
-        (m.ctr_fc_sizes, m.cvr_fc_sizes) = (vec![256, 64], vec![256, 64]);
+        (m.ctr_fc_sizes, m.cvr_fc_sizes) = (Some(vec![256, 64]), Some(vec![256, 64]));
     }));
     // run-time embedding sizes: a compiled lane (16) and the fallback (5)
     v.push(case("esmm_dim16", ModelKind::Esmm, Pooling::Mean, |m| m.embedding_dim = 16));
@@ -132,7 +137,7 @@ fn run_case(root: &Path, data: &Path, c: &Case) -> serde_json::Value {
     let towers = match c.model.backbone {
         // every layer of the two towers, the experts and the two exported gates (not DR's third)
         Backbone::Mmoe => 2 * (1 + c.model.mmoe.tower_sizes.len()) + 3,
-        Backbone::Towers => 2 + c.model.ctr_fc_sizes.len() + c.model.cvr_fc_sizes.len(),
+        Backbone::Towers => 2 + c.model.towers().ctr_fc_sizes.len() + c.model.towers().cvr_fc_sizes.len(),
     } + if c.model.kind == ModelKind::Aitm { 7 } else { 0 }; // AITM: the info layer, Q, K, V of both inputs
     assert_eq!(r.counts["op.Gemm"], towers as u64 * members, "{}: every member's towers", c.name);
     let pair_terms = if c.model.interactions.is_none() { 0 } else { 2 * members };
@@ -212,7 +217,7 @@ fn bad_models_are_clear_errors() {
     generate(&root, GenerateConfig { train_rows: 500, test_rows: 100, ..small_world() });
     let data = ingest_and_split_small(&root);
     let model = root.join("model");
-    let params = ModelConfig { ctr_fc_sizes: vec![8], cvr_fc_sizes: vec![8], ..Default::default() };
+    let params = ModelConfig { ctr_fc_sizes: Some(vec![8]), cvr_fc_sizes: Some(vec![8]), ..Default::default() };
     train_with(&data, &model, params, TrainConfig { epochs: 1, batch_size: 256, ..Default::default() }, false);
     std::fs::write(model.join("model.bin"), b"not a model").unwrap();
     let (code, err) = code_and_stderr(&esmm(&["export", "--model", &s(&model), "--out", &s(&out)], Path::new(".")));

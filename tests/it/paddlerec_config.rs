@@ -136,7 +136,7 @@ fn the_fixture_maps_every_key_or_names_it_ignored() {
     assert_eq!((&c.paths.predictions, &c.paths.metrics), (&"pr_out/predictions".into(), &"pr_out/metrics".into()));
     assert_eq!((c.train.batch_size, c.train.epochs, c.predict.batch_size), (64, 2, Some(32)));
     assert_eq!((c.ingest.hash_buckets, c.model.embedding_dim), (65537, 12));
-    assert_eq!((c.model.ctr_fc_sizes.clone(), c.model.cvr_fc_sizes.clone()), (vec![32, 16], vec![32, 16]));
+    assert_eq!((c.model.ctr_fc_sizes.clone(), c.model.cvr_fc_sizes.clone()), (Some(vec![32, 16]), Some(vec![32, 16])));
     assert_eq!(c.model.learning_rate, 0.002);
     // Every key of the fixture is either mapped or in the ignored list: removing a mapped key
     // changes the config, and no key is left unaccounted.

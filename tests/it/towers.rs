@@ -11,7 +11,9 @@ use std::path::Path;
 
 use common::*;
 use esmm::config::{ModelConfig, TrainConfig};
-use esmm::model::towers::{input_width, Backend, DenseAdam, TowerGrads, TowerSpec, Towers, DEFAULT_EMB_DIM, INPUT};
+use esmm::model::towers::{
+    input_width, Backend, DenseAdam, TowerGrads, TowerSpec, Towers, DEFAULT_EMB_DIM, HIDDEN, INPUT,
+};
 use esmm::rng::Rng;
 use esmm::schema::Split;
 
@@ -344,7 +346,9 @@ fn gemm_agrees_with_a_plain_reference_at_several_embedding_dims() {
 
 /// Trains on small generated data with each backend; returns the test CTR and CTCVR AUCs.
 fn train_and_score(data: &Path, out: &Path, backend: Backend) -> (f64, f64) {
-    let model = ModelConfig { backend, ..Default::default() };
+    // the same towers on both: dfdx's compiled [256, 64]
+    let hidden = Some(HIDDEN.to_vec());
+    let model = ModelConfig { backend, ctr_fc_sizes: hidden.clone(), cvr_fc_sizes: hidden, ..Default::default() };
     let params = TrainConfig { epochs: 2, batch_size: 256, early_stopping_patience: 0, ..Default::default() };
     train_with(data, out, model, params, false);
     let pred = out.join("p.parquet");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray, UInt64Array, UInt8Array};
 use common::*;
 use esmm::config::{CalibrationKind, GenerateConfig, ModelConfig, TrainConfig};
-use esmm::model::ModelKind;
+use esmm::model::{ModelKind, GEMM_HIDDEN};
 use esmm::schema::Split;
 use esmm::stages::{evaluate, predict};
 
@@ -306,7 +306,7 @@ fn other_embedding_dims_train_resume_and_predict() {
     let load = |p: &Path| esmm::model::checkpoint::load::<serde_json::Value>(p).map(|l| l.0);
     let m = load(&root.join("d16/model.bin")).unwrap();
     assert_eq!((m.spec.embedding_dim, m.tables[0].dim, m.towers.dim()), (16, 16, 16));
-    assert_eq!(m.towers.params()[0].len(), 256 * 23 * 16);
+    assert_eq!(m.towers.params()[0].len(), GEMM_HIDDEN[0] * 23 * 16);
     for (dir, pred) in [("d16", "p16.parquet"), ("r16", "r16.parquet")] {
         predict_to(&root.join(dir), &data, &root.join(pred));
     }
