@@ -499,6 +499,21 @@ mod tests {
         PipelineConfig::parse("model: {embedding_dim: 12, backend: dfdx}\n").unwrap();
     }
 
+    /// Towers without sizes take their backend's: gemm [128, 64], dfdx its compiled [256, 64];
+    /// the paddlerec preset pins [256, 64]; sizes a file gives win over both.
+    #[test]
+    fn tower_sizes_default_per_backend() {
+        let sizes = |yaml: &str| {
+            let t = PipelineConfig::parse(yaml).unwrap().model.towers();
+            (t.ctr_fc_sizes, t.cvr_fc_sizes)
+        };
+        assert_eq!(sizes(""), (vec![128, 64], vec![128, 64]));
+        assert_eq!(sizes("model: {backend: dfdx}\n"), (vec![256, 64], vec![256, 64]));
+        assert_eq!(sizes("model: {preset: paddlerec}\n"), (vec![256, 64], vec![256, 64]));
+        assert_eq!(sizes("model: {preset: paddlerec, cvr_fc_sizes: [32]}\n"), (vec![256, 64], vec![32]));
+        assert_eq!(sizes("model: {ctr_fc_sizes: [16, 8]}\n"), (vec![16, 8], vec![128, 64]));
+    }
+
     #[test]
     fn invalid_values_are_rejected_with_key() {
         for (yaml, key) in [
