@@ -178,7 +178,8 @@ pub fn loss_grads(
     let mut g: Vec<Vec<f32>> = z.iter().map(|_| vec![0.0f32; n]).collect();
     let clicked = click.iter().filter(|&&c| c == 1).count();
     let total = clicked as f64 + unclicked_w * (n - clicked) as f64;
-    let scale = if total > 0.0 { n as f64 / total } else { 1.0 }; // exactly 1 when unclicked_w is
+    // the row weights sum to n: at unclicked_w 1 the scale is exactly 1 (n / n)
+    let scale = if total > 0.0 { n as f64 / total } else { 1.0 };
     let (w_clicked, w_unclicked) = (scale, scale * unclicked_w);
     loss.second_rows = if kind == ModelKind::NaiveCvr { clicked } else { n };
     let inv_n = 1.0 / n.max(1) as f64;
